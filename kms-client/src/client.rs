@@ -1,0 +1,418 @@
+//! An async client for the KMS API with failover across servers.
+//!
+//! The client picks a live server at random, fails over to the next one on
+//! transport errors, and marks a failed server as suspect for a while (as the
+//! kms-go SDK does). Errors that the server returns are not retried.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use rand::Rng;
+
+use crate::cmd::Command;
+use crate::frame;
+use crate::proto;
+use crate::tls::Trust;
+use crate::{ApiKey, Error};
+
+/// How long a server that failed is avoided.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+/// Largest response body the client reads.
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Servers as `https://host:port` or `host:port`.
+    pub endpoints: Vec<String>,
+    /// The API key the client authenticates with.
+    pub api_key: ApiKey,
+    /// How server certificates are checked.
+    pub trust: Trust,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Parses a comma-separated server list into endpoints.
+    pub fn parse_endpoints(s: &str) -> Result<Vec<String>, Error> {
+        let eps: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(normalize_endpoint)
+            .collect::<Result<_, _>>()?;
+        if eps.is_empty() {
+            return Err(Error::Config("no server given".into()));
+        }
+        Ok(eps)
+    }
+}
+
+fn normalize_endpoint(e: &str) -> Result<String, Error> {
+    let e = e.trim_end_matches('/');
+    let e = if let Some(rest) = e.strip_prefix("https://") {
+        rest
+    } else if e.starts_with("http://") {
+        return Err(Error::Config(format!("server '{e}': only https is supported")));
+    } else {
+        e
+    };
+    let e = if let Some(rest) = e.strip_prefix(':') { format!("127.0.0.1:{rest}") } else { e.to_string() };
+    if e.is_empty() || e.contains('/') {
+        return Err(Error::Config(format!("invalid server address '{e}'")));
+    }
+    Ok(format!("https://{e}"))
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector>,
+    Full<Bytes>,
+>;
+
+struct Inner {
+    endpoints: Vec<String>,
+    suspect: Mutex<Vec<Option<Instant>>>,
+    http: HttpClient,
+    timeout: Duration,
+}
+
+/// The KMS client. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// A response of a GET endpoint.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl Client {
+    /// Builds a client. Must be called inside a Tokio runtime.
+    pub fn new(cfg: ClientConfig) -> Result<Self, Error> {
+        if cfg.endpoints.is_empty() {
+            return Err(Error::Config("no server given".into()));
+        }
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|e| normalize_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = crate::tls::client_config(&cfg.api_key, &cfg.trust)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(3)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let n = endpoints.len();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints,
+                suspect: Mutex::new(vec![None; n]),
+                http,
+                timeout: cfg.timeout,
+            }),
+        })
+    }
+
+    /// The endpoints, normalized.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// Order in which to try the servers: a random live one first, suspects last.
+    fn order(&self) -> Vec<usize> {
+        let n = self.inner.endpoints.len();
+        let start = if n > 1 { rand::thread_rng().gen_range(0..n) } else { 0 };
+        let now = Instant::now();
+        let suspect = self.inner.suspect.lock();
+        let mut live = Vec::with_capacity(n);
+        let mut sus = Vec::new();
+        for i in 0..n {
+            let idx = (start + i) % n;
+            match suspect[idx] {
+                Some(t) if now < t => sus.push(idx),
+                _ => live.push(idx),
+            }
+        }
+        live.extend(sus);
+        live
+    }
+
+    fn mark(&self, idx: usize, ok: bool) {
+        let mut s = self.inner.suspect.lock();
+        s[idx] = if ok { None } else { Some(Instant::now() + SUSPECT_FOR) };
+    }
+
+    async fn request_one(
+        &self,
+        idx: usize,
+        method: http::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<RawResponse, Error> {
+        let url = format!("{}{}", self.inner.endpoints[idx], path);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(http::header::ACCEPT, "application/octet-stream");
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/octet-stream");
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| Error::Config(format!("invalid request to {url}: {e}")))?;
+        let fut = async {
+            let resp = self
+                .inner
+                .http
+                .request(req)
+                .await
+                .map_err(|e| Error::Transport(format!("{}: {}", self.inner.endpoints[idx], error_chain(&e))))?;
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| Error::Transport(format!("{}: reading response: {e}", self.inner.endpoints[idx])))?
+                .to_bytes();
+            Ok(RawResponse { status, content_type, body })
+        };
+        tokio::time::timeout(self.inner.timeout, fut)
+            .await
+            .map_err(|_| Error::Transport(format!("{}: timed out after {:?}", self.inner.endpoints[idx], self.inner.timeout)))?
+    }
+
+    /// Sends a request to one server (by index), without failover.
+    pub async fn request_at(
+        &self,
+        idx: usize,
+        method: http::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<RawResponse, Error> {
+        let r = self.request_one(idx, method, path, body).await;
+        self.mark(idx, r.is_ok());
+        r
+    }
+
+    /// Sends a request, failing over across servers on transport errors.
+    pub async fn request(&self, method: http::Method, path: &str, body: Option<Bytes>) -> Result<RawResponse, Error> {
+        let mut errors = Vec::new();
+        for idx in self.order() {
+            match self.request_one(idx, method.clone(), path, body.clone()).await {
+                Ok(r) => {
+                    self.mark(idx, true);
+                    return Ok(r);
+                }
+                Err(Error::Transport(e)) => {
+                    self.mark(idx, false);
+                    errors.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Transport(errors.join("; ")))
+    }
+
+    /// Posts a body of frames to `/v1/kms/{enclave}` (or `/v1/kms` without an
+    /// enclave) and returns the response frames' body.
+    pub async fn send(&self, enclave: Option<&str>, body: Bytes) -> Result<Bytes, Error> {
+        let path = kms_path(enclave)?;
+        let r = self.request(http::Method::POST, &path, Some(body)).await?;
+        check(r)
+    }
+
+    /// Sends one command and decodes its single response.
+    pub async fn call<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        enclave: Option<&str>,
+        cmd: Command,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        let mut buf = BytesMut::new();
+        frame::encode(&mut buf, cmd as u16, req);
+        let body = self.send(enclave, buf.freeze()).await?;
+        let mut out = decode_frames::<Resp>(cmd, &body)?;
+        if out.len() != 1 {
+            return Err(Error::Protocol(format!("expected 1 response frame, got {}", out.len())));
+        }
+        Ok(out.pop().expect("one element"))
+    }
+
+    /// Sends a batch of commands of one kind and decodes the responses, in order.
+    pub async fn batch<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        enclave: Option<&str>,
+        cmd: Command,
+        reqs: &[Req],
+    ) -> Result<Vec<Resp>, Error> {
+        let body = self.send(enclave, frame::encode_batch(cmd, reqs).freeze()).await?;
+        let out = decode_frames::<Resp>(cmd, &body)?;
+        if out.len() != reqs.len() {
+            return Err(Error::Protocol(format!(
+                "sent {} frames, got {} response frames",
+                reqs.len(),
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// `GET /version` on one server.
+    pub async fn version(&self) -> Result<proto::VersionResponse, Error> {
+        let r = self.request(http::Method::GET, "/version", None).await?;
+        let body = check(r)?;
+        prost::Message::decode(body).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    // ---- typed helpers used by the CLI, the module and the tests ----
+
+    /// KEY:CREATE.
+    pub async fn create_key(&self, enclave: &str, name: &str, key_type: &str, add_version: bool) -> Result<(), Error> {
+        let req = proto::CreateKeyRequest { name: name.into(), r#type: key_type.into(), add_version };
+        self.call::<_, proto::Empty>(Some(enclave), Command::KeyCreate, &req).await.map(drop)
+    }
+
+    /// KEY:GENERATE.
+    pub async fn generate(&self, enclave: &str, name: &str, ad: &[u8], length: u32) -> Result<proto::GenerateKeyResponse, Error> {
+        let req = proto::GenerateKeyRequest { name: name.into(), version: 0, associated_data: ad.to_vec(), length };
+        self.call(Some(enclave), Command::KeyGenerate, &req).await
+    }
+
+    /// KEY:ENCRYPT.
+    pub async fn encrypt(&self, enclave: &str, name: &str, plaintext: &[u8], ad: &[u8]) -> Result<proto::EncryptResponse, Error> {
+        let req = proto::EncryptRequest { name: name.into(), version: 0, plaintext: plaintext.to_vec(), associated_data: ad.to_vec() };
+        self.call(Some(enclave), Command::KeyEncrypt, &req).await
+    }
+
+    /// KEY:DECRYPT (the version is read from the ciphertext).
+    pub async fn decrypt(&self, enclave: &str, name: &str, ciphertext: &[u8], ad: &[u8]) -> Result<proto::DecryptResponse, Error> {
+        let req = proto::DecryptRequest { name: name.into(), version: 0, ciphertext: ciphertext.to_vec(), associated_data: ad.to_vec() };
+        self.call(Some(enclave), Command::KeyDecrypt, &req).await
+    }
+
+    /// KEY:STATUS.
+    pub async fn key_status(&self, enclave: &str, name: &str) -> Result<proto::KeyStatusResponse, Error> {
+        let req = proto::KeyStatusRequest { name: name.into(), version: 0 };
+        self.call(Some(enclave), Command::KeyStatus, &req).await
+    }
+
+    /// Every page of KEY:LIST with `prefix`.
+    pub async fn list_keys(&self, enclave: &str, prefix: &str) -> Result<Vec<proto::KeyStatusResponse>, Error> {
+        let mut out = Vec::new();
+        let mut continue_at = String::new();
+        loop {
+            let req = proto::ListRequest { prefix: prefix.into(), continue_at: continue_at.clone(), limit: 0 };
+            let page: proto::ListKeysResponse = self.call(Some(enclave), Command::KeyList, &req).await?;
+            out.extend(page.keys);
+            if page.continue_at.is_empty() {
+                return Ok(out);
+            }
+            continue_at = page.continue_at;
+        }
+    }
+}
+
+fn kms_path(enclave: Option<&str>) -> Result<String, Error> {
+    match enclave {
+        None | Some("") => Ok("/v1/kms".to_string()),
+        Some(e) => {
+            if e.contains('/') || e.contains('?') || e.contains('#') || e.contains('%') {
+                return Err(Error::Config(format!("invalid enclave name '{e}'")));
+            }
+            Ok(format!("/v1/kms/{e}"))
+        }
+    }
+}
+
+/// Returns the body of a successful response, or the server's error.
+pub fn check(r: RawResponse) -> Result<Bytes, Error> {
+    if r.status == 200 {
+        return Ok(r.body);
+    }
+    let message = if r.content_type == "application/octet-stream" {
+        <proto::ErrResponse as prost::Message>::decode(r.body.clone())
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&r.body).into_owned())
+    } else if r.content_type == "application/json" {
+        #[derive(serde::Deserialize)]
+        struct J {
+            message: String,
+        }
+        serde_json::from_slice::<J>(&r.body)
+            .map(|j| j.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&r.body).into_owned())
+    } else {
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    Err(Error::Api { status: r.status, message })
+}
+
+/// Decodes response frames that must all carry `cmd`.
+pub fn decode_frames<M: prost::Message + Default>(cmd: Command, body: &[u8]) -> Result<Vec<M>, Error> {
+    let mut out = Vec::new();
+    for f in frame::frames(body) {
+        let f = f.map_err(|e| Error::Protocol(e.to_string()))?;
+        if f.id != cmd as u16 {
+            return Err(Error::Protocol(format!("expected {cmd} frame, got id {}", f.id)));
+        }
+        out.push(M::decode(f.payload).map_err(|e| Error::Protocol(format!("{cmd}: {e}")))?);
+    }
+    Ok(out)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            ClientConfig::parse_endpoints("127.0.0.1:7373, https://a:1/").unwrap(),
+            vec!["https://127.0.0.1:7373", "https://a:1"]
+        );
+        assert_eq!(ClientConfig::parse_endpoints(":7374").unwrap(), vec!["https://127.0.0.1:7374"]);
+        assert!(ClientConfig::parse_endpoints("http://a:1").is_err());
+        assert!(ClientConfig::parse_endpoints(" , ").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(kms_path(None).unwrap(), "/v1/kms");
+        assert_eq!(kms_path(Some("e1")).unwrap(), "/v1/kms/e1");
+        assert!(kms_path(Some("a/b")).is_err());
+    }
+}

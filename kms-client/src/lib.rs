@@ -1,0 +1,25 @@
+//! The KMS wire protocol and client.
+//!
+//! - [`cmd`]: command ids and names, exactly those of MinIO's kms-go SDK, plus
+//!   this project's extensions in a reserved range.
+//! - [`proto`]: the protobuf messages (field numbers as in kms-go), written with
+//!   `prost` derive so that no `protoc` is needed.
+//! - [`frame`]: the `u16 command | u32 length | message` framing and batches.
+//! - [`apikey`]: `k1:` API keys, `h1:` identities, client certificates.
+//! - [`client`]: an async client with failover across servers.
+//!
+//! This crate does not link RocksDB, so the PKCS#11 module can use it.
+#![forbid(unsafe_code)]
+
+pub mod apikey;
+pub mod client;
+pub mod cmd;
+pub mod error;
+pub mod frame;
+pub mod proto;
+pub mod tls;
+
+pub use apikey::{ApiKey, Identity};
+pub use client::{Client, ClientConfig};
+pub use cmd::Command;
+pub use error::Error;

@@ -1,0 +1,421 @@
+//! Protobuf messages of the KMS API.
+//!
+//! Field numbers and types match MinIO's kms-go `kms/protobuf/*.proto`
+//! (package `minio.kms`) exactly; the definitions are our own, written with
+//! `prost` derive. Field names follow Rust conventions.
+#![allow(missing_docs)]
+
+use std::collections::HashMap;
+
+pub use prost_types::{Duration, Timestamp};
+
+// ---- requests ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Empty {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClusterStatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListRequest {
+    #[prost(string, tag = "1")]
+    pub prefix: String,
+    #[prost(string, tag = "2")]
+    pub continue_at: String,
+    #[prost(uint32, tag = "3")]
+    pub limit: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AddClusterNodeRequest {
+    #[prost(string, tag = "1")]
+    pub host: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RemoveClusterNodeRequest {
+    #[prost(string, tag = "1")]
+    pub host: String,
+    #[prost(bool, tag = "2")]
+    pub delete_cluster_on_host: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EditClusterRequest {
+    #[prost(string, tag = "1")]
+    pub host: String,
+    #[prost(uint32, repeated, tag = "2")]
+    pub remove_ids: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AddHsmRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bool, tag = "2")]
+    pub overwrite: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RemoveHsmRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// Request of ENCLAVE:CREATE, ENCLAVE:DELETE and ENCLAVE:STATUS (same shape).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnclaveRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateKeyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+    #[prost(bool, tag = "3")]
+    pub add_version: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ImportKeyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteKeyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bool, tag = "3")]
+    pub all_versions: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyStatusRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncryptRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub plaintext: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub associated_data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GenerateKeyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub associated_data: Vec<u8>,
+    #[prost(uint32, tag = "4")]
+    pub length: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MacRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DecryptRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub ciphertext: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub associated_data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Rule {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RuleSet {
+    #[prost(map = "string, message", tag = "1")]
+    pub rules: HashMap<String, Rule>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreatePolicyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(map = "string, message", tag = "2")]
+    pub allow: HashMap<String, RuleSet>,
+    #[prost(map = "string, message", tag = "3")]
+    pub deny: HashMap<String, RuleSet>,
+}
+
+/// Request of POLICY:GET, POLICY:STATUS and POLICY:DELETE (same shape).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AssignPolicyRequest {
+    #[prost(string, tag = "1")]
+    pub identity: String,
+    #[prost(string, tag = "2")]
+    pub policy: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateIdentityRequest {
+    #[prost(string, tag = "1")]
+    pub identity: String,
+    #[prost(string, tag = "2")]
+    pub privilege: String,
+    #[prost(bool, tag = "3")]
+    pub is_service_account: bool,
+    #[prost(map = "string, string", tag = "4")]
+    pub tags: HashMap<String, String>,
+}
+
+/// Request of IDENTITY:STATUS and IDENTITY:DELETE (same shape).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdentityRequest {
+    #[prost(string, tag = "1")]
+    pub identity: String,
+}
+
+// ---- responses ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrResponse {
+    #[prost(string, tag = "1")]
+    pub message: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionResponse {
+    #[prost(string, tag = "1")]
+    pub version: String,
+    #[prost(string, tag = "2")]
+    pub commit: String,
+    #[prost(string, tag = "3")]
+    pub api_version: String,
+    #[prost(string, tag = "4")]
+    pub host: String,
+    #[prost(bool, tag = "5")]
+    pub fips140: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerStatusResponse {
+    #[prost(string, tag = "1")]
+    pub version: String,
+    #[prost(string, tag = "2")]
+    pub api_version: String,
+    #[prost(string, tag = "3")]
+    pub host: String,
+    #[prost(message, optional, tag = "4")]
+    pub up_time: Option<Duration>,
+    #[prost(string, tag = "5")]
+    pub role: String,
+    #[prost(uint64, tag = "6")]
+    pub commit: u64,
+    #[prost(map = "uint32, string", tag = "7")]
+    pub nodes: HashMap<u32, String>,
+    #[prost(uint32, tag = "8")]
+    pub id: u32,
+    #[prost(sint64, tag = "9")]
+    pub leader_id: i64,
+    #[prost(message, optional, tag = "10")]
+    pub last_heartbeat: Option<Duration>,
+    #[prost(message, optional, tag = "11")]
+    pub heartbeat_interval: Option<Duration>,
+    #[prost(message, optional, tag = "12")]
+    pub election_timeout: Option<Duration>,
+    #[prost(string, tag = "13")]
+    pub os: String,
+    #[prost(string, tag = "14")]
+    pub arch: String,
+    #[prost(uint32, tag = "15")]
+    pub cpus: u32,
+    #[prost(uint32, tag = "16")]
+    pub usable_cpus: u32,
+    #[prost(uint64, tag = "17")]
+    pub heap_mem_in_use: u64,
+    #[prost(uint64, tag = "18")]
+    pub stack_mem_in_use: u64,
+    #[prost(string, repeated, tag = "19")]
+    pub hsms: Vec<String>,
+    #[prost(string, repeated, tag = "20")]
+    pub configured_hsms: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClusterStatusResponse {
+    #[prost(map = "uint32, message", tag = "1")]
+    pub nodes_up: HashMap<u32, ServerStatusResponse>,
+    #[prost(map = "uint32, string", tag = "2")]
+    pub nodes_down: HashMap<u32, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnclaveStatusResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "3")]
+    pub created_by: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListEnclavesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub enclaves: Vec<EnclaveStatusResponse>,
+    #[prost(string, tag = "2")]
+    pub continue_at: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyStatusResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(string, tag = "3")]
+    pub r#type: String,
+    #[prost(message, optional, tag = "4")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "5")]
+    pub created_by: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListKeysResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub keys: Vec<KeyStatusResponse>,
+    #[prost(string, tag = "2")]
+    pub continue_at: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncryptResponse {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DecryptResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    pub plaintext: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GenerateKeyResponse {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub plaintext: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MacResponse {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub mac: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyStatusResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "4")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "5")]
+    pub created_by: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(map = "string, message", tag = "2")]
+    pub allow: HashMap<String, RuleSet>,
+    #[prost(map = "string, message", tag = "3")]
+    pub deny: HashMap<String, RuleSet>,
+    #[prost(message, optional, tag = "4")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "5")]
+    pub created_by: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListPoliciesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub policies: Vec<PolicyStatusResponse>,
+    #[prost(string, tag = "2")]
+    pub continue_at: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdentityResponse {
+    #[prost(string, tag = "1")]
+    pub identity: String,
+    #[prost(uint32, tag = "2")]
+    pub privilege: u32,
+    #[prost(string, tag = "3")]
+    pub policy: String,
+    #[prost(message, optional, tag = "4")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "5")]
+    pub created_by: String,
+    #[prost(bool, tag = "6")]
+    pub is_service_account: bool,
+    #[prost(string, repeated, tag = "7")]
+    pub service_accounts: Vec<String>,
+    #[prost(map = "string, string", tag = "8")]
+    pub tags: HashMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListIdentitiesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub identities: Vec<IdentityResponse>,
+    #[prost(string, tag = "2")]
+    pub continue_at: String,
+}
+
+/// Privileges as numbered by kms-go (`IdentityResponse.privilege`).
+pub mod privilege {
+    pub const SYS_ADMIN: u32 = 1;
+    pub const ADMIN: u32 = 2;
+    pub const USER: u32 = 3;
+}

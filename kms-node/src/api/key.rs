@@ -1,0 +1,193 @@
+//! KEY:* commands.
+
+use std::sync::Arc;
+
+use kms_client::{proto, Command};
+use prost::Message;
+use rand::RngCore;
+
+use super::{decode, validate_name, ApiError, Ctx};
+use crate::change::{Change, Secret};
+use crate::crypto::{self, KeyType};
+use crate::model::{KeyRing, KeyVersion, Time};
+
+const LIST_MAX: usize = 1000;
+
+fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
+    ctx.enclave()?.keys.get(name).ok_or_else(ApiError::key_not_found)
+}
+
+/// The version `v` of a ring (0: the latest).
+fn version(ring: &KeyRing, v: u32) -> Result<&Arc<KeyVersion>, ApiError> {
+    let found = if v == 0 { ring.latest() } else { ring.versions.get(&v) };
+    found.ok_or_else(|| {
+        if v != 0 && v < ring.next_version {
+            ApiError::new(404, format!("key version {v} of '{}' has been deleted", ring.name))
+        } else {
+            ApiError::new(404, format!("key version {v} of '{}' does not exist", ring.name))
+        }
+    })
+}
+
+fn status(ring: &KeyRing, v: &KeyVersion) -> proto::KeyStatusResponse {
+    proto::KeyStatusResponse {
+        name: ring.name.clone(),
+        version: v.version,
+        r#type: ring.key_type.name().into(),
+        created_at: Some(v.created_at.to_proto()),
+        created_by: v.created_by.clone(),
+    }
+}
+
+pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
+    match cmd {
+        Command::KeyGenerate => {
+            let req: proto::GenerateKeyRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, &req.name)?;
+            let len = if req.length == 0 { crypto::DEFAULT_DATA_KEY } else { req.length };
+            if len > crypto::MAX_DATA_KEY {
+                return Err(ApiError::bad(format!("data key length {len} exceeds the maximum of {}", crypto::MAX_DATA_KEY)));
+            }
+            let ring = ring(ctx, &req.name)?;
+            let v = version(ring, req.version)?;
+            let mut plaintext = zeroize::Zeroizing::new(vec![0u8; len as usize]);
+            rand::rngs::OsRng.fill_bytes(&mut plaintext);
+            let ciphertext = v.material.encrypt(&plaintext, &req.associated_data);
+            Ok(proto::GenerateKeyResponse { version: v.version, plaintext: plaintext.to_vec(), ciphertext }.encode_to_vec())
+        }
+        Command::KeyEncrypt => {
+            let req: proto::EncryptRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, &req.name)?;
+            let ring = ring(ctx, &req.name)?;
+            let v = version(ring, req.version)?;
+            let ciphertext = v.material.encrypt(&req.plaintext, &req.associated_data);
+            Ok(proto::EncryptResponse { version: v.version, ciphertext }.encode_to_vec())
+        }
+        Command::KeyDecrypt => {
+            let req: proto::DecryptRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, &req.name)?;
+            let ring = ring(ctx, &req.name)?;
+            let cv = crypto::ciphertext_version(&req.ciphertext).map_err(|e| ApiError::bad(e.to_string()))?;
+            if req.version != 0 && req.version != cv {
+                return Err(ApiError::bad(format!(
+                    "invalid ciphertext: it was made with key version {cv}, not {}",
+                    req.version
+                )));
+            }
+            let v = match ring.versions.get(&cv) {
+                Some(v) => v,
+                None if cv != 0 && cv < ring.next_version => {
+                    return Err(ApiError::bad(format!(
+                        "invalid ciphertext: it was made with version {cv} of key '{}', which has been deleted",
+                        ring.name
+                    )))
+                }
+                None => return Err(ApiError::bad("invalid ciphertext")),
+            };
+            let plaintext = v.material.decrypt(&req.ciphertext, &req.associated_data).map_err(|e| ApiError::bad(e.to_string()))?;
+            Ok(proto::DecryptResponse { plaintext: plaintext.to_vec() }.encode_to_vec())
+        }
+        Command::KeyMac => {
+            let req: proto::MacRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, &req.name)?;
+            let ring = ring(ctx, &req.name)?;
+            let v = version(ring, req.version)?;
+            Ok(proto::MacResponse { version: v.version, mac: v.material.mac(&req.message).to_vec() }.encode_to_vec())
+        }
+        Command::KeyStatus => {
+            let req: proto::KeyStatusRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, &req.name)?;
+            let ring = ring(ctx, &req.name)?;
+            let v = version(ring, req.version)?;
+            Ok(status(ring, v).encode_to_vec())
+        }
+        Command::KeyList => {
+            let req: proto::ListRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, "")?;
+            let e = ctx.enclave()?;
+            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
+            let start = if req.continue_at.is_empty() { req.prefix.clone() } else { req.continue_at.clone() };
+            let mut keys = Vec::new();
+            let mut continue_at = String::new();
+            for (name, ring) in e.keys.range(start..) {
+                if !name.starts_with(&req.prefix) {
+                    break;
+                }
+                if !ctx.visible(cmd, name) {
+                    continue;
+                }
+                if keys.len() == limit {
+                    continue_at = name.clone();
+                    break;
+                }
+                if let Some(v) = ring.latest() {
+                    keys.push(status(ring, v));
+                }
+            }
+            Ok(proto::ListKeysResponse { keys, continue_at }.encode_to_vec())
+        }
+        Command::KeyListVersions => {
+            let req: proto::ListRequest = decode(cmd, payload)?;
+            // The prefix names the key whose versions are listed.
+            ctx.authorize(cmd, &req.prefix)?;
+            let ring = ring(ctx, &req.prefix)?;
+            let from: u32 = req.continue_at.parse().unwrap_or(0);
+            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
+            let mut keys = Vec::new();
+            let mut continue_at = String::new();
+            for (n, v) in ring.versions.range(from..) {
+                if keys.len() == limit {
+                    continue_at = n.to_string();
+                    break;
+                }
+                keys.push(status(ring, v));
+            }
+            Ok(proto::ListKeysResponse { keys, continue_at }.encode_to_vec())
+        }
+        Command::KeyCreate => {
+            let req: proto::CreateKeyRequest = decode(cmd, payload)?;
+            validate_name("key", &req.name)?;
+            ctx.authorize(cmd, &req.name)?;
+            let enclave = ctx.enclave()?.name.clone();
+            let change = if req.add_version {
+                Change::AddKeyVersion { enclave, name: req.name, secret: Secret::random(), at: Time::now(), by: ctx.caller.identity.to_string() }
+            } else {
+                let key_type = KeyType::parse(&req.r#type)
+                    .ok_or_else(|| ApiError::bad(format!("unsupported key type '{}': use AES256 or ChaCha20", req.r#type)))?;
+                Change::CreateKey { enclave, name: req.name, key_type, secret: Secret::random(), imported: false, at: Time::now(), by: ctx.caller.identity.to_string() }
+            };
+            ctx.commit(cmd, change).await?;
+            Ok(Vec::new())
+        }
+        Command::KeyImport => {
+            let mut req: proto::ImportKeyRequest = decode(cmd, payload)?;
+            let key = zeroize::Zeroizing::new(std::mem::take(&mut req.key));
+            validate_name("key", &req.name)?;
+            ctx.authorize(cmd, &req.name)?;
+            let key_type = KeyType::parse(&req.r#type)
+                .ok_or_else(|| ApiError::bad(format!("unsupported key type '{}': use AES256 or ChaCha20", req.r#type)))?;
+            let secret: [u8; 32] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| ApiError::bad(format!("an imported {} key must be 32 bytes, not {}", key_type.name(), key.len())))?;
+            let enclave = ctx.enclave()?.name.clone();
+            let change = Change::CreateKey { enclave, name: req.name, key_type, secret: Secret(secret), imported: true, at: Time::now(), by: ctx.caller.identity.to_string() };
+            ctx.commit(cmd, change).await?;
+            Ok(Vec::new())
+        }
+        Command::KeyDelete => {
+            let req: proto::DeleteKeyRequest = decode(cmd, payload)?;
+            validate_name("key", &req.name)?;
+            ctx.authorize(cmd, &req.name)?;
+            let enclave = ctx.enclave()?.name.clone();
+            let change = if req.all_versions {
+                Change::DeleteKey { enclave, name: req.name }
+            } else {
+                Change::DeleteKeyVersion { enclave, name: req.name, version: req.version }
+            };
+            ctx.commit(cmd, change).await?;
+            Ok(Vec::new())
+        }
+        _ => Err(ApiError::bad(format!("{cmd} is not a key command"))),
+    }
+}

@@ -1,0 +1,376 @@
+//! The HTTP API: `POST /v1/kms[/{enclave}]` with framed protobuf commands,
+//! plus `/version`, health, metrics and backup/restore.
+//!
+//! A request flows: TLS handshake (the client certificate's public key is the
+//! caller's identity) → [`route`] → [`kms`]: size limit, frame decoding,
+//! authentication against the current state, then one handler call per frame
+//! (one file per command family), each authorized on its own.
+
+mod cluster;
+mod enclave;
+mod identity;
+mod key;
+mod policy;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Response};
+use http_body_util::{BodyExt, Full};
+use kms_client::{frame, proto, Command, Identity};
+use prost::Message;
+
+use crate::change::{ApplyError, Change};
+use crate::model::{Privilege, State};
+use crate::node::{Node, ProposeError};
+
+pub type Body = Full<Bytes>;
+
+/// An error answered to the client: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+    /// kms-go's `ErrPermission`, matched exactly.
+    pub fn denied() -> Self {
+        Self::new(403, "access denied: insufficient permissions")
+    }
+    pub fn enclave_not_found() -> Self {
+        Self::new(404, "enclave does not exist")
+    }
+    pub fn key_not_found() -> Self {
+        Self::new(404, "key does not exist")
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        Self::new(e.status(), e.to_string())
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::Apply(a) => a.into(),
+            ProposeError::Unavailable(m) => Self::new(503, m),
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    pub privilege: Privilege,
+    pub enclave: Option<String>,
+    pub policy: Option<String>,
+    pub is_root: bool,
+}
+
+impl Caller {
+    fn from_state(node: &Node, st: &State, identity: &Identity) -> Option<Self> {
+        if *identity == node.root_identity {
+            return Some(Caller { identity: identity.clone(), privilege: Privilege::SysAdmin, enclave: None, policy: None, is_root: true });
+        }
+        let r = st.identities.get(identity)?;
+        Some(Caller {
+            identity: identity.clone(),
+            privilege: r.privilege,
+            enclave: r.enclave.clone(),
+            policy: r.policy.clone(),
+            is_root: false,
+        })
+    }
+}
+
+/// Everything a command handler needs.
+pub struct Ctx<'a> {
+    pub node: &'a Node,
+    pub st: arc_swap::Guard<Arc<State>>,
+    pub caller: &'a Caller,
+    /// The enclave of the request path, if any.
+    pub enclave: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    /// Authorizes `cmd` on `name` (a key, policy or identity name; empty for listings).
+    pub fn authorize(&self, cmd: Command, name: &str) -> Result<(), ApiError> {
+        let c = self.caller;
+        if c.privilege == Privilege::SysAdmin {
+            return Ok(());
+        }
+        if cmd.is_cluster() || self.enclave.is_none() || c.enclave.as_deref() != self.enclave {
+            return Err(self.deny(cmd, name));
+        }
+        match c.privilege {
+            Privilege::Admin => Ok(()),
+            _ if self.user_allows(cmd, name) => Ok(()),
+            _ => Err(self.deny(cmd, name)),
+        }
+    }
+
+    /// Whether a User's policy allows `cmd` on `name` (`None` name: any allow rule for `cmd`).
+    pub fn user_allows(&self, cmd: Command, name: &str) -> bool {
+        let (Some(p), Some(e)) = (&self.caller.policy, self.enclave.and_then(|e| self.st.enclave(e))) else {
+            return false;
+        };
+        let Some(rec) = e.policies.get(p) else { return false };
+        if name.is_empty() {
+            return rec.policy.allow.keys().any(|c| crate::policy::glob(&c.to_ascii_uppercase(), cmd.name()));
+        }
+        rec.policy.allows(cmd.name(), name)
+    }
+
+    /// Whether the caller may see `name` in a listing of `cmd`.
+    pub fn visible(&self, cmd: Command, name: &str) -> bool {
+        self.caller.privilege != Privilege::User || self.user_allows(cmd, name)
+    }
+
+    fn deny(&self, cmd: Command, name: &str) -> ApiError {
+        crate::audit::denied(&self.caller.identity, cmd, self.enclave, name);
+        ApiError::denied()
+    }
+
+    /// The enclave of the request, which must exist.
+    pub fn enclave(&self) -> Result<&Arc<crate::model::Enclave>, ApiError> {
+        let name = self.enclave.ok_or_else(|| ApiError::bad("this command needs an enclave: POST /v1/kms/{enclave}"))?;
+        self.st.enclave(name).ok_or_else(ApiError::enclave_not_found)
+    }
+
+    /// Commits a change, auditing its outcome, and reloads the state.
+    pub async fn commit(&mut self, cmd: Command, change: Change) -> Result<u64, ApiError> {
+        let (enclave, name) = change.subject();
+        let (enclave, name) = (enclave.map(str::to_string), name);
+        let r = self.node.propose(change).await;
+        crate::audit::change(&self.caller.identity, cmd, enclave.as_deref(), &name, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        if r.is_ok() {
+            self.node.metrics.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.st = self.node.state();
+        Ok(r?)
+    }
+}
+
+/// Decodes a request message, mapping garbage to a 400.
+pub fn decode<M: Message + Default>(cmd: Command, payload: &[u8]) -> Result<M, ApiError> {
+    M::decode(payload).map_err(|e| ApiError::bad(format!("malformed {cmd} request: {e}")))
+}
+
+pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    crate::model::validate_name(kind, name).map_err(ApiError::bad)
+}
+
+fn response(status: u16, content_type: &'static str, body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(body))
+        .expect("valid response")
+}
+
+fn wants_json(req: &http::request::Parts) -> bool {
+    req.headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.trim() == "application/json")
+}
+
+fn error_response(e: &ApiError, json: bool) -> Response<Body> {
+    if json {
+        let body = serde_json::json!({ "message": e.message }).to_string();
+        response(e.status, "application/json", Bytes::from(body))
+    } else {
+        let body = proto::ErrResponse { message: e.message.clone() }.encode_to_vec();
+        response(e.status, "application/octet-stream", Bytes::from(body))
+    }
+}
+
+/// Serves one HTTP request of an authenticated connection.
+pub async fn route(node: Arc<Node>, identity: Identity, req: http::Request<hyper::body::Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let json = wants_json(&parts);
+    let path = parts.uri.path().to_string();
+    let result = match (&parts.method, path.as_str()) {
+        (&Method::GET, "/version") => Ok(version(&node, json)),
+        (&Method::GET, "/v1/health/live") => Ok(response(200, "text/plain", Bytes::new())),
+        (&Method::GET, "/v1/health/ready") => Ok(ready(&node)),
+        (&Method::GET, "/v1/health/metrics") => Ok(metrics(&node)),
+        (&Method::GET, "/v1/db") => backup(&node, &identity),
+        (&Method::PUT, "/v1/db") => restore(&node, &identity, &parts, body).await,
+        (&Method::POST, p) if p == "/v1/kms" || p.starts_with("/v1/kms/") => {
+            let enclave = p.strip_prefix("/v1/kms").unwrap_or_default().trim_start_matches('/').to_string();
+            kms(&node, &identity, &parts, body, &enclave).await
+        }
+        (_, "/version" | "/v1/health/live" | "/v1/health/ready" | "/v1/health/metrics" | "/v1/db" | "/v1/kms") => {
+            Err(ApiError::new(405, format!("method {} not allowed on {path}", parts.method)))
+        }
+        _ => Err(ApiError::new(404, format!("no such endpoint: {} {path}", parts.method))),
+    };
+    result.unwrap_or_else(|e| {
+        node.metrics.reject();
+        error_response(&e, json)
+    })
+}
+
+fn version(node: &Node, json: bool) -> Response<Body> {
+    let v = proto::VersionResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        commit: option_env!("KMS_GIT_COMMIT").unwrap_or("").into(),
+        api_version: "v1".into(),
+        host: node.addr.clone(),
+        fips140: false,
+    };
+    if json {
+        let body = serde_json::json!({"version": v.version, "commit": v.commit, "api_version": v.api_version, "host": v.host, "fips140": false});
+        response(200, "application/json", Bytes::from(body.to_string()))
+    } else {
+        response(200, "application/octet-stream", Bytes::from(v.encode_to_vec()))
+    }
+}
+
+fn ready(_node: &Node) -> Response<Body> {
+    // A single-node cluster that is serving has unsealed its state and can
+    // write; `?write` is answered the same way.
+    response(200, "text/plain", Bytes::new())
+}
+
+fn metrics(node: &Node) -> Response<Body> {
+    let st = node.state();
+    let up = node.started.elapsed().as_secs_f64();
+    let body = node.metrics.render(&[
+        ("kms_uptime_seconds", "Seconds since the node started.", up),
+        ("kms_commit_index", "Index of the last applied log entry.", st.applied as f64),
+        ("kms_enclaves", "Enclaves.", st.enclaves.len() as f64),
+        ("kms_keys", "Keys in all enclaves.", st.key_count() as f64),
+        ("kms_cluster_nodes", "Members of the cluster.", 1.0),
+        ("kms_cluster_nodes_up", "Members reachable from this node.", 1.0),
+        ("kms_is_leader", "1 if this node is the leader.", 1.0),
+    ]);
+    response(200, "text/plain; version=0.0.4", Bytes::from(body))
+}
+
+fn require_sysadmin(node: &Node, identity: &Identity, what: &str) -> Result<(), ApiError> {
+    let st = node.state();
+    match Caller::from_state(node, &st, identity) {
+        Some(c) if c.privilege == Privilege::SysAdmin => Ok(()),
+        _ => {
+            crate::audit::denied_op(identity, what);
+            Err(ApiError::denied())
+        }
+    }
+}
+
+fn backup(node: &Node, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    require_sysadmin(node, identity, "BACKUP")?;
+    let blob = crate::backup::create(node).map_err(|e| ApiError::new(500, e))?;
+    crate::audit::op(identity, "BACKUP", "ok");
+    Ok(response(200, "application/octet-stream", Bytes::from(blob)))
+}
+
+async fn restore(
+    node: &Node,
+    identity: &Identity,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+) -> Result<Response<Body>, ApiError> {
+    require_sysadmin(node, identity, "RESTORE")?;
+    let body = read_body(parts, body, 1 << 30).await?;
+    let (st, n) = crate::backup::open(node, &body).map_err(ApiError::bad)?;
+    let r = node.replace_state(st, n).await;
+    crate::audit::op(identity, "RESTORE", if r.is_ok() { "ok" } else { "failed" });
+    r?;
+    Ok(response(200, "application/octet-stream", Bytes::new()))
+}
+
+async fn read_body(parts: &http::request::Parts, body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(413, format!("request body exceeds the limit of {limit} bytes"));
+    if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::bad(format!("cannot read request body: {e}"))),
+    }
+}
+
+/// `POST /v1/kms[/{enclave}]`.
+async fn kms(
+    node: &Arc<Node>,
+    identity: &Identity,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+    enclave: &str,
+) -> Result<Response<Body>, ApiError> {
+    let started = Instant::now();
+    let body = read_body(parts, body, node.max_request_bytes).await?;
+    if !enclave.is_empty() {
+        validate_name("enclave", enclave)?;
+    }
+    let frames = frame::decode_all(&body).map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut cmds = Vec::with_capacity(frames.len());
+    for f in &frames {
+        cmds.push(Command::from_id(f.id).ok_or_else(|| ApiError::bad(format!("unknown command id {}", f.id)))?);
+    }
+    let first = cmds[0];
+    if cmds.iter().any(|c| c.is_write() != first.is_write()) {
+        return Err(ApiError::bad("a request must not mix commands that change state with commands that do not"));
+    }
+    let st = node.state();
+    let Some(caller) = Caller::from_state(node, &st, identity) else {
+        crate::audit::denied(identity, first, (!enclave.is_empty()).then_some(enclave), "");
+        node.metrics.record(first, frames.len(), 403, started.elapsed());
+        return Err(ApiError::denied());
+    };
+    let mut ctx = Ctx { node, st, caller: &caller, enclave: (!enclave.is_empty()).then_some(enclave) };
+    // Isolation: an identity of one enclave learns nothing about another,
+    // not even whether it exists.
+    if caller.privilege != Privilege::SysAdmin && caller.enclave.as_deref() != ctx.enclave {
+        let r = Err(ctx.deny(first, ""));
+        node.metrics.record(first, frames.len(), 403, started.elapsed());
+        return r;
+    }
+    let mut out = BytesMut::with_capacity(frames.len() * 64);
+    let mut result = Ok(());
+    for (i, (f, cmd)) in frames.iter().zip(&cmds).enumerate() {
+        let r = match cmd.name().split(':').next() {
+            Some("KEY") => key::handle(&mut ctx, *cmd, f.payload).await,
+            Some("ENCLAVE") => enclave::handle(&mut ctx, *cmd, f.payload).await,
+            Some("POLICY") => policy::handle(&mut ctx, *cmd, f.payload).await,
+            Some("IDENTITY") => identity::handle(&mut ctx, *cmd, f.payload).await,
+            _ => cluster::handle(&mut ctx, *cmd, f.payload).await,
+        };
+        match r {
+            Ok(msg) => {
+                out.extend_from_slice(&(*cmd as u16).to_be_bytes());
+                out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                out.extend_from_slice(&msg);
+            }
+            Err(mut e) => {
+                if frames.len() > 1 {
+                    e.message = format!("{} (frame {} of {})", e.message, i + 1, frames.len());
+                }
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let status = result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status);
+    node.metrics.record(first, frames.len(), status, started.elapsed());
+    result?;
+    Ok(response(200, "application/octet-stream", out.freeze()))
+}

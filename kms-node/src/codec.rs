@@ -1,0 +1,22 @@
+//! The one place that knows the binary encoding of stored records and log
+//! entries (bincode 2, pinned). Swapping the encoding means changing this file
+//! and bumping the on-disk format version in `store.rs`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ 64 << 20 }>()
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, config()).expect("in-memory values always encode")
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    let (v, n) = bincode::serde::decode_from_slice(b, config()).map_err(|e| e.to_string())?;
+    if n != b.len() {
+        return Err(format!("{} trailing bytes", b.len() - n));
+    }
+    Ok(v)
+}

@@ -1,0 +1,167 @@
+//! Server configuration: a TOML file (`--config`), environment variables and
+//! flags, parsed once into a validated [`ServerConfig`]. Errors name the field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The file format. Every field is optional; unknown fields are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub address: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: TlsFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub hsm: HsmFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` or `json`.
+    pub format: Option<String>,
+    /// A `tracing` filter, e.g. `info` or `info,audit=warn`.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_request_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmFile {
+    /// The software HSM key; `KMS_HSM_KEY` takes precedence.
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration of `kms server`.
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_request_bytes: usize,
+    pub hsm_key: Option<String>,
+}
+
+pub const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
+
+/// Flags of `kms server` that override the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub address: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub dev: bool,
+}
+
+impl ServerConfig {
+    pub fn load(path: Option<&std::path::Path>, o: Overrides) -> Result<Self, String> {
+        let file: File = match path {
+            None => File::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("config file {}: {}", p.display(), e.to_string().trim()))?
+            }
+        };
+        let default_addr = if o.dev { "127.0.0.1:7373" } else { "0.0.0.0:7373" };
+        let address = o.address.or(file.address).unwrap_or_else(|| default_addr.into());
+        let address = parse_addr(&address).map_err(|e| format!("address: {e}"))?;
+        let data_dir = match o.data_dir.or(file.data_dir) {
+            Some(d) => d,
+            None if o.dev => std::env::temp_dir().join("kms-dev"),
+            None => return Err("data_dir: no data directory given (kms server DIR, or data_dir in the config file)".into()),
+        };
+        let tls = match (o.tls_cert.or(file.tls.cert), o.tls_key.or(file.tls.key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err("tls.key: a TLS certificate needs its private key (--tls-key)".into()),
+            (None, Some(_)) => return Err("tls.cert: a TLS key needs its certificate (--tls-cert)".into()),
+        };
+        let log_format = match file.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(format!("log.format: '{other}' is not 'text' or 'json'")),
+        };
+        let log_level = file.log.level.unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| format!("log.level: {e}"))?;
+        let max = file.limits.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST);
+        if !(1024..=1 << 30).contains(&max) {
+            return Err(format!("limits.max_request_bytes: {max} is outside 1024..=1073741824"));
+        }
+        Ok(ServerConfig {
+            address,
+            data_dir,
+            tls,
+            log_format,
+            log_level,
+            max_request_bytes: max as usize,
+            hsm_key: file.hsm.key,
+        })
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}' is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServerConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        ServerConfig::load(Some(&p), Overrides::default())
+    }
+
+    #[test]
+    fn valid_file() {
+        let c = load("address = \"127.0.0.1:8000\"\ndata_dir = \"/tmp/x\"\n[log]\nformat = \"json\"\n[limits]\nmax_request_bytes = 2048\n").unwrap();
+        assert_eq!(c.address.port(), 8000);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.max_request_bytes, 2048);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(load("data_dir = \"/x\"\naddress = \"nope\"").unwrap_err().contains("address"));
+        assert!(load("data_dir = \"/x\"\n[log]\nformat = \"xml\"").unwrap_err().contains("log.format"));
+        assert!(load("data_dir = \"/x\"\n[limits]\nmax_request_bytes = 1").unwrap_err().contains("limits.max_request_bytes"));
+        assert!(load("data_dir = \"/x\"\n[tls]\ncert = \"/c\"").unwrap_err().contains("tls.key"));
+        assert!(load("data_dir = \"/x\"\nfoo = 1").unwrap_err().contains("foo"));
+        assert!(load("address = \":7373\"").unwrap_err().contains("data_dir"));
+    }
+}

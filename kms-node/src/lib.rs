@@ -1,0 +1,22 @@
+//! The KMS node: storage, state machine, API server and admin CLI.
+//! See docs/architecture.md for how a request flows through these modules.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod audit;
+pub mod backup;
+pub mod bench;
+pub mod change;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod crypto;
+pub mod metrics;
+pub mod model;
+pub mod node;
+pub mod policy;
+pub mod serve;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod vectors;

@@ -1,0 +1,167 @@
+//! Request metrics in the Prometheus text format (`/v1/health/metrics`).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use kms_client::Command;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+/// Upper bounds of the batch size histogram buckets.
+const BATCH_BUCKETS: [u64; 8] = [1, 2, 8, 32, 128, 256, 1024, 4096];
+const STATUSES: [u16; 8] = [200, 400, 403, 404, 409, 413, 500, 503];
+
+struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), count: AtomicU64::new(0), sum_micros: AtomicU64::new(0) }
+    }
+}
+
+#[derive(Default)]
+struct PerCommand {
+    by_status: [AtomicU64; STATUSES.len()],
+    latency: Histogram<12>,
+    batch: Histogram<8>,
+    frames: AtomicU64,
+}
+
+/// Counters of a node. All updates are relaxed atomics: no lock on the hot path.
+pub struct Metrics {
+    commands: Vec<PerCommand>,
+    /// Requests rejected before a command was known (bad frames, 413, ...).
+    rejected: AtomicU64,
+    /// Write proposals committed.
+    pub commits: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            commands: Command::ALL.iter().map(|_| PerCommand::default()).collect(),
+            rejected: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        }
+    }
+}
+
+fn cmd_index(c: Command) -> usize {
+    Command::ALL.iter().position(|x| *x == c).expect("every command is in ALL")
+}
+
+impl Metrics {
+    /// Records one request of `frames` frames of `cmd` that ended with `status`.
+    pub fn record(&self, cmd: Command, frames: usize, status: u16, elapsed: std::time::Duration) {
+        let m = &self.commands[cmd_index(cmd)];
+        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len() - 2);
+        m.by_status[si].fetch_add(1, Relaxed);
+        m.frames.fetch_add(frames as u64, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            m.latency.buckets[i].fetch_add(1, Relaxed);
+        }
+        m.latency.count.fetch_add(1, Relaxed);
+        m.latency.sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        if let Some(i) = BATCH_BUCKETS.iter().position(|b| frames as u64 <= *b) {
+            m.batch.buckets[i].fetch_add(1, Relaxed);
+        }
+        m.batch.count.fetch_add(1, Relaxed);
+        m.batch.sum_micros.fetch_add(frames as u64, Relaxed);
+    }
+
+    pub fn reject(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// Renders the Prometheus text format. `extra` are gauges of the node.
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut s = String::with_capacity(16 * 1024);
+        s.push_str("# HELP kms_requests_total Requests by command and HTTP status.\n# TYPE kms_requests_total counter\n");
+        for (c, m) in Command::ALL.iter().zip(&self.commands) {
+            for (st, n) in STATUSES.iter().zip(&m.by_status) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(s, "kms_requests_total{{command=\"{c}\",status=\"{st}\"}} {n}");
+                }
+            }
+        }
+        s.push_str("# HELP kms_commands_total Command frames processed (a batch counts each frame).\n# TYPE kms_commands_total counter\n");
+        for (c, m) in Command::ALL.iter().zip(&self.commands) {
+            let n = m.frames.load(Relaxed);
+            if n > 0 {
+                let _ = writeln!(s, "kms_commands_total{{command=\"{c}\"}} {n}");
+            }
+        }
+        s.push_str("# HELP kms_request_duration_seconds Request latency by command.\n# TYPE kms_request_duration_seconds histogram\n");
+        for (c, m) in Command::ALL.iter().zip(&self.commands) {
+            let count = m.latency.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut cum = 0;
+            for (b, n) in LATENCY_BUCKETS.iter().zip(&m.latency.buckets) {
+                cum += n.load(Relaxed);
+                let _ = writeln!(s, "kms_request_duration_seconds_bucket{{command=\"{c}\",le=\"{b}\"}} {cum}");
+            }
+            let _ = writeln!(s, "kms_request_duration_seconds_bucket{{command=\"{c}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(s, "kms_request_duration_seconds_sum{{command=\"{c}\"}} {}", m.latency.sum_micros.load(Relaxed) as f64 / 1e6);
+            let _ = writeln!(s, "kms_request_duration_seconds_count{{command=\"{c}\"}} {count}");
+        }
+        s.push_str("# HELP kms_batch_size Frames per request by command.\n# TYPE kms_batch_size histogram\n");
+        for (c, m) in Command::ALL.iter().zip(&self.commands) {
+            let count = m.batch.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut cum = 0;
+            for (b, n) in BATCH_BUCKETS.iter().zip(&m.batch.buckets) {
+                cum += n.load(Relaxed);
+                let _ = writeln!(s, "kms_batch_size_bucket{{command=\"{c}\",le=\"{b}\"}} {cum}");
+            }
+            let _ = writeln!(s, "kms_batch_size_bucket{{command=\"{c}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(s, "kms_batch_size_sum{{command=\"{c}\"}} {}", m.batch.sum_micros.load(Relaxed));
+            let _ = writeln!(s, "kms_batch_size_count{{command=\"{c}\"}} {count}");
+        }
+        let errors: u64 = self
+            .commands
+            .iter()
+            .flat_map(|m| m.by_status.iter().skip(1))
+            .map(|n| n.load(Relaxed))
+            .sum::<u64>()
+            + self.rejected.load(Relaxed);
+        let _ = writeln!(s, "# HELP kms_errors_total Requests that failed.\n# TYPE kms_errors_total counter\nkms_errors_total {errors}");
+        let _ = writeln!(
+            s,
+            "# HELP kms_rejected_total Requests rejected before any command ran (malformed, too large).\n# TYPE kms_rejected_total counter\nkms_rejected_total {}",
+            self.rejected.load(Relaxed)
+        );
+        let _ = writeln!(s, "# HELP kms_commits_total State changes committed.\n# TYPE kms_commits_total counter\nkms_commits_total {}", self.commits.load(Relaxed));
+        for (name, help, v) in extra {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts() {
+        let m = Metrics::default();
+        m.record(Command::KeyGenerate, 256, 200, std::time::Duration::from_micros(300));
+        m.record(Command::KeyGenerate, 1, 403, std::time::Duration::from_micros(30));
+        let s = m.render(&[("kms_up", "Up.", 1.0)]);
+        assert!(s.contains("kms_requests_total{command=\"KEY:GENERATE\",status=\"200\"} 1"));
+        assert!(s.contains("kms_commands_total{command=\"KEY:GENERATE\"} 257"));
+        assert!(s.contains("kms_batch_size_bucket{command=\"KEY:GENERATE\",le=\"256\"} 2"));
+        assert!(s.contains("kms_errors_total 1"));
+        assert!(s.contains("kms_up 1"));
+    }
+}

@@ -1,0 +1,257 @@
+//! The in-memory state of a node: enclaves, keys, identities and policies.
+//!
+//! The state is a persistent (structurally shared) data structure: the writer
+//! clones it in O(1), applies a group of log entries to the clone, makes them
+//! durable, and only then publishes the clone. Readers load the published
+//! state without locks and never observe an entry that is not durable.
+
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap};
+use kms_client::Identity;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::{KeyMaterial, KeyType};
+use crate::policy::Policy;
+
+/// Seconds since the Unix epoch and nanoseconds, as chosen by the proposer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Time {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Time {
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Time { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+    }
+
+    pub fn to_proto(self) -> prost_types::Timestamp {
+        prost_types::Timestamp { seconds: self.secs, nanos: self.nanos as i32 }
+    }
+}
+
+/// Who did something: an identity, or the node itself.
+pub type Actor = String;
+
+/// The privilege of an identity, as kms-go numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Privilege {
+    SysAdmin = 1,
+    Admin = 2,
+    User = 3,
+}
+
+impl Privilege {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SysAdmin" | "sysadmin" => Some(Privilege::SysAdmin),
+            "Admin" | "admin" => Some(Privilege::Admin),
+            "User" | "user" | "" => Some(Privilege::User),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Privilege::SysAdmin => "SysAdmin",
+            Privilege::Admin => "Admin",
+            Privilege::User => "User",
+        }
+    }
+}
+
+/// One version of a key, with its secret.
+pub struct KeyVersion {
+    pub version: u32,
+    pub secret: Zeroizing<[u8; 32]>,
+    pub created_at: Time,
+    pub created_by: Actor,
+    pub imported: bool,
+    /// Derived state used by encrypt/decrypt/MAC.
+    pub material: KeyMaterial,
+}
+
+impl KeyVersion {
+    pub fn new(key_type: KeyType, version: u32, secret: &[u8; 32], created_at: Time, created_by: Actor, imported: bool) -> Self {
+        Self {
+            version,
+            secret: Zeroizing::new(*secret),
+            created_at,
+            created_by,
+            imported,
+            material: KeyMaterial::new(key_type, version, secret),
+        }
+    }
+}
+
+/// A named key: its versions. The highest version is used for encryption.
+#[derive(Clone)]
+pub struct KeyRing {
+    pub name: String,
+    pub key_type: KeyType,
+    pub versions: OrdMap<u32, Arc<KeyVersion>>,
+    /// The next version number; never decreases, so a deleted version's number
+    /// is never reused.
+    pub next_version: u32,
+}
+
+impl KeyRing {
+    pub fn latest(&self) -> Option<&Arc<KeyVersion>> {
+        self.versions.get_max().map(|(_, v)| v)
+    }
+}
+
+/// The stored form of a key ring (sealed under the root key on disk).
+#[derive(Serialize, Deserialize)]
+pub struct KeyRingRecord {
+    pub key_type: KeyType,
+    pub next_version: u32,
+    pub versions: Vec<KeyVersionRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct KeyVersionRecord {
+    pub version: u32,
+    pub secret: [u8; 32],
+    pub created_at: Time,
+    pub created_by: Actor,
+    pub imported: bool,
+}
+
+impl Drop for KeyVersionRecord {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
+impl KeyRing {
+    pub fn to_record(&self) -> KeyRingRecord {
+        KeyRingRecord {
+            key_type: self.key_type,
+            next_version: self.next_version,
+            versions: self
+                .versions
+                .values()
+                .map(|v| KeyVersionRecord {
+                    version: v.version,
+                    secret: *v.secret,
+                    created_at: v.created_at,
+                    created_by: v.created_by.clone(),
+                    imported: v.imported,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_record(name: String, r: &KeyRingRecord) -> Self {
+        let versions = r
+            .versions
+            .iter()
+            .map(|v| {
+                (
+                    v.version,
+                    Arc::new(KeyVersion::new(r.key_type, v.version, &v.secret, v.created_at, v.created_by.clone(), v.imported)),
+                )
+            })
+            .collect();
+        Self { name, key_type: r.key_type, versions, next_version: r.next_version }
+    }
+}
+
+/// A policy stored in an enclave.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub policy: Policy,
+    pub created_at: Time,
+    pub created_by: Actor,
+}
+
+/// An identity known to the cluster.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub privilege: Privilege,
+    /// The enclave of Admin and User identities; `None` for SysAdmins.
+    pub enclave: Option<String>,
+    pub policy: Option<String>,
+    pub created_at: Time,
+    pub created_by: Actor,
+}
+
+/// An enclave: an isolated namespace of keys, policies and identities.
+#[derive(Clone)]
+pub struct Enclave {
+    pub name: String,
+    pub created_at: Time,
+    pub created_by: Actor,
+    pub keys: OrdMap<String, Arc<KeyRing>>,
+    pub policies: OrdMap<String, Arc<PolicyRecord>>,
+}
+
+/// The stored form of an enclave's own record.
+#[derive(Serialize, Deserialize)]
+pub struct EnclaveRecord {
+    pub created_at: Time,
+    pub created_by: Actor,
+}
+
+/// The whole replicated state.
+#[derive(Clone, Default)]
+pub struct State {
+    pub enclaves: OrdMap<String, Arc<Enclave>>,
+    pub identities: HashMap<Identity, Arc<IdentityRecord>>,
+    /// Index of the last log entry applied.
+    pub applied: u64,
+}
+
+impl State {
+    pub fn enclave(&self, name: &str) -> Option<&Arc<Enclave>> {
+        self.enclaves.get(name)
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.enclaves.values().map(|e| e.keys.len()).sum()
+    }
+}
+
+/// Validates an enclave, key or policy name: 1 to 128 bytes of
+/// `[A-Za-z0-9._-:+=@]`, not `.` or `..`.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{kind} name must not be empty"));
+    }
+    if name.len() > 128 {
+        return Err(format!("{kind} name is {} bytes long, the maximum is 128", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{kind} name '{name}' is reserved"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '+' | '=' | '@')))
+    {
+        return Err(format!(
+            "{kind} name contains the character {c:?}; allowed are letters, digits and . _ - : + = @"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "key-1", "minio-default-key", "a.b_c:d+e=f@g", &"x".repeat(128)] {
+            validate_name("key", ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ä", "a\0", &"x".repeat(129), "a\\b", "a%2f"] {
+            assert!(validate_name("key", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A KMS node: the published state, the writer that applies state changes
+//! durably (group commit), and what the API needs to serve requests.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use hsm_backends::Hsm;
+use kms_client::{ApiKey, Identity};
+use rocksdb::WriteBatch;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::change::{apply, ApplyError, Change};
+use crate::metrics::Metrics;
+use crate::model::State;
+use crate::store::{Entry, NodeMeta, Store};
+
+/// Most proposals committed with one fsync.
+const GROUP_MAX: usize = 1024;
+/// The term of every entry of a single-node cluster.
+const TERM: u64 = 1;
+
+/// Why a proposed change was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// The change was committed to the log but did not apply (validation).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The change could not be made durable; nothing of it applied.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+enum Proposal {
+    Change(Change, oneshot::Sender<Result<u64, ProposeError>>),
+    Restore(Box<State>, u64, oneshot::Sender<Result<u64, ProposeError>>),
+}
+
+pub struct Node {
+    state: Arc<ArcSwap<State>>,
+    tx: mpsc::Sender<Proposal>,
+    pub store: Arc<Store>,
+    pub hsm: Arc<dyn Hsm>,
+    pub root_identity: Identity,
+    pub meta: NodeMeta,
+    /// The address clients use to reach this node (`host:port`).
+    pub addr: String,
+    pub started: Instant,
+    pub metrics: Metrics,
+    /// Names of the HSMs that hold a sealed root key entry.
+    pub hsms: Vec<String>,
+    pub max_request_bytes: usize,
+}
+
+impl Node {
+    /// Starts the writer for an opened store.
+    pub fn start(
+        opened: crate::store::Opened,
+        hsm: Arc<dyn Hsm>,
+        addr: String,
+        max_request_bytes: usize,
+    ) -> Result<Arc<Self>, String> {
+        let root_seed = hsm
+            .derive(hsm_backends::labels::ROOT_API_KEY)
+            .map_err(|e| format!("cannot derive the root API key from HSM {}: {e}", hsm.name()))?;
+        let root_identity = ApiKey::from_seed(&root_seed).identity();
+        let state = Arc::new(ArcSwap::from_pointee(opened.state));
+        let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
+        let store = opened.store.clone();
+        let st = state.clone();
+        std::thread::Builder::new()
+            .name("kms-writer".into())
+            .spawn(move || writer(store, st, rx))
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        Ok(Arc::new(Node {
+            state,
+            tx,
+            store: opened.store,
+            hsm,
+            root_identity,
+            meta: opened.meta,
+            addr,
+            started: Instant::now(),
+            metrics: Metrics::default(),
+            hsms: opened.hsms,
+            max_request_bytes,
+        }))
+    }
+
+    /// The current, durable state. Cheap; never blocks.
+    pub fn state(&self) -> arc_swap::Guard<Arc<State>> {
+        self.state.load()
+    }
+
+    /// Commits `change` and returns its log index once it is durable and applied.
+    pub async fn propose(&self, change: Change) -> Result<u64, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal::Change(change, reply))
+            .await
+            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?;
+        rx.await.map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
+    }
+
+    /// Replaces the whole state (restore from a backup).
+    pub async fn replace_state(&self, st: State, records: u64) -> Result<u64, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal::Restore(Box::new(st), records, reply))
+            .await
+            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?;
+        rx.await.map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
+    }
+}
+
+/// The writer: drains proposals, applies a group of them to a copy of the
+/// state, writes the log entries, records and applied index in one synced
+/// batch, and only then publishes the new state and answers.
+fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<Proposal>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut next: State = (**state.load()).clone();
+        let mut wb = WriteBatch::default();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for p in group {
+            next.applied += 1;
+            let index = next.applied;
+            match p {
+                Proposal::Change(change, reply) => {
+                    let outcome = apply(&mut next, &change);
+                    if let Ok(touches) = &outcome {
+                        store.stage_touches(&mut wb, &next, touches);
+                    }
+                    store.stage_entry(&mut wb, index, &Entry { term: TERM, change });
+                    outcomes.push((reply, outcome.map(|_| index).map_err(ProposeError::Apply)));
+                }
+                Proposal::Restore(st, records, reply) => {
+                    let applied = next.applied;
+                    next = *st;
+                    next.applied = applied;
+                    store.stage_replace_all(&mut wb, &next);
+                    store.stage_entry(&mut wb, index, &Entry { term: TERM, change: Change::Restored { records } });
+                    outcomes.push((reply, Ok(index)));
+                }
+            }
+        }
+        store.stage_applied(&mut wb, next.applied);
+        match store.write(wb) {
+            Ok(()) => {
+                state.store(Arc::new(next));
+                for (reply, o) in outcomes {
+                    let _ = reply.send(o);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write state changes; none of them applied");
+                for (reply, _) in outcomes {
+                    let _ = reply.send(Err(ProposeError::Unavailable(format!("storage failure: {e}"))));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Durable storage: RocksDB in the data directory.
+//!
+//! Column families (see docs/formats.md for the byte layout):
+//! - `meta`: format version, node identity, the root key sealed by each HSM,
+//!   the index of the last applied log entry, the node's TLS key (sealed).
+//! - `log`: log entries by big-endian index, sealed under the root key.
+//! - `state`: one record per enclave, key ring, policy and identity, sealed
+//!   under the root key with the record's own key as associated data.
+//!
+//! Every change to `log`, `state` and the applied index is one RocksDB
+//! `WriteBatch` written with `sync`: a crash at any instant leaves either all
+//! of a group of entries or none of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hsm_backends::Hsm;
+use kms_client::Identity;
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::change::{Change, Touch};
+use crate::codec;
+use crate::crypto::RootKey;
+use crate::model::{Enclave, EnclaveRecord, IdentityRecord, KeyRing, KeyRingRecord, PolicyRecord, State};
+
+const CF_META: &str = "meta";
+const CF_LOG: &str = "log";
+const CF_STATE: &str = "state";
+const FORMAT: &[u8] = b"kms-store-v1";
+const ROOT_CONTEXT: &[u8] = b"kms/v1/root-key";
+/// Log entries kept behind the applied index (older ones are covered by the state).
+pub const LOG_RETAIN: u64 = 10_000;
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sealed(String),
+    #[error("storage error: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("corrupt record {key}: {why}")]
+    Corrupt { key: String, why: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Non-secret facts about this node, stored in `meta/node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub node_id: u32,
+    pub created_at: crate::model::Time,
+}
+
+/// One entry of the replicated log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: u64,
+    pub change: Change,
+}
+
+pub struct Store {
+    db: DB,
+    root: RootKey,
+    dir: PathBuf,
+}
+
+/// What [`Store::open`] found.
+pub struct Opened {
+    pub store: Arc<Store>,
+    pub state: State,
+    pub meta: NodeMeta,
+    pub created: bool,
+    pub hsms: Vec<String>,
+}
+
+fn cfs() -> Vec<ColumnFamilyDescriptor> {
+    [CF_META, CF_LOG, CF_STATE]
+        .into_iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
+        .collect()
+}
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_keep_log_file_num(3);
+    o.set_max_total_wal_size(64 << 20);
+    o
+}
+
+fn root_entry_key(hsm_name: &str) -> Vec<u8> {
+    format!("root/{hsm_name}").into_bytes()
+}
+
+// ---- record keys ----
+
+pub fn enclave_key(e: &str) -> Vec<u8> {
+    [b"E\0", e.as_bytes()].concat()
+}
+pub fn key_key(e: &str, k: &str) -> Vec<u8> {
+    [b"K\0", e.as_bytes(), b"\0", k.as_bytes()].concat()
+}
+pub fn policy_key(e: &str, p: &str) -> Vec<u8> {
+    [b"P\0", e.as_bytes(), b"\0", p.as_bytes()].concat()
+}
+pub fn identity_key(i: &Identity) -> Vec<u8> {
+    [b"I\0".as_slice(), i.to_string().as_bytes()].concat()
+}
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The plaintext (encoded, not yet sealed) value of a record, if it exists in `st`.
+fn record_value(st: &State, key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let mut parts = key[2..].split(|b| *b == 0);
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match key[0] {
+        b'E' => {
+            let e = st.enclave(&s(parts.next()?))?;
+            Some(Zeroizing::new(codec::encode(&EnclaveRecord { created_at: e.created_at, created_by: e.created_by.clone() })))
+        }
+        b'K' => {
+            let e = st.enclave(&s(parts.next()?))?;
+            let ring = e.keys.get(&s(parts.next()?))?;
+            Some(Zeroizing::new(codec::encode(&ring.to_record())))
+        }
+        b'P' => {
+            let e = st.enclave(&s(parts.next()?))?;
+            let p = e.policies.get(&s(parts.next()?))?;
+            Some(Zeroizing::new(codec::encode(p.as_ref())))
+        }
+        b'I' => {
+            let id = Identity::parse(&s(parts.next()?)).ok()?;
+            let r = st.identities.get(&id)?;
+            Some(Zeroizing::new(codec::encode(r.as_ref())))
+        }
+        _ => None,
+    }
+}
+
+/// Every record of `st` as (record key, encoded value): the content of a backup.
+pub fn export_records(st: &State) -> Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+    let mut keys = Vec::new();
+    for (en, e) in st.enclaves.iter() {
+        keys.push(enclave_key(en));
+        keys.extend(e.keys.keys().map(|k| key_key(en, k)));
+        keys.extend(e.policies.keys().map(|p| policy_key(en, p)));
+    }
+    keys.extend(st.identities.keys().map(identity_key));
+    keys.into_iter()
+        .filter_map(|k| record_value(st, &k).map(|v| (k, v)))
+        .collect()
+}
+
+/// Rebuilds a state from records sorted by key (enclaves sort before keys and policies).
+pub fn import_records<'a>(
+    records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<State, StoreError> {
+    let mut st = State::default();
+    let corrupt = |k: &[u8], why: String| StoreError::Corrupt { key: String::from_utf8_lossy(k).replace('\0', "/"), why };
+    for (k, v) in records {
+        if k.len() < 3 || k[1] != 0 {
+            return Err(corrupt(k, "malformed record key".into()));
+        }
+        let text = std::str::from_utf8(&k[2..]).map_err(|_| corrupt(k, "key is not UTF-8".into()))?;
+        let mut parts = text.splitn(2, '\0');
+        let first = parts.next().unwrap_or_default().to_string();
+        let second = parts.next().map(str::to_string);
+        match (k[0], second) {
+            (b'E', None) => {
+                let r: EnclaveRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
+                st.enclaves.insert(
+                    first.clone(),
+                    Arc::new(Enclave {
+                        name: first,
+                        created_at: r.created_at,
+                        created_by: r.created_by,
+                        keys: Default::default(),
+                        policies: Default::default(),
+                    }),
+                );
+            }
+            (b'K', Some(name)) => {
+                let r: KeyRingRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
+                let e = st.enclaves.get_mut(&first).ok_or_else(|| corrupt(k, "key of unknown enclave".into()))?;
+                Arc::make_mut(e).keys.insert(name.clone(), Arc::new(KeyRing::from_record(name, &r)));
+            }
+            (b'P', Some(name)) => {
+                let r: PolicyRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
+                let e = st.enclaves.get_mut(&first).ok_or_else(|| corrupt(k, "policy of unknown enclave".into()))?;
+                Arc::make_mut(e).policies.insert(name, Arc::new(r));
+            }
+            (b'I', None) => {
+                let r: IdentityRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
+                let id = Identity::parse(&first).map_err(|e| corrupt(k, e.to_string()))?;
+                st.identities.insert(id, Arc::new(r));
+            }
+            _ => return Err(corrupt(k, "unknown record kind".into())),
+        }
+    }
+    Ok(st)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, unsealing its root key with `hsm`.
+    ///
+    /// When the store exists, the root key is checked with a read-only open
+    /// first, so a wrong HSM changes nothing on disk.
+    pub fn open(dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
+        let db_dir = dir.join("db");
+        let exists = db_dir.join("CURRENT").exists();
+        if !exists {
+            return Self::create(dir, &db_dir, hsm);
+        }
+        let (root, hsms) = {
+            let scratch = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
+            let mut o = Options::default();
+            o.set_db_log_dir(scratch.path());
+            let ro = DB::open_cf_for_read_only(&o, &db_dir, [CF_META, CF_LOG, CF_STATE], false)?;
+            Self::unseal_root(&ro, hsm, dir)?
+        };
+        let db = DB::open_cf_descriptors(&db_options(), &db_dir, cfs())?;
+        let store = Store { db, root, dir: dir.to_path_buf() };
+        let meta: NodeMeta = store
+            .get_meta(b"node")?
+            .ok_or_else(|| StoreError::Corrupt { key: "meta/node".into(), why: "missing".into() })
+            .and_then(|b| codec::decode(&b).map_err(|why| StoreError::Corrupt { key: "meta/node".into(), why }))?;
+        let mut state = store.load_state()?;
+        state.applied = store.applied()?;
+        Ok(Opened { store: Arc::new(store), state, meta, created: false, hsms })
+    }
+
+    fn unseal_root(db: &DB, hsm: &dyn Hsm, dir: &Path) -> Result<(RootKey, Vec<String>), StoreError> {
+        let meta = db.cf_handle(CF_META).expect("cf exists");
+        match db.get_cf(meta, b"format")? {
+            Some(f) if f == FORMAT => {}
+            Some(f) => {
+                return Err(StoreError::Sealed(format!(
+                    "data directory {} has unsupported format '{}'",
+                    dir.display(),
+                    String::from_utf8_lossy(&f)
+                )))
+            }
+            None => return Err(StoreError::Sealed(format!("data directory {} is not a KMS store", dir.display()))),
+        }
+        let mut hsms = Vec::new();
+        let mut sealed = None;
+        for item in db.iterator_cf(meta, IteratorMode::From(b"root/", Direction::Forward)) {
+            let (k, v) = item?;
+            let Some(name) = k.strip_prefix(b"root/") else { break };
+            let name = String::from_utf8_lossy(name).into_owned();
+            if name == hsm.name() {
+                sealed = Some(v.to_vec());
+            }
+            hsms.push(name);
+        }
+        let Some(sealed) = sealed else {
+            return Err(StoreError::Sealed(format!(
+                "cannot unseal data directory {}: it is sealed by HSM {} but the configured HSM is {} \
+                 (is KMS_HSM_KEY the key this node was created with?)",
+                dir.display(),
+                hsms.join(", "),
+                hsm.name()
+            )));
+        };
+        let secret = hsm.unseal(&sealed, ROOT_CONTEXT).map_err(|e| {
+            StoreError::Sealed(format!("cannot unseal data directory {} with HSM {}: {e}", dir.display(), hsm.name()))
+        })?;
+        let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
+            secret.as_slice().try_into().map_err(|_| StoreError::Sealed("sealed root key has the wrong length".into()))?,
+        );
+        Ok((RootKey::new(&secret), hsms))
+    }
+
+    fn create(dir: &Path, db_dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
+        std::fs::create_dir_all(db_dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", db_dir.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let secret = crate::crypto::random_key();
+        let sealed = hsm
+            .seal(secret.as_ref(), ROOT_CONTEXT)
+            .map_err(|e| StoreError::Sealed(format!("cannot seal the root key with HSM {}: {e}", hsm.name())))?;
+        let db = DB::open_cf_descriptors(&db_options(), db_dir, cfs())?;
+        let store = Store { db, root: RootKey::new(&secret), dir: dir.to_path_buf() };
+        let meta = NodeMeta { node_id: 0, created_at: crate::model::Time::now() };
+        let mut wb = WriteBatch::default();
+        let m = store.cf(CF_META);
+        wb.put_cf(m, b"node", codec::encode(&meta));
+        wb.put_cf(m, root_entry_key(&hsm.name()), sealed);
+        wb.put_cf(m, b"applied", 0u64.to_be_bytes());
+        // `format` last in the batch is irrelevant (the batch is atomic), but it
+        // is the marker that the store is complete.
+        wb.put_cf(m, b"format", FORMAT);
+        store.write(wb)?;
+        Ok(Opened { store: Arc::new(store), state: State::default(), meta, created: true, hsms: vec![hsm.name()] })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn get_meta(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), k)?)
+    }
+
+    fn applied(&self) -> Result<u64, StoreError> {
+        let b = self.get_meta(b"applied")?.unwrap_or_else(|| vec![0; 8]);
+        let a: [u8; 8] = b.as_slice().try_into().map_err(|_| StoreError::Corrupt { key: "meta/applied".into(), why: "bad length".into() })?;
+        Ok(u64::from_be_bytes(a))
+    }
+
+    /// A node-local secret sealed under the root key in `meta` (e.g. the TLS key).
+    pub fn local_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let key = format!("secret/{name}");
+        match self.get_meta(key.as_bytes())? {
+            None => Ok(None),
+            Some(b) => self.root.unseal(key.as_bytes(), &b).map(Some).map_err(|e| StoreError::Corrupt { key, why: e.to_string() }),
+        }
+    }
+
+    pub fn put_local_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let key = format!("secret/{name}");
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(CF_META), key.as_bytes(), self.root.seal(key.as_bytes(), value));
+        self.write(wb)
+    }
+
+    fn load_state(&self) -> Result<State, StoreError> {
+        let mut unsealed = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_STATE), IteratorMode::Start) {
+            let (k, v) = item?;
+            let plain = self.root.unseal(&k, &v).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).replace('\0', "/"),
+                why: e.to_string(),
+            })?;
+            unsealed.push((k, plain));
+        }
+        import_records(unsealed.iter().map(|(k, v)| (k.as_ref(), v.as_slice())))
+    }
+
+    /// Adds a log entry at `index` to the batch.
+    pub fn stage_entry(&self, wb: &mut WriteBatch, index: u64, entry: &Entry) {
+        let k = log_key(index);
+        let ctx = [b"log/".as_slice(), &k].concat();
+        let plain = Zeroizing::new(codec::encode(entry));
+        wb.put_cf(self.cf(CF_LOG), k, self.root.seal(&ctx, &plain));
+    }
+
+    /// Adds the records `touches` names, as they are in `st`, to the batch.
+    pub fn stage_touches(&self, wb: &mut WriteBatch, st: &State, touches: &[Touch]) {
+        let cf = self.cf(CF_STATE);
+        for t in touches {
+            let key = match t {
+                Touch::Enclave(e) => enclave_key(e),
+                Touch::Key(e, k) => key_key(e, k),
+                Touch::Policy(e, p) => policy_key(e, p),
+                Touch::Identity(i) => identity_key(i),
+                Touch::DropEnclave(e) => {
+                    wb.delete_cf(cf, enclave_key(e));
+                    for kind in [b'K', b'P'] {
+                        let from = [&[kind, 0][..], e.as_bytes(), b"\0"].concat();
+                        let to = [&[kind, 0][..], e.as_bytes(), b"\x01"].concat();
+                        wb.delete_range_cf(cf, from, to);
+                    }
+                    continue;
+                }
+            };
+            match record_value(st, &key) {
+                Some(v) => wb.put_cf(cf, &key, self.root.seal(&key, &v)),
+                None => wb.delete_cf(cf, &key),
+            }
+        }
+    }
+
+    /// Records the applied index and trims the log behind it.
+    pub fn stage_applied(&self, wb: &mut WriteBatch, applied: u64) {
+        wb.put_cf(self.cf(CF_META), b"applied", applied.to_be_bytes());
+        if applied > LOG_RETAIN {
+            wb.delete_range_cf(self.cf(CF_LOG), log_key(0), log_key(applied - LOG_RETAIN));
+        }
+    }
+
+    /// Replaces every state record with those of `st` (restore from backup).
+    pub fn stage_replace_all(&self, wb: &mut WriteBatch, st: &State) {
+        let cf = self.cf(CF_STATE);
+        wb.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 8].as_slice());
+        for (k, v) in export_records(st) {
+            wb.put_cf(cf, &k, self.root.seal(&k, &v));
+        }
+    }
+
+    /// Writes a batch durably (fsync of the write-ahead log).
+    pub fn write(&self, wb: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    /// Reads a log entry (for tests and, later, replication).
+    pub fn entry(&self, index: u64) -> Result<Option<Entry>, StoreError> {
+        let k = log_key(index);
+        let Some(v) = self.db.get_cf(self.cf(CF_LOG), k)? else { return Ok(None) };
+        let ctx = [b"log/".as_slice(), &k].concat();
+        let plain = self.root.unseal(&ctx, &v).map_err(|e| StoreError::Corrupt { key: format!("log/{index}"), why: e.to_string() })?;
+        codec::decode(&plain).map(Some).map_err(|why| StoreError::Corrupt { key: format!("log/{index}"), why })
+    }
+}
