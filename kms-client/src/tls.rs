@@ -69,11 +69,9 @@ pub fn client_config(key: &ApiKey, trust: &Trust) -> Result<rustls::ClientConfig
             builder.with_root_certificates(roots)
         }
     };
-    let mut cfg = builder
+    builder
         .with_client_auth_cert(vec![cert], pk)
-        .map_err(|e| Error::Config(format!("invalid client certificate: {e}")))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+        .map_err(|e| Error::Config(format!("invalid client certificate: {e}")))
 }
 
 /// Accepts any server certificate but still checks that the server holds its

@@ -65,6 +65,11 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
 
 /// Opens a backup: returns the state it holds and its number of records.
 pub fn open(node: &Node, blob: &[u8]) -> Result<(State, u64), String> {
+    open_with(node.hsm.as_ref(), blob)
+}
+
+/// Opens a backup with `hsm`.
+pub fn open_with(hsm: &dyn hsm_backends::Hsm, blob: &[u8]) -> Result<(State, u64), String> {
     let mut b = blob;
     if take(&mut b, 8)? != MAGIC {
         return Err("not a KMS backup file".into());
@@ -73,10 +78,10 @@ pub fn open(node: &Node, blob: &[u8]) -> Result<(State, u64), String> {
     let name = String::from_utf8_lossy(take(&mut b, n)?).into_owned();
     let n = u32::from_be_bytes(take(&mut b, 4)?.try_into().expect("4 bytes")) as usize;
     let sealed_key = take(&mut b, n)?;
-    if name != node.hsm.name() {
-        return Err(format!("the backup was sealed by HSM {name}, but this node's HSM is {}", node.hsm.name()));
+    if name != hsm.name() {
+        return Err(format!("the backup was sealed by HSM {name}, but this node's HSM is {}", hsm.name()));
     }
-    let key = node.hsm.unseal(sealed_key, CONTEXT).map_err(|e| format!("cannot unseal the backup: {e}"))?;
+    let key = hsm.unseal(sealed_key, CONTEXT).map_err(|e| format!("cannot unseal the backup: {e}"))?;
     let key: Zeroizing<[u8; 32]> = Zeroizing::new(key.as_slice().try_into().map_err(|_| "backup key has the wrong length")?);
     let plain = KeyMaterial::new(KeyType::Aes256, 0, &key)
         .decrypt(b, CONTEXT)

@@ -1,1 +1,225 @@
-//! Helpers for the integration tests: start real `kms` processes and talk to them.
+//! Helpers for the integration tests: start real `kms server` processes on
+//! loopback, run the real `kms` CLI, and talk to servers with the real client.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hsm_backends::{Hsm, SoftHsm};
+use kms_client::tls::Trust;
+use kms_client::{ApiKey, Client, ClientConfig};
+
+/// The HSM key of the seed's walkthrough.
+pub const SEED_HSM_KEY: &str = "hsm:aes256:vZ0DeGvwlb/KHwIfi8+c7/8ZHjweHKVL0WNrRc3+FxQ=";
+
+/// Path of the `kms` binary built alongside the tests.
+pub fn kms_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KMS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/kms
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("kms");
+    assert!(bin.exists(), "{} does not exist: build the workspace first", bin.display());
+    bin
+}
+
+/// The root API key a node with `hsm_key` derives.
+pub fn root_key(hsm_key: &str) -> ApiKey {
+    let hsm = SoftHsm::from_key_str(hsm_key).expect("valid HSM key");
+    ApiKey::from_seed(&hsm.derive(hsm_backends::labels::ROOT_API_KEY).expect("derive"))
+}
+
+/// A running `kms server` process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub hsm_key: String,
+    pub stdout: String,
+}
+
+impl Server {
+    /// Starts a server on a free loopback port with `dir` as data directory.
+    pub fn start(dir: &Path, hsm_key: &str) -> Server {
+        Self::try_start(dir, hsm_key, &[]).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts a server; returns the error output if it exits instead.
+    pub fn try_start(dir: &Path, hsm_key: &str, extra: &[&str]) -> Result<Server, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .expect("log file");
+        let mut child = Command::new(kms_bin())
+            .arg("server")
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .arg(dir)
+            .env("KMS_HSM_KEY", hsm_key)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kms server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut banner = String::new();
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    banner.push_str(&line);
+                    banner.push('\n');
+                    if line.contains("root API key") {
+                        let _ = tx.send(banner.clone());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let banner = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(b) => b,
+            Err(_) => {
+                let status = child.wait_timeout(Duration::from_secs(5));
+                let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                return Err(format!("status {status:?}; log:\n{log}"));
+            }
+        };
+        let addr = banner
+            .lines()
+            .find_map(|l| l.split("listening on https://").nth(1))
+            .expect("address in banner")
+            .trim()
+            .to_string();
+        Ok(Server { child: Some(child), addr, dir: dir.to_path_buf(), hsm_key: hsm_key.to_string(), stdout: banner })
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A client for this server authenticating with `key`.
+    pub fn client(&self, key: &ApiKey) -> Client {
+        Client::new(ClientConfig {
+            endpoints: vec![self.url()],
+            api_key: key.clone(),
+            trust: Trust::Insecure,
+            timeout: Duration::from_secs(60),
+        })
+        .expect("client")
+    }
+
+    /// A client authenticating as the root identity.
+    pub fn root(&self) -> Client {
+        self.client(&root_key(&self.hsm_key))
+    }
+
+    /// Runs the `kms` CLI against this server as `key` (root if None).
+    pub fn cli(&self, key: Option<&ApiKey>, args: &[&str]) -> Output {
+        let key = key.cloned().unwrap_or_else(|| root_key(&self.hsm_key));
+        Command::new(kms_bin())
+            .args(args)
+            .env("KMS_SERVER", self.url())
+            .env("KMS_API_KEY", &*key.to_secret_string())
+            .env("KMS_INSECURE", "1")
+            .env_remove("KMS_ENCLAVE")
+            .output()
+            .expect("run kms")
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait_timeout(Duration::from_secs(30)).expect("server exits after SIGTERM")
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+trait WaitTimeout {
+    fn wait_timeout(&mut self, d: Duration) -> Option<std::process::ExitStatus>;
+}
+
+impl WaitTimeout for Child {
+    fn wait_timeout(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Asserts that a CLI run succeeded and returns its stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "kms failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts that a CLI run failed and returns its stderr.
+pub fn fails(o: &Output) -> String {
+    assert!(!o.status.success(), "kms unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(e.starts_with("kms: "), "error is not one `kms: ...` line: {e}");
+    assert!(!e.contains("panicked"), "panic: {e}");
+    e
+}
+
+/// A fresh data directory inside a temporary directory.
+pub fn data_dir(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
+    tmp.path().join(name)
+}
+
+/// A tokio runtime for a test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// Every key version's secret held in a backup, opened with the software HSM
+/// `hsm_key`: what must never appear on disk in plaintext.
+pub fn backup_secrets(blob: &[u8], hsm_key: &str) -> Vec<Vec<u8>> {
+    let hsm = SoftHsm::from_key_str(hsm_key).expect("valid HSM key");
+    let (st, _) = kms_node::backup::open_with(&hsm, blob).expect("open backup");
+    let mut out = Vec::new();
+    for e in st.enclaves.values() {
+        for ring in e.keys.values() {
+            for v in ring.versions.values() {
+                out.push(v.secret.to_vec());
+            }
+        }
+    }
+    out
+}
