@@ -27,7 +27,8 @@ fn roundtrip(h: &dyn Hsm) {
         let s = h.seal(&p, b"ctx").expect("rule 1: seal");
         let u = h.unseal(&s, b"ctx").expect("rule 1: unseal of own value");
         assert_eq!(u.as_slice(), p.as_slice(), "rule 1: roundtrip of {len} bytes");
-        if len > 0 {
+        // (Short plaintexts can appear in random bytes by chance.)
+        if len >= 16 {
             assert!(
                 !s.windows(len).any(|w| w == p.as_slice()),
                 "rule 1: the plaintext appears in the sealed value"

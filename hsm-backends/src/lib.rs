@@ -86,7 +86,4 @@ pub mod labels {
     pub const ROOT_API_KEY: &str = "kms/v1/root-api-key";
     /// The secret from which inter-node TLS certificates are derived.
     pub const CLUSTER_TLS: &str = "kms/v1/cluster-tls";
-    /// The secret from which a node's client-facing TLS key is derived
-    /// when the operator brings no certificate.
-    pub const SERVER_TLS: &str = "kms/v1/server-tls";
 }

@@ -23,7 +23,7 @@ use crate::{ApiKey, Error};
 /// How long a server that failed is avoided.
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Largest response body the client reads.
-const MAX_RESPONSE: usize = 64 << 20;
+const MAX_RESPONSE: usize = 1 << 30;
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -179,12 +179,14 @@ impl Client {
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| Error::Config(format!("invalid request to {url}: {e}")))?;
         let fut = async {
-            let resp = self
-                .inner
-                .http
-                .request(req)
-                .await
-                .map_err(|e| Error::Transport(format!("{}: {}", self.inner.endpoints[idx], error_chain(&e))))?;
+            let resp = self.inner.http.request(req).await.map_err(|e| {
+                let msg = format!("{}: {}", self.inner.endpoints[idx], error_chain(&e));
+                if e.is_connect() {
+                    Error::Transport(msg)
+                } else {
+                    Error::Interrupted(msg)
+                }
+            })?;
             let status = resp.status().as_u16();
             let content_type = resp
                 .headers()
@@ -195,13 +197,13 @@ impl Client {
             let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|e| Error::Transport(format!("{}: reading response: {e}", self.inner.endpoints[idx])))?
+                .map_err(|e| Error::Interrupted(format!("{}: reading response: {e}", self.inner.endpoints[idx])))?
                 .to_bytes();
             Ok(RawResponse { status, content_type, body })
         };
         tokio::time::timeout(self.inner.timeout, fut)
             .await
-            .map_err(|_| Error::Transport(format!("{}: timed out after {:?}", self.inner.endpoints[idx], self.inner.timeout)))?
+            .map_err(|_| Error::Interrupted(format!("{}: timed out after {:?}", self.inner.endpoints[idx], self.inner.timeout)))?
     }
 
     /// Sends a request to one server (by index), without failover.
@@ -217,7 +219,10 @@ impl Client {
         r
     }
 
-    /// Sends a request, failing over across servers on transport errors.
+    /// Sends a request, failing over across servers when that is safe: on
+    /// connection failures (nothing was sent), and on any transport failure of
+    /// a GET. A POST interrupted after it was sent is not retried elsewhere,
+    /// since it may have been applied (see docs/consistency.md).
     pub async fn request(&self, method: http::Method, path: &str, body: Option<Bytes>) -> Result<RawResponse, Error> {
         let mut errors = Vec::new();
         for idx in self.order() {
@@ -230,7 +235,16 @@ impl Client {
                     self.mark(idx, false);
                     errors.push(e);
                 }
-                Err(e) => return Err(e),
+                Err(Error::Interrupted(e)) if method == http::Method::GET => {
+                    self.mark(idx, false);
+                    errors.push(e);
+                }
+                Err(e) => {
+                    if matches!(e, Error::Interrupted(_)) {
+                        self.mark(idx, false);
+                    }
+                    return Err(e);
+                }
             }
         }
         Err(Error::Transport(errors.join("; ")))

@@ -10,6 +10,10 @@ pub enum Error {
     /// No server could be reached.
     #[error("no server reachable: {0}")]
     Transport(String),
+    /// The request was sent but no complete answer arrived (connection lost,
+    /// timeout): it may or may not have been applied.
+    #[error("request interrupted, outcome unknown: {0}")]
+    Interrupted(String),
     /// The server's answer is not a valid response.
     #[error("invalid response: {0}")]
     Protocol(String),

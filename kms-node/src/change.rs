@@ -175,22 +175,26 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
         }
         Change::CreateKey { enclave, name, key_type, secret, imported, at, by } => {
             let e = enclave_mut(st, enclave)?;
-            if e.keys.contains_key(name) {
-                return Err(ApplyError::KeyExists);
-            }
-            let v = KeyVersion::new(*key_type, 1, &secret.0, *at, by.clone(), *imported);
+            // A deleted key leaves a tombstone (a ring without versions) so that
+            // re-creating it never reuses a version number.
+            let first = match e.keys.get(name) {
+                Some(r) if !r.is_deleted() => return Err(ApplyError::KeyExists),
+                Some(r) => r.next_version,
+                None => 1,
+            };
+            let v = KeyVersion::new(*key_type, first, &secret.0, *at, by.clone(), *imported);
             let ring = KeyRing {
                 name: name.clone(),
                 key_type: *key_type,
-                versions: OrdMap::unit(1, Arc::new(v)),
-                next_version: 2,
+                versions: OrdMap::unit(first, Arc::new(v)),
+                next_version: first + 1,
             };
             e.keys.insert(name.clone(), Arc::new(ring));
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
         Change::AddKeyVersion { enclave, name, secret, at, by } => {
             let e = enclave_mut(st, enclave)?;
-            let ring = e.keys.get_mut(name).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
+            let ring = e.keys.get_mut(name).filter(|r| !r.is_deleted()).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
             let v = ring.next_version;
             if v == u32::MAX {
                 return Err(ApplyError::Invalid("key has reached the maximum number of versions".into()));
@@ -201,21 +205,17 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
         }
         Change::DeleteKeyVersion { enclave, name, version } => {
             let e = enclave_mut(st, enclave)?;
-            let ring = e.keys.get_mut(name).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
+            let ring = e.keys.get_mut(name).filter(|r| !r.is_deleted()).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
             let v = if *version == 0 { ring.latest().map(|v| v.version).unwrap_or(0) } else { *version };
             if ring.versions.remove(&v).is_none() {
                 return Err(ApplyError::VersionNotFound(v));
-            }
-            if ring.versions.is_empty() {
-                e.keys.remove(name);
             }
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
         Change::DeleteKey { enclave, name } => {
             let e = enclave_mut(st, enclave)?;
-            if e.keys.remove(name).is_none() {
-                return Err(ApplyError::KeyNotFound);
-            }
+            let ring = e.keys.get_mut(name).filter(|r| !r.is_deleted()).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
+            ring.versions = OrdMap::new();
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
         Change::CreatePolicy { enclave, name, policy, at, by } => {
@@ -335,6 +335,13 @@ mod tests {
         apply(&mut st, &add).unwrap();
         let ring = st.enclave("e").unwrap().keys.get("k").unwrap().clone();
         assert_eq!(ring.versions.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        // Deleting the whole key and creating it again never reuses a number.
+        apply(&mut st, &Change::DeleteKey { enclave: "e".into(), name: "k".into() }).unwrap();
+        assert_eq!(apply(&mut st, &Change::DeleteKey { enclave: "e".into(), name: "k".into() }).unwrap_err(), ApplyError::KeyNotFound);
+        assert_eq!(apply(&mut st, &add).unwrap_err(), ApplyError::KeyNotFound);
+        apply(&mut st, &create_key("e", "k")).unwrap();
+        let ring = st.enclave("e").unwrap().keys.get("k").unwrap().clone();
+        assert_eq!(ring.versions.keys().copied().collect::<Vec<_>>(), vec![4]);
         assert_eq!(
             apply(&mut st, &Change::DeleteKeyVersion { enclave: "e".into(), name: "k".into(), version: 2 }).unwrap_err(),
             ApplyError::VersionNotFound(2)

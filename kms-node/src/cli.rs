@@ -544,8 +544,16 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::LsIdentity { prefix } => {
             let e = g.enclave.clone().or_else(|| env("ENCLAVE"));
-            let req = proto::ListRequest { prefix: prefix.unwrap_or_default(), continue_at: String::new(), limit: 0 };
-            let r: proto::ListIdentitiesResponse = with("ls-identity", c.call(e.as_deref(), Command::IdentityList, &req).await)?;
+            let mut r = proto::ListIdentitiesResponse::default();
+            loop {
+                let req = proto::ListRequest { prefix: prefix.clone().unwrap_or_default(), continue_at: r.continue_at.clone(), limit: 0 };
+                let page: proto::ListIdentitiesResponse = with("ls-identity", c.call(e.as_deref(), Command::IdentityList, &req).await)?;
+                r.identities.extend(page.identities);
+                r.continue_at = page.continue_at;
+                if r.continue_at.is_empty() {
+                    break;
+                }
+            }
             let priv_name = |p: u32| match p {
                 1 => "SysAdmin",
                 2 => "Admin",
@@ -602,8 +610,16 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::LsPolicy { prefix } => {
             let e = enclave(g)?;
-            let req = proto::ListRequest { prefix: prefix.unwrap_or_default(), continue_at: String::new(), limit: 0 };
-            let r: proto::ListPoliciesResponse = with("ls-policy", c.call(Some(&e), Command::PolicyList, &req).await)?;
+            let mut r = proto::ListPoliciesResponse::default();
+            loop {
+                let req = proto::ListRequest { prefix: prefix.clone().unwrap_or_default(), continue_at: r.continue_at.clone(), limit: 0 };
+                let page: proto::ListPoliciesResponse = with("ls-policy", c.call(Some(&e), Command::PolicyList, &req).await)?;
+                r.policies.extend(page.policies);
+                r.continue_at = page.continue_at;
+                if r.continue_at.is_empty() {
+                    break;
+                }
+            }
             if g.json {
                 let v: Vec<_> = r.policies.iter().map(|p| json!({"name": p.name, "created_at": ts(&p.created_at), "created_by": p.created_by})).collect();
                 println!("{}", json!(v));

@@ -88,7 +88,9 @@ pub enum DecryptError {
     Format(u8),
     #[error("invalid ciphertext: it was made with another key type")]
     Algorithm,
-    #[error("invalid ciphertext: authentication failed (wrong key, wrong associated data, or modified ciphertext)")]
+    /// Exactly kms-go's `ErrDecrypt` message: clients compare it. The cause
+    /// (wrong key, wrong associated data, modified ciphertext) cannot be told apart.
+    #[error("invalid ciphertext")]
     Auth,
 }
 
@@ -115,8 +117,10 @@ pub fn ciphertext_version(ct: &[u8]) -> Result<u32, DecryptError> {
 pub struct KeyMaterial {
     key_type: KeyType,
     version: u32,
-    kdf: HmacSha256,
-    mac: HmacSha256,
+    /// The version's secret: the key of the per-message KDF.
+    kdf: Zeroizing<[u8; 32]>,
+    /// `HMAC-SHA256(secret, "kms/v1/mac")`: the MAC key.
+    mac: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -127,12 +131,8 @@ impl std::fmt::Debug for KeyMaterial {
 
 impl KeyMaterial {
     pub fn new(key_type: KeyType, version: u32, secret: &[u8; 32]) -> Self {
-        let kdf = <HmacSha256 as Mac>::new_from_slice(secret).expect("any key length");
-        let mut m = kdf.clone();
-        m.update(KDF_MAC);
-        let mac_key = Zeroizing::new(<[u8; 32]>::from(m.finalize().into_bytes()));
-        let mac = <HmacSha256 as Mac>::new_from_slice(mac_key.as_ref()).expect("any key length");
-        Self { key_type, version, kdf, mac }
+        let mac = hmac(secret, &[KDF_MAC]);
+        Self { key_type, version, kdf: Zeroizing::new(*secret), mac }
     }
 
     pub fn key_type(&self) -> KeyType {
@@ -140,10 +140,7 @@ impl KeyMaterial {
     }
 
     fn message_key(&self, salt: &[u8]) -> Zeroizing<[u8; 32]> {
-        let mut m = self.kdf.clone();
-        m.update(KDF_MSG);
-        m.update(salt);
-        Zeroizing::new(m.finalize().into_bytes().into())
+        hmac(self.kdf.as_ref(), &[KDF_MSG, salt])
     }
 
     /// Encrypts `plaintext` bound to `ad` into a v1 ciphertext.
@@ -183,10 +180,19 @@ impl KeyMaterial {
 
     /// HMAC-SHA256 of `msg` under this version's MAC key.
     pub fn mac(&self, msg: &[u8]) -> [u8; 32] {
-        let mut m = self.mac.clone();
-        m.update(msg);
-        m.finalize().into_bytes().into()
+        *hmac(self.mac.as_ref(), &[msg])
     }
+}
+
+/// HMAC-SHA256 of the concatenated `parts`. The HMAC state (key-equivalent)
+/// lives on the stack for the call only; every long-lived key is a
+/// `Zeroizing` array.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+    }
+    Zeroizing::new(m.finalize().into_bytes().into())
 }
 
 fn aad_cat(header: &[u8], ad: &[u8]) -> Vec<u8> {

@@ -104,6 +104,12 @@ impl KeyRing {
     pub fn latest(&self) -> Option<&Arc<KeyVersion>> {
         self.versions.get_max().map(|(_, v)| v)
     }
+
+    /// A deleted key is kept as a tombstone without versions, so that its
+    /// version numbers are never reused; it is invisible to every command.
+    pub fn is_deleted(&self) -> bool {
+        self.versions.is_empty()
+    }
 }
 
 /// The stored form of a key ring (sealed under the root key on disk).
@@ -214,7 +220,7 @@ impl State {
     }
 
     pub fn key_count(&self) -> usize {
-        self.enclaves.values().map(|e| e.keys.len()).sum()
+        self.enclaves.values().map(|e| e.keys.values().filter(|k| !k.is_deleted()).count()).sum()
     }
 }
 

@@ -87,6 +87,11 @@ impl Node {
         }))
     }
 
+    /// Whether the writer still accepts state changes.
+    pub fn writer_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// The current, durable state. Cheap; never blocks.
     pub fn state(&self) -> arc_swap::Guard<Arc<State>> {
         self.state.load()
@@ -126,6 +131,7 @@ fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<
             }
         }
         let mut next: State = (**state.load()).clone();
+        let prev = next.applied;
         let mut wb = WriteBatch::default();
         let mut outcomes = Vec::with_capacity(group.len());
         for p in group {
@@ -150,7 +156,7 @@ fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<
                 }
             }
         }
-        store.stage_applied(&mut wb, next.applied);
+        store.stage_applied(&mut wb, prev, next.applied);
         match store.write(wb) {
             Ok(()) => {
                 state.store(Arc::new(next));

@@ -39,6 +39,12 @@ pub fn hsm(cfg: &ServerConfig, dev: bool) -> Result<Arc<dyn Hsm>, String> {
     let path = cfg.data_dir.join("dev-hsm-key.INSECURE");
     let key = match std::fs::read_to_string(&path) {
         Ok(k) => zeroize::Zeroizing::new(k),
+        Err(_) if cfg.data_dir.join("db").exists() => {
+            return Err(format!(
+                "{} holds a store but no development HSM key: set KMS_HSM_KEY to the key it was created with",
+                cfg.data_dir.display()
+            ))
+        }
         Err(_) => {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
             let k = SoftHsm::generate_key_str();
@@ -72,14 +78,21 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.address))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
-    let addr = format!("{host}:{}", local.port());
+    let host = if local.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { local.ip() };
+    let addr = std::net::SocketAddr::new(host, local.port()).to_string();
+    let host = host.to_string();
     let (certs, key, cert_path) = match &cfg.tls {
         Some((c, k)) => {
             let (certs, key) = crate::tls::load_pem(c, k)?;
             (certs, key, c.clone())
         }
-        None => crate::tls::self_signed(&opened.store, &[local.ip().to_string(), host.clone()])?,
+        None => {
+            let mut names = vec![local.ip().to_string(), host.clone()];
+            if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                names.push(h.trim().to_string());
+            }
+            crate::tls::self_signed(&opened.store, &names)?
+        }
     };
     let tls = crate::tls::server_config(certs, key)?;
     let node = Node::start(opened, hsm.clone(), addr.clone(), cfg.max_request_bytes)?;
@@ -98,7 +111,11 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     }
     if dev {
         println!();
-        println!("  DEVELOPMENT MODE: INSECURE. The HSM key is stored in plaintext in the data dir.");
+        if env("HSM_KEY").is_none() && cfg.hsm_key.is_none() {
+            println!("  DEVELOPMENT MODE: INSECURE. The HSM key is stored in plaintext in the data dir.");
+        } else {
+            println!("  DEVELOPMENT MODE: the address defaults to loopback.");
+        }
         println!("  Try:");
         println!("    export KMS_SERVER=https://{addr} KMS_INSECURE=1 KMS_API_KEY={}", &*root.to_secret_string());
         println!("    kms ls");

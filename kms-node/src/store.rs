@@ -275,7 +275,11 @@ impl Store {
         Ok((RootKey::new(&secret), hsms))
     }
 
-    fn create(dir: &Path, db_dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
+    /// Creates a store: built in `db.new` and renamed to `db` once complete,
+    /// so that a crash during the first start leaves no half-made store.
+    fn create(dir: &Path, final_dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
+        let db_dir = &dir.join("db.new");
+        let _ = std::fs::remove_dir_all(db_dir);
         std::fs::create_dir_all(db_dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", db_dir.display())))?;
         #[cfg(unix)]
         {
@@ -298,6 +302,13 @@ impl Store {
         // is the marker that the store is complete.
         wb.put_cf(m, b"format", FORMAT);
         store.write(wb)?;
+        drop(store);
+        std::fs::rename(db_dir, final_dir).map_err(|e| StoreError::Io(format!("cannot rename {} to {}: {e}", db_dir.display(), final_dir.display())))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        let db = DB::open_cf_descriptors(&db_options(), final_dir, cfs())?;
+        let store = Store { db, root: RootKey::new(&secret), dir: dir.to_path_buf() };
         Ok(Opened { store: Arc::new(store), state: State::default(), meta, created: true, hsms: vec![hsm.name()] })
     }
 
@@ -382,11 +393,15 @@ impl Store {
         }
     }
 
-    /// Records the applied index and trims the log behind it.
-    pub fn stage_applied(&self, wb: &mut WriteBatch, applied: u64) {
+    /// Records the applied index (moving from `prev`) and trims the log
+    /// entries that fell out of the retained window. Point deletes, not range
+    /// tombstones: thousands of overlapping range tombstones make RocksDB's
+    /// recovery quadratic.
+    pub fn stage_applied(&self, wb: &mut WriteBatch, prev: u64, applied: u64) {
         wb.put_cf(self.cf(CF_META), b"applied", applied.to_be_bytes());
-        if applied > LOG_RETAIN {
-            wb.delete_range_cf(self.cf(CF_LOG), log_key(0), log_key(applied - LOG_RETAIN));
+        let log = self.cf(CF_LOG);
+        for index in prev.saturating_sub(LOG_RETAIN)..applied.saturating_sub(LOG_RETAIN) {
+            wb.delete_cf(log, log_key(index));
         }
     }
 

@@ -123,5 +123,13 @@ fn rotation() {
             .await
             .unwrap();
         assert_eq!(versions.keys.iter().map(|k| k.version).collect::<Vec<_>>(), vec![2, 3]);
+        // Deleting the whole key and creating it again continues the numbering.
+        kms_tests::ok(&srv.cli(None, &["rm-key", "-e", "e", "k", "--all"]));
+        assert_eq!(c.key_status("e", "k").await.unwrap_err().status(), Some(404));
+        assert!(c.list_keys("e", "").await.unwrap().is_empty());
+        c.create_key("e", "k", "AES256", false).await.unwrap();
+        assert_eq!(c.key_status("e", "k").await.unwrap().version, 4);
+        let e = c.decrypt("e", "k", &v2.ciphertext, b"").await.unwrap_err();
+        assert!(e.to_string().contains("deleted"), "{e}");
     });
 }

@@ -10,6 +10,9 @@ fn seed_walkthrough_single_node() {
     // The first start prints the URL, node id, root API key and identity.
     assert!(srv.stdout.contains("node id"), "{}", srv.stdout);
     let root = kms_tests::root_key(SEED_HSM_KEY);
+    // Pinned: every node with the seed's HSM key prints this root key.
+    assert_eq!(&*root.to_secret_string(), "k1:NOqFfHRIzUH8ni4Z_NydDWpqfxIZWpdHV1ceWscf7XY");
+    assert_eq!(root.identity().to_string(), "h1:fNnbsc2CY53hYdDHSjW-QTQAlkz5AsNSd1btlT1QYy4");
     assert!(srv.stdout.contains(&*root.to_secret_string()));
     assert!(srv.stdout.contains(&root.identity().to_string()));
 

@@ -14,7 +14,7 @@ use crate::model::{KeyRing, KeyVersion, Time};
 const LIST_MAX: usize = 1000;
 
 fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
-    ctx.enclave()?.keys.get(name).ok_or_else(ApiError::key_not_found)
+    ctx.enclave()?.keys.get(name).filter(|r| !r.is_deleted()).ok_or_else(ApiError::key_not_found)
 }
 
 /// The version `v` of a ring (0: the latest).
@@ -67,13 +67,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let req: proto::DecryptRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, &req.name)?;
             let ring = ring(ctx, &req.name)?;
+            // The version in the ciphertext is authoritative (and authenticated);
+            // the request's version is ignored, as clients such as MinIO send
+            // one that may not match after a rotation.
             let cv = crypto::ciphertext_version(&req.ciphertext).map_err(|e| ApiError::bad(e.to_string()))?;
-            if req.version != 0 && req.version != cv {
-                return Err(ApiError::bad(format!(
-                    "invalid ciphertext: it was made with key version {cv}, not {}",
-                    req.version
-                )));
-            }
             let v = match ring.versions.get(&cv) {
                 Some(v) => v,
                 None if cv != 0 && cv < ring.next_version => {
@@ -113,6 +110,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 if !name.starts_with(&req.prefix) {
                     break;
                 }
+                let Some(v) = ring.latest() else { continue };
                 if !ctx.visible(cmd, name) {
                     continue;
                 }
@@ -120,9 +118,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                     continue_at = name.clone();
                     break;
                 }
-                if let Some(v) = ring.latest() {
-                    keys.push(status(ring, v));
-                }
+                keys.push(status(ring, v));
             }
             Ok(proto::ListKeysResponse { keys, continue_at }.encode_to_vec())
         }

@@ -211,7 +211,12 @@ pub async fn route(node: Arc<Node>, identity: Identity, req: http::Request<hyper
         (&Method::PUT, "/v1/db") => restore(&node, &identity, &parts, body).await,
         (&Method::POST, p) if p == "/v1/kms" || p.starts_with("/v1/kms/") => {
             let enclave = p.strip_prefix("/v1/kms").unwrap_or_default().trim_start_matches('/').to_string();
-            kms(&node, &identity, &parts, body, &enclave).await
+            match kms(&node, &identity, &parts, body, &enclave).await {
+                Ok(Ok(r)) => Ok(r),
+                // Recorded per command already: not a rejection.
+                Ok(Err(e)) => return error_response(&e, json),
+                Err(e) => Err(e),
+            }
         }
         (_, "/version" | "/v1/health/live" | "/v1/health/ready" | "/v1/health/metrics" | "/v1/db" | "/v1/kms") => {
             Err(ApiError::new(405, format!("method {} not allowed on {path}", parts.method)))
@@ -240,10 +245,14 @@ fn version(node: &Node, json: bool) -> Response<Body> {
     }
 }
 
-fn ready(_node: &Node) -> Response<Body> {
-    // A single-node cluster that is serving has unsealed its state and can
-    // write; `?write` is answered the same way.
-    response(200, "text/plain", Bytes::new())
+fn ready(node: &Node) -> Response<Body> {
+    // A single-node cluster that is serving has unsealed its state; it can
+    // write as long as its writer runs. `?write` is answered the same way.
+    if node.writer_alive() {
+        response(200, "text/plain", Bytes::new())
+    } else {
+        response(503, "text/plain", Bytes::from_static(b"the writer has stopped: state changes are not possible"))
+    }
 }
 
 fn metrics(node: &Node) -> Response<Body> {
@@ -274,7 +283,10 @@ fn require_sysadmin(node: &Node, identity: &Identity, what: &str) -> Result<(), 
 
 fn backup(node: &Node, identity: &Identity) -> Result<Response<Body>, ApiError> {
     require_sysadmin(node, identity, "BACKUP")?;
-    let blob = crate::backup::create(node).map_err(|e| ApiError::new(500, e))?;
+    let blob = crate::backup::create(node).map_err(|e| {
+        crate::audit::op(identity, "BACKUP", "failed");
+        ApiError::new(500, e)
+    })?;
     crate::audit::op(identity, "BACKUP", "ok");
     Ok(response(200, "application/octet-stream", Bytes::from(blob)))
 }
@@ -287,35 +299,60 @@ async fn restore(
 ) -> Result<Response<Body>, ApiError> {
     require_sysadmin(node, identity, "RESTORE")?;
     let body = read_body(parts, body, 1 << 30).await?;
-    let (st, n) = crate::backup::open(node, &body).map_err(ApiError::bad)?;
+    let (st, n) = crate::backup::open(node, &body).map_err(|e| {
+        crate::audit::op(identity, "RESTORE", "failed");
+        ApiError::bad(e)
+    })?;
     let r = node.replace_state(st, n).await;
     crate::audit::op(identity, "RESTORE", if r.is_ok() { "ok" } else { "failed" });
     r?;
     Ok(response(200, "application/octet-stream", Bytes::new()))
 }
 
-async fn read_body(parts: &http::request::Parts, body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a request body of at most `limit` bytes. A larger body gets 413;
+/// up to [`DRAIN_MAX`] bytes of it are read and dropped first, so that the
+/// client, still sending, receives the 413 instead of a broken connection.
+async fn read_body(parts: &http::request::Parts, mut body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    const DRAIN_MAX: usize = 64 << 20;
     let too_large = || ApiError::new(413, format!("request body exceeds the limit of {limit} bytes"));
-    if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(too_large());
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|len| len <= limit as u64) {
+        let mut buf = BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => return Ok(buf.freeze()),
+                Some(Err(e)) => return Err(ApiError::bad(format!("cannot read request body: {e}"))),
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        if buf.len() + data.len() > limit {
+                            break;
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
         }
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad(format!("cannot read request body: {e}"))),
+    let mut drained = 0usize;
+    while drained < DRAIN_MAX && declared.is_none_or(|len| len <= DRAIN_MAX as u64) {
+        match body.frame().await {
+            Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
     }
+    Err(too_large())
 }
 
-/// `POST /v1/kms[/{enclave}]`.
+/// `POST /v1/kms[/{enclave}]`. The outer error is a request rejected before
+/// any command ran; the inner one an error of a command, already recorded in
+/// the metrics.
 async fn kms(
     node: &Arc<Node>,
     identity: &Identity,
     parts: &http::request::Parts,
     body: hyper::body::Incoming,
     enclave: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Result<Response<Body>, ApiError>, ApiError> {
     let started = Instant::now();
     let body = read_body(parts, body, node.max_request_bytes).await?;
     if !enclave.is_empty() {
@@ -334,15 +371,15 @@ async fn kms(
     let Some(caller) = Caller::from_state(node, &st, identity) else {
         crate::audit::denied(identity, first, (!enclave.is_empty()).then_some(enclave), "");
         node.metrics.record(first, frames.len(), 403, started.elapsed());
-        return Err(ApiError::denied());
+        return Ok(Err(ApiError::denied()));
     };
     let mut ctx = Ctx { node, st, caller: &caller, enclave: (!enclave.is_empty()).then_some(enclave) };
     // Isolation: an identity of one enclave learns nothing about another,
     // not even whether it exists.
     if caller.privilege != Privilege::SysAdmin && caller.enclave.as_deref() != ctx.enclave {
-        let r = Err(ctx.deny(first, ""));
+        let e = ctx.deny(first, "");
         node.metrics.record(first, frames.len(), 403, started.elapsed());
-        return r;
+        return Ok(Err(e));
     }
     let mut out = BytesMut::with_capacity(frames.len() * 64);
     let mut result = Ok(());
@@ -371,6 +408,5 @@ async fn kms(
     }
     let status = result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status);
     node.metrics.record(first, frames.len(), status, started.elapsed());
-    result?;
-    Ok(response(200, "application/octet-stream", out.freeze()))
+    Ok(result.map(|()| response(200, "application/octet-stream", out.freeze())))
 }
