@@ -26,7 +26,11 @@ fn roundtrip(h: &dyn Hsm) {
         let p: Vec<u8> = (0..len).map(|i| i as u8).collect();
         let s = h.seal(&p, b"ctx").expect("rule 1: seal");
         let u = h.unseal(&s, b"ctx").expect("rule 1: unseal of own value");
-        assert_eq!(u.as_slice(), p.as_slice(), "rule 1: roundtrip of {len} bytes");
+        assert_eq!(
+            u.as_slice(),
+            p.as_slice(),
+            "rule 1: roundtrip of {len} bytes"
+        );
         // (Short plaintexts can appear in random bytes by chance.)
         if len >= 16 {
             assert!(
@@ -52,14 +56,23 @@ fn tamper_detection(h: &dyn Hsm) {
     for i in 0..s.len() {
         let mut t = s.clone();
         t[i] ^= 0x01;
-        assert!(h.unseal(&t, b"ctx").is_err(), "rule 1: flipped byte {i} went unnoticed");
+        assert!(
+            h.unseal(&t, b"ctx").is_err(),
+            "rule 1: flipped byte {i} went unnoticed"
+        );
     }
     for n in 0..s.len() {
-        assert!(h.unseal(&s[..n], b"ctx").is_err(), "rule 1: truncation to {n} went unnoticed");
+        assert!(
+            h.unseal(&s[..n], b"ctx").is_err(),
+            "rule 1: truncation to {n} went unnoticed"
+        );
     }
     let mut longer = s.clone();
     longer.push(0);
-    assert!(h.unseal(&longer, b"ctx").is_err(), "rule 1: an appended byte went unnoticed");
+    assert!(
+        h.unseal(&longer, b"ctx").is_err(),
+        "rule 1: an appended byte went unnoticed"
+    );
 }
 
 fn randomized(h: &dyn Hsm) {
@@ -77,17 +90,39 @@ fn portable(a: &dyn Hsm, a2: &dyn Hsm) {
 
 fn foreign_key(a: &dyn Hsm, other: &dyn Hsm) {
     let s = a.seal(b"secret", b"ctx").unwrap();
-    assert!(other.unseal(&s, b"ctx").is_err(), "rule 1: another key unsealed the value");
+    assert!(
+        other.unseal(&s, b"ctx").is_err(),
+        "rule 1: another key unsealed the value"
+    );
     let s = other.seal(b"secret", b"ctx").unwrap();
-    assert!(a.unseal(&s, b"ctx").is_err(), "rule 1: another key's value was unsealed");
+    assert!(
+        a.unseal(&s, b"ctx").is_err(),
+        "rule 1: another key's value was unsealed"
+    );
 }
 
 fn derivation(a: &dyn Hsm, a2: &dyn Hsm, other: &dyn Hsm) {
     let x = a.derive("label-1").unwrap();
-    assert_eq!(*x, *a.derive("label-1").unwrap(), "rule 4: not deterministic");
-    assert_eq!(*x, *a2.derive("label-1").unwrap(), "rule 4: differs across instances");
-    assert_ne!(*x, *a.derive("label-2").unwrap(), "rule 4: labels not separated");
-    assert_ne!(*x, *other.derive("label-1").unwrap(), "rule 4: keys not separated");
+    assert_eq!(
+        *x,
+        *a.derive("label-1").unwrap(),
+        "rule 4: not deterministic"
+    );
+    assert_eq!(
+        *x,
+        *a2.derive("label-1").unwrap(),
+        "rule 4: differs across instances"
+    );
+    assert_ne!(
+        *x,
+        *a.derive("label-2").unwrap(),
+        "rule 4: labels not separated"
+    );
+    assert_ne!(
+        *x,
+        *other.derive("label-1").unwrap(),
+        "rule 4: keys not separated"
+    );
     assert_ne!(*x, [0u8; 32], "rule 4: all-zero output");
 }
 

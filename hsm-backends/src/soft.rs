@@ -27,7 +27,9 @@ pub struct SoftHsm {
 
 impl std::fmt::Debug for SoftHsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftHsm").field("name", &self.name()).finish_non_exhaustive()
+        f.debug_struct("SoftHsm")
+            .field("name", &self.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,7 +54,10 @@ impl SoftHsm {
                 .map_err(|_| Error::Config("KMS_HSM_KEY: the key is not valid base64".into()))?,
         );
         let key: Zeroizing<[u8; 32]> = Zeroizing::new(raw.as_slice().try_into().map_err(|_| {
-            Error::Config(format!("KMS_HSM_KEY: the key must be 32 bytes, not {}", raw.len()))
+            Error::Config(format!(
+                "KMS_HSM_KEY: the key must be 32 bytes, not {}",
+                raw.len()
+            ))
         })?);
         Ok(Self::from_key(&key))
     }
@@ -96,7 +101,13 @@ impl Hsm for SoftHsm {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
             .map_err(|_| Error::Unavailable("AES-GCM encryption failed".into()))?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(FORMAT_V1);
@@ -114,7 +125,13 @@ impl Hsm for SoftHsm {
         }
         let (nonce, ct) = sealed[1..].split_at(NONCE_LEN);
         self.cipher()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: context })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| Error::Unseal)
     }

@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 use crate::Error;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32-byte key follows.
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 
 /// An API key: an Ed25519 private key. Zeroized on drop; never printed by `Debug`.
 #[derive(Clone)]
@@ -42,7 +44,9 @@ impl ApiKey {
 
     /// Builds an API key from a 32-byte seed (for example one derived by the HSM).
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self { seed: Zeroizing::new(*seed) }
+        Self {
+            seed: Zeroizing::new(*seed),
+        }
     }
 
     /// Parses `k1:<base64url without padding of 32 bytes>`.
@@ -180,8 +184,14 @@ mod tests {
     #[test]
     fn identity_vector() {
         let k = ApiKey::parse("k1:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E").unwrap();
-        assert_eq!(k.identity().to_string(), "h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw");
-        assert_eq!(&*k.to_secret_string(), "k1:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E");
+        assert_eq!(
+            k.identity().to_string(),
+            "h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw"
+        );
+        assert_eq!(
+            &*k.to_secret_string(),
+            "k1:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E"
+        );
     }
 
     #[test]
@@ -193,13 +203,27 @@ mod tests {
 
     #[test]
     fn bad_keys() {
-        for s in ["", "k1:", "k2:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E", "k1:!!!", "k1:AAAA"] {
+        for s in [
+            "",
+            "k1:",
+            "k2:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E",
+            "k1:!!!",
+            "k1:AAAA",
+        ] {
             assert!(ApiKey::parse(s).is_err(), "{s}");
         }
-        for s in ["", "h1:", "h1:AAAA", "x1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw"] {
+        for s in [
+            "",
+            "h1:",
+            "h1:AAAA",
+            "x1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw",
+        ] {
             assert!(Identity::parse(s).is_err(), "{s}");
         }
         let id = Identity::parse("h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw").unwrap();
-        assert_eq!(id.to_string(), "h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw");
+        assert_eq!(
+            id.to_string(),
+            "h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw"
+        );
     }
 }

@@ -59,21 +59,25 @@ fn normalize_endpoint(e: &str) -> Result<String, Error> {
     let e = if let Some(rest) = e.strip_prefix("https://") {
         rest
     } else if e.starts_with("http://") {
-        return Err(Error::Config(format!("server '{e}': only https is supported")));
+        return Err(Error::Config(format!(
+            "server '{e}': only https is supported"
+        )));
     } else {
         e
     };
-    let e = if let Some(rest) = e.strip_prefix(':') { format!("127.0.0.1:{rest}") } else { e.to_string() };
+    let e = if let Some(rest) = e.strip_prefix(':') {
+        format!("127.0.0.1:{rest}")
+    } else {
+        e.to_string()
+    };
     if e.is_empty() || e.contains('/') {
         return Err(Error::Config(format!("invalid server address '{e}'")));
     }
     Ok(format!("https://{e}"))
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
-    Full<Bytes>,
->;
+type HttpClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 struct Inner {
     endpoints: Vec<String>,
@@ -139,7 +143,11 @@ impl Client {
     /// Order in which to try the servers: a random live one first, suspects last.
     fn order(&self) -> Vec<usize> {
         let n = self.inner.endpoints.len();
-        let start = if n > 1 { rand::thread_rng().gen_range(0..n) } else { 0 };
+        let start = if n > 1 {
+            rand::thread_rng().gen_range(0..n)
+        } else {
+            0
+        };
         let now = Instant::now();
         let suspect = self.inner.suspect.lock();
         let mut live = Vec::with_capacity(n);
@@ -157,7 +165,11 @@ impl Client {
 
     fn mark(&self, idx: usize, ok: bool) {
         let mut s = self.inner.suspect.lock();
-        s[idx] = if ok { None } else { Some(Instant::now() + SUSPECT_FOR) };
+        s[idx] = if ok {
+            None
+        } else {
+            Some(Instant::now() + SUSPECT_FOR)
+        };
     }
 
     async fn request_one(
@@ -197,13 +209,27 @@ impl Client {
             let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|e| Error::Interrupted(format!("{}: reading response: {e}", self.inner.endpoints[idx])))?
+                .map_err(|e| {
+                    Error::Interrupted(format!(
+                        "{}: reading response: {e}",
+                        self.inner.endpoints[idx]
+                    ))
+                })?
                 .to_bytes();
-            Ok(RawResponse { status, content_type, body })
+            Ok(RawResponse {
+                status,
+                content_type,
+                body,
+            })
         };
         tokio::time::timeout(self.inner.timeout, fut)
             .await
-            .map_err(|_| Error::Interrupted(format!("{}: timed out after {:?}", self.inner.endpoints[idx], self.inner.timeout)))?
+            .map_err(|_| {
+                Error::Interrupted(format!(
+                    "{}: timed out after {:?}",
+                    self.inner.endpoints[idx], self.inner.timeout
+                ))
+            })?
     }
 
     /// Sends a request to one server (by index), without failover.
@@ -223,10 +249,18 @@ impl Client {
     /// connection failures (nothing was sent), and on any transport failure of
     /// a GET. A POST interrupted after it was sent is not retried elsewhere,
     /// since it may have been applied (see docs/consistency.md).
-    pub async fn request(&self, method: http::Method, path: &str, body: Option<Bytes>) -> Result<RawResponse, Error> {
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<RawResponse, Error> {
         let mut errors = Vec::new();
         for idx in self.order() {
-            match self.request_one(idx, method.clone(), path, body.clone()).await {
+            match self
+                .request_one(idx, method.clone(), path, body.clone())
+                .await
+            {
                 Ok(r) => {
                     self.mark(idx, true);
                     return Ok(r);
@@ -270,7 +304,10 @@ impl Client {
         let body = self.send(enclave, buf.freeze()).await?;
         let mut out = decode_frames::<Resp>(cmd, &body)?;
         if out.len() != 1 {
-            return Err(Error::Protocol(format!("expected 1 response frame, got {}", out.len())));
+            return Err(Error::Protocol(format!(
+                "expected 1 response frame, got {}",
+                out.len()
+            )));
         }
         Ok(out.pop().expect("one element"))
     }
@@ -282,7 +319,9 @@ impl Client {
         cmd: Command,
         reqs: &[Req],
     ) -> Result<Vec<Resp>, Error> {
-        let body = self.send(enclave, frame::encode_batch(cmd, reqs).freeze()).await?;
+        let body = self
+            .send(enclave, frame::encode_batch(cmd, reqs).freeze())
+            .await?;
         let out = decode_frames::<Resp>(cmd, &body)?;
         if out.len() != reqs.len() {
             return Err(Error::Protocol(format!(
@@ -304,42 +343,103 @@ impl Client {
     // ---- typed helpers used by the CLI, the module and the tests ----
 
     /// KEY:CREATE.
-    pub async fn create_key(&self, enclave: &str, name: &str, key_type: &str, add_version: bool) -> Result<(), Error> {
-        let req = proto::CreateKeyRequest { name: name.into(), r#type: key_type.into(), add_version };
-        self.call::<_, proto::Empty>(Some(enclave), Command::KeyCreate, &req).await.map(drop)
+    pub async fn create_key(
+        &self,
+        enclave: &str,
+        name: &str,
+        key_type: &str,
+        add_version: bool,
+    ) -> Result<(), Error> {
+        let req = proto::CreateKeyRequest {
+            name: name.into(),
+            r#type: key_type.into(),
+            add_version,
+        };
+        self.call::<_, proto::Empty>(Some(enclave), Command::KeyCreate, &req)
+            .await
+            .map(drop)
     }
 
     /// KEY:GENERATE.
-    pub async fn generate(&self, enclave: &str, name: &str, ad: &[u8], length: u32) -> Result<proto::GenerateKeyResponse, Error> {
-        let req = proto::GenerateKeyRequest { name: name.into(), version: 0, associated_data: ad.to_vec(), length };
+    pub async fn generate(
+        &self,
+        enclave: &str,
+        name: &str,
+        ad: &[u8],
+        length: u32,
+    ) -> Result<proto::GenerateKeyResponse, Error> {
+        let req = proto::GenerateKeyRequest {
+            name: name.into(),
+            version: 0,
+            associated_data: ad.to_vec(),
+            length,
+        };
         self.call(Some(enclave), Command::KeyGenerate, &req).await
     }
 
     /// KEY:ENCRYPT.
-    pub async fn encrypt(&self, enclave: &str, name: &str, plaintext: &[u8], ad: &[u8]) -> Result<proto::EncryptResponse, Error> {
-        let req = proto::EncryptRequest { name: name.into(), version: 0, plaintext: plaintext.to_vec(), associated_data: ad.to_vec() };
+    pub async fn encrypt(
+        &self,
+        enclave: &str,
+        name: &str,
+        plaintext: &[u8],
+        ad: &[u8],
+    ) -> Result<proto::EncryptResponse, Error> {
+        let req = proto::EncryptRequest {
+            name: name.into(),
+            version: 0,
+            plaintext: plaintext.to_vec(),
+            associated_data: ad.to_vec(),
+        };
         self.call(Some(enclave), Command::KeyEncrypt, &req).await
     }
 
     /// KEY:DECRYPT (the version is read from the ciphertext).
-    pub async fn decrypt(&self, enclave: &str, name: &str, ciphertext: &[u8], ad: &[u8]) -> Result<proto::DecryptResponse, Error> {
-        let req = proto::DecryptRequest { name: name.into(), version: 0, ciphertext: ciphertext.to_vec(), associated_data: ad.to_vec() };
+    pub async fn decrypt(
+        &self,
+        enclave: &str,
+        name: &str,
+        ciphertext: &[u8],
+        ad: &[u8],
+    ) -> Result<proto::DecryptResponse, Error> {
+        let req = proto::DecryptRequest {
+            name: name.into(),
+            version: 0,
+            ciphertext: ciphertext.to_vec(),
+            associated_data: ad.to_vec(),
+        };
         self.call(Some(enclave), Command::KeyDecrypt, &req).await
     }
 
     /// KEY:STATUS.
-    pub async fn key_status(&self, enclave: &str, name: &str) -> Result<proto::KeyStatusResponse, Error> {
-        let req = proto::KeyStatusRequest { name: name.into(), version: 0 };
+    pub async fn key_status(
+        &self,
+        enclave: &str,
+        name: &str,
+    ) -> Result<proto::KeyStatusResponse, Error> {
+        let req = proto::KeyStatusRequest {
+            name: name.into(),
+            version: 0,
+        };
         self.call(Some(enclave), Command::KeyStatus, &req).await
     }
 
     /// Every page of KEY:LIST with `prefix`.
-    pub async fn list_keys(&self, enclave: &str, prefix: &str) -> Result<Vec<proto::KeyStatusResponse>, Error> {
+    pub async fn list_keys(
+        &self,
+        enclave: &str,
+        prefix: &str,
+    ) -> Result<Vec<proto::KeyStatusResponse>, Error> {
         let mut out = Vec::new();
         let mut continue_at = String::new();
         loop {
-            let req = proto::ListRequest { prefix: prefix.into(), continue_at: continue_at.clone(), limit: 0 };
-            let page: proto::ListKeysResponse = self.call(Some(enclave), Command::KeyList, &req).await?;
+            let req = proto::ListRequest {
+                prefix: prefix.into(),
+                continue_at: continue_at.clone(),
+                limit: 0,
+            };
+            let page: proto::ListKeysResponse =
+                self.call(Some(enclave), Command::KeyList, &req).await?;
             out.extend(page.keys);
             if page.continue_at.is_empty() {
                 return Ok(out);
@@ -381,16 +481,25 @@ pub fn check(r: RawResponse) -> Result<Bytes, Error> {
     } else {
         String::from_utf8_lossy(&r.body).into_owned()
     };
-    Err(Error::Api { status: r.status, message })
+    Err(Error::Api {
+        status: r.status,
+        message,
+    })
 }
 
 /// Decodes response frames that must all carry `cmd`.
-pub fn decode_frames<M: prost::Message + Default>(cmd: Command, body: &[u8]) -> Result<Vec<M>, Error> {
+pub fn decode_frames<M: prost::Message + Default>(
+    cmd: Command,
+    body: &[u8],
+) -> Result<Vec<M>, Error> {
     let mut out = Vec::new();
     for f in frame::frames(body) {
         let f = f.map_err(|e| Error::Protocol(e.to_string()))?;
         if f.id != cmd as u16 {
-            return Err(Error::Protocol(format!("expected {cmd} frame, got id {}", f.id)));
+            return Err(Error::Protocol(format!(
+                "expected {cmd} frame, got id {}",
+                f.id
+            )));
         }
         out.push(M::decode(f.payload).map_err(|e| Error::Protocol(format!("{cmd}: {e}")))?);
     }
@@ -418,7 +527,10 @@ mod tests {
             ClientConfig::parse_endpoints("127.0.0.1:7373, https://a:1/").unwrap(),
             vec!["https://127.0.0.1:7373", "https://a:1"]
         );
-        assert_eq!(ClientConfig::parse_endpoints(":7374").unwrap(), vec!["https://127.0.0.1:7374"]);
+        assert_eq!(
+            ClientConfig::parse_endpoints(":7374").unwrap(),
+            vec!["https://127.0.0.1:7374"]
+        );
         assert!(ClientConfig::parse_endpoints("http://a:1").is_err());
         assert!(ClientConfig::parse_endpoints(" , ").is_err());
     }

@@ -23,7 +23,11 @@ pub enum FrameError {
     #[error("truncated frame header at byte {offset}: {remaining} bytes left, a header needs 6")]
     TruncatedHeader { offset: usize, remaining: usize },
     #[error("frame at byte {offset} declares {declared} bytes but only {remaining} remain")]
-    TruncatedPayload { offset: usize, declared: u32, remaining: usize },
+    TruncatedPayload {
+        offset: usize,
+        declared: u32,
+        remaining: usize,
+    },
     #[error("empty request body: at least one frame is required")]
     Empty,
 }
@@ -31,7 +35,11 @@ pub enum FrameError {
 /// Iterates over the frames of a body. Yields an error (and then stops) at the
 /// first malformed frame.
 pub fn frames(body: &[u8]) -> Frames<'_> {
-    Frames { body, offset: 0, failed: false }
+    Frames {
+        body,
+        offset: 0,
+        failed: false,
+    }
 }
 
 /// Iterator returned by [`frames`].
@@ -108,8 +116,14 @@ mod tests {
     #[test]
     fn roundtrip() {
         let msgs = vec![
-            KeyStatusRequest { name: "a".into(), version: 0 },
-            KeyStatusRequest { name: "bb".into(), version: 7 },
+            KeyStatusRequest {
+                name: "a".into(),
+                version: 0,
+            },
+            KeyStatusRequest {
+                name: "bb".into(),
+                version: 7,
+            },
             KeyStatusRequest::default(),
         ];
         let body = encode_batch(Command::KeyStatus, &msgs);
@@ -117,7 +131,10 @@ mod tests {
         assert_eq!(fr.len(), 3);
         for (f, m) in fr.iter().zip(&msgs) {
             assert_eq!(f.id, 204);
-            assert_eq!(&<KeyStatusRequest as prost::Message>::decode(f.payload).unwrap(), m);
+            assert_eq!(
+                &<KeyStatusRequest as prost::Message>::decode(f.payload).unwrap(),
+                m
+            );
         }
         // Golden bytes: id 204, length 3, field 1 = "a".
         assert_eq!(&body[..9], &[0, 204, 0, 0, 0, 3, 0x0a, 1, b'a']);
@@ -126,10 +143,17 @@ mod tests {
     #[test]
     fn malformed() {
         assert_eq!(decode_all(&[]), Err(FrameError::Empty));
-        assert!(matches!(decode_all(&[0, 1, 0]), Err(FrameError::TruncatedHeader { .. })));
+        assert!(matches!(
+            decode_all(&[0, 1, 0]),
+            Err(FrameError::TruncatedHeader { .. })
+        ));
         assert!(matches!(
             decode_all(&[0, 1, 0, 0, 0, 5, 1, 2]),
-            Err(FrameError::TruncatedPayload { declared: 5, remaining: 2, .. })
+            Err(FrameError::TruncatedPayload {
+                declared: 5,
+                remaining: 2,
+                ..
+            })
         ));
         assert!(matches!(
             decode_all(&[0, 1, 0xff, 0xff, 0xff, 0xff]),

@@ -30,7 +30,10 @@ impl Trust {
             .collect::<Result<_, _>>()
             .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
         if certs.is_empty() {
-            return Err(Error::Config(format!("CA file {} holds no PEM certificate", path.display())));
+            return Err(Error::Config(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            )));
         }
         Ok(Trust::Ca(certs))
     }
@@ -97,7 +100,12 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -106,7 +114,12 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

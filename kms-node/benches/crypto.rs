@@ -22,7 +22,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("raw_aes256gcm_32 (ceiling)", |b| {
         b.iter(|| {
             let mut buf = [0u8; 32];
-            raw.encrypt_in_place_detached((&[0u8; 12]).into(), b"ad", &mut buf).unwrap()
+            raw.encrypt_in_place_detached((&[0u8; 12]).into(), b"ad", &mut buf)
+                .unwrap()
         })
     });
 }

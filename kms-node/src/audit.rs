@@ -5,10 +5,20 @@
 
 use kms_client::{Command, Identity};
 
-pub fn change(identity: &Identity, cmd: Command, enclave: Option<&str>, name: &str, outcome: Result<(), String>) {
+pub fn change(
+    identity: &Identity,
+    cmd: Command,
+    enclave: Option<&str>,
+    name: &str,
+    outcome: Result<(), String>,
+) {
     match outcome {
-        Ok(()) => tracing::info!(target: "audit", identity = %identity, command = %cmd, enclave = enclave.unwrap_or(""), name, outcome = "ok", "state change"),
-        Err(e) => tracing::info!(target: "audit", identity = %identity, command = %cmd, enclave = enclave.unwrap_or(""), name, outcome = "failed", error = %e, "state change"),
+        Ok(()) => {
+            tracing::info!(target: "audit", identity = %identity, command = %cmd, enclave = enclave.unwrap_or(""), name, outcome = "ok", "state change")
+        }
+        Err(e) => {
+            tracing::info!(target: "audit", identity = %identity, command = %cmd, enclave = enclave.unwrap_or(""), name, outcome = "failed", error = %e, "state change")
+        }
     }
 }
 

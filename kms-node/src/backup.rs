@@ -37,11 +37,17 @@ pub fn create(node: &Node) -> Result<Vec<u8>, String> {
     let st = node.state();
     let payload = Payload {
         applied: st.applied,
-        records: store::export_records(&st).into_iter().map(|(k, v)| (k, v.to_vec())).collect(),
+        records: store::export_records(&st)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect(),
     };
     let plain = Zeroizing::new(codec::encode(&payload));
     let key = crate::crypto::random_key();
-    let sealed_key = node.hsm.seal(key.as_ref(), CONTEXT).map_err(|e| format!("cannot seal the backup key: {e}"))?;
+    let sealed_key = node
+        .hsm
+        .seal(key.as_ref(), CONTEXT)
+        .map_err(|e| format!("cannot seal the backup key: {e}"))?;
     let ct = KeyMaterial::new(KeyType::Aes256, 0, &key).encrypt(&plain, CONTEXT);
     let name = node.hsm.name();
     let mut out = Vec::with_capacity(ct.len() + 128);
@@ -79,16 +85,30 @@ pub fn open_with(hsm: &dyn hsm_backends::Hsm, blob: &[u8]) -> Result<(State, u64
     let n = u32::from_be_bytes(take(&mut b, 4)?.try_into().expect("4 bytes")) as usize;
     let sealed_key = take(&mut b, n)?;
     if name != hsm.name() {
-        return Err(format!("the backup was sealed by HSM {name}, but this node's HSM is {}", hsm.name()));
+        return Err(format!(
+            "the backup was sealed by HSM {name}, but this node's HSM is {}",
+            hsm.name()
+        ));
     }
-    let key = hsm.unseal(sealed_key, CONTEXT).map_err(|e| format!("cannot unseal the backup: {e}"))?;
-    let key: Zeroizing<[u8; 32]> = Zeroizing::new(key.as_slice().try_into().map_err(|_| "backup key has the wrong length")?);
+    let key = hsm
+        .unseal(sealed_key, CONTEXT)
+        .map_err(|e| format!("cannot unseal the backup: {e}"))?;
+    let key: Zeroizing<[u8; 32]> = Zeroizing::new(
+        key.as_slice()
+            .try_into()
+            .map_err(|_| "backup key has the wrong length")?,
+    );
     let plain = KeyMaterial::new(KeyType::Aes256, 0, &key)
         .decrypt(b, CONTEXT)
         .map_err(|e| format!("cannot decrypt the backup: {e}"))?;
     let payload: Payload = codec::decode(&plain).map_err(|e| format!("corrupt backup: {e}"))?;
-    let mut records: Vec<(&[u8], &[u8])> = payload.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    let mut records: Vec<(&[u8], &[u8])> = payload
+        .records
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
     records.sort();
-    let st = store::import_records(records.into_iter()).map_err(|e| format!("corrupt backup: {e}"))?;
+    let st =
+        store::import_records(records.into_iter()).map_err(|e| format!("corrupt backup: {e}"))?;
     Ok((st, payload.records.len() as u64))
 }

@@ -41,7 +41,10 @@ pub struct BenchArgs {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let n: f64 = num.parse().map_err(|_| format!("invalid duration '{s}'"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
@@ -66,17 +69,66 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
         return Err("bench: --batch must be 1..=100000 and --concurrency 1..=4096".into());
     }
     // Set-up: the enclave and key (ignore "already exists"; a User may lack the rights).
-    let _ = client.call::<_, proto::Empty>(None, Command::EnclaveCreate, &proto::EnclaveRequest { name: enclave.clone() }).await;
+    let _ = client
+        .call::<_, proto::Empty>(
+            None,
+            Command::EnclaveCreate,
+            &proto::EnclaveRequest {
+                name: enclave.clone(),
+            },
+        )
+        .await;
     let _ = client.create_key(&enclave, &a.key, "AES256", false).await;
     let (cmd, one): (Command, Vec<u8>) = match a.op {
-        Op::Generate => (Command::KeyGenerate, prost::Message::encode_to_vec(&proto::GenerateKeyRequest { name: a.key.clone(), version: 0, associated_data: b"bench".to_vec(), length: 32 })),
-        Op::Encrypt => (Command::KeyEncrypt, prost::Message::encode_to_vec(&proto::EncryptRequest { name: a.key.clone(), version: 0, plaintext: vec![0x55; 32], associated_data: b"bench".to_vec() })),
+        Op::Generate => (
+            Command::KeyGenerate,
+            prost::Message::encode_to_vec(&proto::GenerateKeyRequest {
+                name: a.key.clone(),
+                version: 0,
+                associated_data: b"bench".to_vec(),
+                length: 32,
+            }),
+        ),
+        Op::Encrypt => (
+            Command::KeyEncrypt,
+            prost::Message::encode_to_vec(&proto::EncryptRequest {
+                name: a.key.clone(),
+                version: 0,
+                plaintext: vec![0x55; 32],
+                associated_data: b"bench".to_vec(),
+            }),
+        ),
         Op::Decrypt => {
-            let ct = client.generate(&enclave, &a.key, b"bench", 32).await.map_err(|e| format!("bench: set-up: {e}"))?.ciphertext;
-            (Command::KeyDecrypt, prost::Message::encode_to_vec(&proto::DecryptRequest { name: a.key.clone(), version: 0, ciphertext: ct, associated_data: b"bench".to_vec() }))
+            let ct = client
+                .generate(&enclave, &a.key, b"bench", 32)
+                .await
+                .map_err(|e| format!("bench: set-up: {e}"))?
+                .ciphertext;
+            (
+                Command::KeyDecrypt,
+                prost::Message::encode_to_vec(&proto::DecryptRequest {
+                    name: a.key.clone(),
+                    version: 0,
+                    ciphertext: ct,
+                    associated_data: b"bench".to_vec(),
+                }),
+            )
         }
-        Op::Mac => (Command::KeyMac, prost::Message::encode_to_vec(&proto::MacRequest { name: a.key.clone(), version: 0, message: vec![0x55; 32] })),
-        Op::Status => (Command::KeyStatus, prost::Message::encode_to_vec(&proto::KeyStatusRequest { name: a.key.clone(), version: 0 })),
+        Op::Mac => (
+            Command::KeyMac,
+            prost::Message::encode_to_vec(&proto::MacRequest {
+                name: a.key.clone(),
+                version: 0,
+                message: vec![0x55; 32],
+            }),
+        ),
+        Op::Status => (
+            Command::KeyStatus,
+            prost::Message::encode_to_vec(&proto::KeyStatusRequest {
+                name: a.key.clone(),
+                version: 0,
+            }),
+        ),
     };
     // Probe once so that a misconfiguration fails loudly instead of as errors/s.
     let mut body = bytes::BytesMut::new();
@@ -86,14 +138,22 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
         body.extend_from_slice(&one);
     }
     let body: Bytes = body.freeze();
-    client.send(Some(&enclave), body.clone()).await.map_err(|e| format!("bench: {cmd}: {e}"))?;
+    client
+        .send(Some(&enclave), body.clone())
+        .await
+        .map_err(|e| format!("bench: {cmd}: {e}"))?;
 
-    let stats = Arc::new(Stats { ops: AtomicU64::new(0), requests: AtomicU64::new(0), errors: AtomicU64::new(0) });
+    let stats = Arc::new(Stats {
+        ops: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
     let start = Instant::now();
     let deadline = start + a.duration;
     let mut workers = Vec::new();
     for _ in 0..a.concurrency {
-        let (client, enclave, body, stats) = (client.clone(), enclave.clone(), body.clone(), stats.clone());
+        let (client, enclave, body, stats) =
+            (client.clone(), enclave.clone(), body.clone(), stats.clone());
         let batch = a.batch as u64;
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);

@@ -50,35 +50,94 @@ impl Secret {
 /// A state change, as stored in the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Change {
-    CreateEnclave { name: String, at: Time, by: Actor },
-    DeleteEnclave { name: String },
-    CreateKey { enclave: String, name: String, key_type: KeyType, secret: Secret, imported: bool, at: Time, by: Actor },
-    AddKeyVersion { enclave: String, name: String, secret: Secret, at: Time, by: Actor },
+    CreateEnclave {
+        name: String,
+        at: Time,
+        by: Actor,
+    },
+    DeleteEnclave {
+        name: String,
+    },
+    CreateKey {
+        enclave: String,
+        name: String,
+        key_type: KeyType,
+        secret: Secret,
+        imported: bool,
+        at: Time,
+        by: Actor,
+    },
+    AddKeyVersion {
+        enclave: String,
+        name: String,
+        secret: Secret,
+        at: Time,
+        by: Actor,
+    },
     /// Deletes one version (`version` 0: the latest); the key goes when its last version goes.
-    DeleteKeyVersion { enclave: String, name: String, version: u32 },
-    DeleteKey { enclave: String, name: String },
-    CreatePolicy { enclave: String, name: String, policy: Policy, at: Time, by: Actor },
-    DeletePolicy { enclave: String, name: String },
-    AssignPolicy { enclave: String, identity: Identity, policy: String },
-    CreateIdentity { enclave: Option<String>, identity: Identity, privilege: Privilege, policy: Option<String>, at: Time, by: Actor },
-    DeleteIdentity { enclave: Option<String>, identity: Identity },
+    DeleteKeyVersion {
+        enclave: String,
+        name: String,
+        version: u32,
+    },
+    DeleteKey {
+        enclave: String,
+        name: String,
+    },
+    CreatePolicy {
+        enclave: String,
+        name: String,
+        policy: Policy,
+        at: Time,
+        by: Actor,
+    },
+    DeletePolicy {
+        enclave: String,
+        name: String,
+    },
+    AssignPolicy {
+        enclave: String,
+        identity: Identity,
+        policy: String,
+    },
+    CreateIdentity {
+        enclave: Option<String>,
+        identity: Identity,
+        privilege: Privilege,
+        policy: Option<String>,
+        at: Time,
+        by: Actor,
+    },
+    DeleteIdentity {
+        enclave: Option<String>,
+        identity: Identity,
+    },
     /// The whole state was replaced from a backup (the records are not in the log).
-    Restored { records: u64 },
+    Restored {
+        records: u64,
+    },
 }
 
 impl Change {
     /// (enclave, name) for audit records; never key material.
     pub fn subject(&self) -> (Option<&str>, String) {
         match self {
-            Change::CreateEnclave { name, .. } | Change::DeleteEnclave { name } => (Some(name), String::new()),
+            Change::CreateEnclave { name, .. } | Change::DeleteEnclave { name } => {
+                (Some(name), String::new())
+            }
             Change::CreateKey { enclave, name, .. }
             | Change::AddKeyVersion { enclave, name, .. }
             | Change::DeleteKeyVersion { enclave, name, .. }
             | Change::DeleteKey { enclave, name }
             | Change::CreatePolicy { enclave, name, .. }
             | Change::DeletePolicy { enclave, name } => (Some(enclave), name.clone()),
-            Change::AssignPolicy { enclave, identity, .. } => (Some(enclave), identity.to_string()),
-            Change::CreateIdentity { enclave, identity, .. } | Change::DeleteIdentity { enclave, identity } => {
+            Change::AssignPolicy {
+                enclave, identity, ..
+            } => (Some(enclave), identity.to_string()),
+            Change::CreateIdentity {
+                enclave, identity, ..
+            }
+            | Change::DeleteIdentity { enclave, identity } => {
                 (enclave.as_deref(), identity.to_string())
             }
             Change::Restored { .. } => (None, String::new()),
@@ -115,7 +174,10 @@ pub enum ApplyError {
 impl ApplyError {
     pub fn status(&self) -> u16 {
         match self {
-            ApplyError::EnclaveExists | ApplyError::KeyExists | ApplyError::PolicyExists | ApplyError::IdentityExists => 409,
+            ApplyError::EnclaveExists
+            | ApplyError::KeyExists
+            | ApplyError::PolicyExists
+            | ApplyError::IdentityExists => 409,
             ApplyError::Invalid(_) => 400,
             _ => 404,
         }
@@ -134,7 +196,10 @@ pub enum Touch {
 }
 
 fn enclave_mut<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Enclave, ApplyError> {
-    st.enclaves.get_mut(name).map(Arc::make_mut).ok_or(ApplyError::EnclaveNotFound)
+    st.enclaves
+        .get_mut(name)
+        .map(Arc::make_mut)
+        .ok_or(ApplyError::EnclaveNotFound)
 }
 
 /// Applies `change` to `st`, returning the records to persist.
@@ -173,7 +238,15 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             }
             Ok(touches)
         }
-        Change::CreateKey { enclave, name, key_type, secret, imported, at, by } => {
+        Change::CreateKey {
+            enclave,
+            name,
+            key_type,
+            secret,
+            imported,
+            at,
+            by,
+        } => {
             let e = enclave_mut(st, enclave)?;
             // A deleted key leaves a tombstone (a ring without versions) so that
             // re-creating it never reuses a version number.
@@ -192,21 +265,57 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             e.keys.insert(name.clone(), Arc::new(ring));
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
-        Change::AddKeyVersion { enclave, name, secret, at, by } => {
+        Change::AddKeyVersion {
+            enclave,
+            name,
+            secret,
+            at,
+            by,
+        } => {
             let e = enclave_mut(st, enclave)?;
-            let ring = e.keys.get_mut(name).filter(|r| !r.is_deleted()).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
+            let ring = e
+                .keys
+                .get_mut(name)
+                .filter(|r| !r.is_deleted())
+                .map(Arc::make_mut)
+                .ok_or(ApplyError::KeyNotFound)?;
             let v = ring.next_version;
             if v == u32::MAX {
-                return Err(ApplyError::Invalid("key has reached the maximum number of versions".into()));
+                return Err(ApplyError::Invalid(
+                    "key has reached the maximum number of versions".into(),
+                ));
             }
-            ring.versions.insert(v, Arc::new(KeyVersion::new(ring.key_type, v, &secret.0, *at, by.clone(), false)));
+            ring.versions.insert(
+                v,
+                Arc::new(KeyVersion::new(
+                    ring.key_type,
+                    v,
+                    &secret.0,
+                    *at,
+                    by.clone(),
+                    false,
+                )),
+            );
             ring.next_version = v + 1;
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
-        Change::DeleteKeyVersion { enclave, name, version } => {
+        Change::DeleteKeyVersion {
+            enclave,
+            name,
+            version,
+        } => {
             let e = enclave_mut(st, enclave)?;
-            let ring = e.keys.get_mut(name).filter(|r| !r.is_deleted()).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
-            let v = if *version == 0 { ring.latest().map(|v| v.version).unwrap_or(0) } else { *version };
+            let ring = e
+                .keys
+                .get_mut(name)
+                .filter(|r| !r.is_deleted())
+                .map(Arc::make_mut)
+                .ok_or(ApplyError::KeyNotFound)?;
+            let v = if *version == 0 {
+                ring.latest().map(|v| v.version).unwrap_or(0)
+            } else {
+                *version
+            };
             if ring.versions.remove(&v).is_none() {
                 return Err(ApplyError::VersionNotFound(v));
             }
@@ -214,17 +323,32 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
         }
         Change::DeleteKey { enclave, name } => {
             let e = enclave_mut(st, enclave)?;
-            let ring = e.keys.get_mut(name).filter(|r| !r.is_deleted()).map(Arc::make_mut).ok_or(ApplyError::KeyNotFound)?;
+            let ring = e
+                .keys
+                .get_mut(name)
+                .filter(|r| !r.is_deleted())
+                .map(Arc::make_mut)
+                .ok_or(ApplyError::KeyNotFound)?;
             ring.versions = OrdMap::new();
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
-        Change::CreatePolicy { enclave, name, policy, at, by } => {
+        Change::CreatePolicy {
+            enclave,
+            name,
+            policy,
+            at,
+            by,
+        } => {
             let e = enclave_mut(st, enclave)?;
             // Creating a policy that exists replaces it (kms-go semantics:
             // POLICY:CREATE updates), keeping its assignments.
             e.policies.insert(
                 name.clone(),
-                Arc::new(PolicyRecord { policy: policy.clone(), created_at: *at, created_by: by.clone() }),
+                Arc::new(PolicyRecord {
+                    policy: policy.clone(),
+                    created_at: *at,
+                    created_by: by.clone(),
+                }),
             );
             Ok(vec![Touch::Policy(enclave.clone(), name.clone())])
         }
@@ -235,12 +359,23 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             }
             Ok(vec![Touch::Policy(enclave.clone(), name.clone())])
         }
-        Change::AssignPolicy { enclave, identity, policy } => {
-            let e = st.enclaves.get(enclave).ok_or(ApplyError::EnclaveNotFound)?;
+        Change::AssignPolicy {
+            enclave,
+            identity,
+            policy,
+        } => {
+            let e = st
+                .enclaves
+                .get(enclave)
+                .ok_or(ApplyError::EnclaveNotFound)?;
             if !e.policies.contains_key(policy) {
                 return Err(ApplyError::PolicyNotFound);
             }
-            let rec = st.identities.get_mut(identity).map(Arc::make_mut).ok_or(ApplyError::IdentityNotFound)?;
+            let rec = st
+                .identities
+                .get_mut(identity)
+                .map(Arc::make_mut)
+                .ok_or(ApplyError::IdentityNotFound)?;
             if rec.enclave.as_deref() != Some(enclave.as_str()) {
                 return Err(ApplyError::IdentityNotFound);
             }
@@ -253,21 +388,36 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             rec.policy = Some(policy.clone());
             Ok(vec![Touch::Identity(identity.clone())])
         }
-        Change::CreateIdentity { enclave, identity, privilege, policy, at, by } => {
+        Change::CreateIdentity {
+            enclave,
+            identity,
+            privilege,
+            policy,
+            at,
+            by,
+        } => {
             if st.identities.contains_key(identity) {
                 return Err(ApplyError::IdentityExists);
             }
             match (privilege, enclave) {
                 (Privilege::SysAdmin, None) => {}
                 (Privilege::SysAdmin, Some(_)) => {
-                    return Err(ApplyError::Invalid("SysAdmin identities belong to no enclave".into()))
+                    return Err(ApplyError::Invalid(
+                        "SysAdmin identities belong to no enclave".into(),
+                    ))
                 }
-                (_, None) => return Err(ApplyError::Invalid("Admin and User identities need an enclave".into())),
+                (_, None) => {
+                    return Err(ApplyError::Invalid(
+                        "Admin and User identities need an enclave".into(),
+                    ))
+                }
                 (_, Some(e)) => {
                     let e = st.enclaves.get(e).ok_or(ApplyError::EnclaveNotFound)?;
                     if let Some(p) = policy {
                         if *privilege != Privilege::User {
-                            return Err(ApplyError::Invalid("only User identities have policies".into()));
+                            return Err(ApplyError::Invalid(
+                                "only User identities have policies".into(),
+                            ));
                         }
                         if !e.policies.contains_key(p) {
                             return Err(ApplyError::PolicyNotFound);
@@ -322,28 +472,84 @@ mod tests {
     #[test]
     fn keys_and_versions() {
         let mut st = State::default();
-        assert_eq!(apply(&mut st, &create_key("e", "k")).unwrap_err(), ApplyError::EnclaveNotFound);
-        apply(&mut st, &Change::CreateEnclave { name: "e".into(), at: t(), by: "x".into() }).unwrap();
+        assert_eq!(
+            apply(&mut st, &create_key("e", "k")).unwrap_err(),
+            ApplyError::EnclaveNotFound
+        );
+        apply(
+            &mut st,
+            &Change::CreateEnclave {
+                name: "e".into(),
+                at: t(),
+                by: "x".into(),
+            },
+        )
+        .unwrap();
         apply(&mut st, &create_key("e", "k")).unwrap();
-        assert_eq!(apply(&mut st, &create_key("e", "k")).unwrap_err(), ApplyError::KeyExists);
-        let add = Change::AddKeyVersion { enclave: "e".into(), name: "k".into(), secret: Secret([8; 32]), at: t(), by: "x".into() };
+        assert_eq!(
+            apply(&mut st, &create_key("e", "k")).unwrap_err(),
+            ApplyError::KeyExists
+        );
+        let add = Change::AddKeyVersion {
+            enclave: "e".into(),
+            name: "k".into(),
+            secret: Secret([8; 32]),
+            at: t(),
+            by: "x".into(),
+        };
         apply(&mut st, &add).unwrap();
         let ring = st.enclave("e").unwrap().keys.get("k").unwrap().clone();
         assert_eq!(ring.latest().unwrap().version, 2);
         // Delete version 2: the latest is 1 again, but the next new version is 3.
-        apply(&mut st, &Change::DeleteKeyVersion { enclave: "e".into(), name: "k".into(), version: 2 }).unwrap();
+        apply(
+            &mut st,
+            &Change::DeleteKeyVersion {
+                enclave: "e".into(),
+                name: "k".into(),
+                version: 2,
+            },
+        )
+        .unwrap();
         apply(&mut st, &add).unwrap();
         let ring = st.enclave("e").unwrap().keys.get("k").unwrap().clone();
-        assert_eq!(ring.versions.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            ring.versions.keys().copied().collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         // Deleting the whole key and creating it again never reuses a number.
-        apply(&mut st, &Change::DeleteKey { enclave: "e".into(), name: "k".into() }).unwrap();
-        assert_eq!(apply(&mut st, &Change::DeleteKey { enclave: "e".into(), name: "k".into() }).unwrap_err(), ApplyError::KeyNotFound);
+        apply(
+            &mut st,
+            &Change::DeleteKey {
+                enclave: "e".into(),
+                name: "k".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            apply(
+                &mut st,
+                &Change::DeleteKey {
+                    enclave: "e".into(),
+                    name: "k".into()
+                }
+            )
+            .unwrap_err(),
+            ApplyError::KeyNotFound
+        );
         assert_eq!(apply(&mut st, &add).unwrap_err(), ApplyError::KeyNotFound);
         apply(&mut st, &create_key("e", "k")).unwrap();
         let ring = st.enclave("e").unwrap().keys.get("k").unwrap().clone();
         assert_eq!(ring.versions.keys().copied().collect::<Vec<_>>(), vec![4]);
         assert_eq!(
-            apply(&mut st, &Change::DeleteKeyVersion { enclave: "e".into(), name: "k".into(), version: 2 }).unwrap_err(),
+            apply(
+                &mut st,
+                &Change::DeleteKeyVersion {
+                    enclave: "e".into(),
+                    name: "k".into(),
+                    version: 2
+                }
+            )
+            .unwrap_err(),
             ApplyError::VersionNotFound(2)
         );
     }
@@ -351,9 +557,28 @@ mod tests {
     #[test]
     fn deleting_an_enclave_removes_its_identities() {
         let mut st = State::default();
-        apply(&mut st, &Change::CreateEnclave { name: "e".into(), at: t(), by: "x".into() }).unwrap();
+        apply(
+            &mut st,
+            &Change::CreateEnclave {
+                name: "e".into(),
+                at: t(),
+                by: "x".into(),
+            },
+        )
+        .unwrap();
         let id = kms_client::ApiKey::generate().identity();
-        apply(&mut st, &Change::CreateIdentity { enclave: Some("e".into()), identity: id.clone(), privilege: Privilege::Admin, policy: None, at: t(), by: "x".into() }).unwrap();
+        apply(
+            &mut st,
+            &Change::CreateIdentity {
+                enclave: Some("e".into()),
+                identity: id.clone(),
+                privilege: Privilege::Admin,
+                policy: None,
+                at: t(),
+                by: "x".into(),
+            },
+        )
+        .unwrap();
         let touches = apply(&mut st, &Change::DeleteEnclave { name: "e".into() }).unwrap();
         assert!(touches.contains(&Touch::Identity(id.clone())));
         assert!(st.identities.get(&id).is_none());
@@ -362,10 +587,26 @@ mod tests {
     #[test]
     fn failed_change_leaves_state_untouched() {
         let mut st = State::default();
-        apply(&mut st, &Change::CreateEnclave { name: "e".into(), at: t(), by: "x".into() }).unwrap();
+        apply(
+            &mut st,
+            &Change::CreateEnclave {
+                name: "e".into(),
+                at: t(),
+                by: "x".into(),
+            },
+        )
+        .unwrap();
         let before = st.enclave("e").unwrap().keys.len();
         let id = kms_client::ApiKey::generate().identity();
-        assert!(apply(&mut st, &Change::AssignPolicy { enclave: "e".into(), identity: id, policy: "p".into() }).is_err());
+        assert!(apply(
+            &mut st,
+            &Change::AssignPolicy {
+                enclave: "e".into(),
+                identity: id,
+                policy: "p".into()
+            }
+        )
+        .is_err());
         assert_eq!(st.enclave("e").unwrap().keys.len(), before);
     }
 }

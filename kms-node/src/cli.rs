@@ -13,7 +13,11 @@ use serde_json::json;
 use crate::serve::env;
 
 #[derive(Parser)]
-#[command(name = "kms", version, about = "A clustered key management server, wire-compatible with MinIO's KMS")]
+#[command(
+    name = "kms",
+    version,
+    about = "A clustered key management server, wire-compatible with MinIO's KMS"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -68,7 +72,11 @@ enum Cmd {
     /// Remove a node from the cluster
     Rm { url: String },
     /// Force-remove dead nodes from one node's view
-    Edit { node: String, #[arg(long = "rm")] rm: Vec<u32> },
+    Edit {
+        node: String,
+        #[arg(long = "rm")]
+        rm: Vec<u32>,
+    },
     /// Write a sealed backup of the whole state to FILE
     Backup { file: PathBuf },
     /// Restore the state from a backup FILE
@@ -115,9 +123,19 @@ enum Cmd {
         context: Option<String>,
     },
     /// Encrypt a message (argument or stdin); prints base64
-    Encrypt { name: String, message: Option<String>, #[arg(long)] context: Option<String> },
+    Encrypt {
+        name: String,
+        message: Option<String>,
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Decrypt a base64 ciphertext
-    Decrypt { name: String, ciphertext: String, #[arg(long)] context: Option<String> },
+    Decrypt {
+        name: String,
+        ciphertext: String,
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Compute a MAC of a message
     Mac { name: String, message: String },
     /// Create an identity
@@ -174,7 +192,10 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kms: cannot start the runtime: {e}");
@@ -192,9 +213,18 @@ pub fn main() -> i32 {
 
 /// Builds a client from flags and environment.
 pub fn client(g: &Global) -> Result<Client, String> {
-    let servers = g.server.clone().or_else(|| env("SERVER")).unwrap_or_else(|| "https://127.0.0.1:7373".into());
-    let endpoints = ClientConfig::parse_endpoints(&servers).map_err(|e| format!("KMS_SERVER: {e}"))?;
-    let key = g.api_key.clone().or_else(|| env("API_KEY")).ok_or("no API key: set KMS_API_KEY or pass --api-key")?;
+    let servers = g
+        .server
+        .clone()
+        .or_else(|| env("SERVER"))
+        .unwrap_or_else(|| "https://127.0.0.1:7373".into());
+    let endpoints =
+        ClientConfig::parse_endpoints(&servers).map_err(|e| format!("KMS_SERVER: {e}"))?;
+    let key = g
+        .api_key
+        .clone()
+        .or_else(|| env("API_KEY"))
+        .ok_or("no API key: set KMS_API_KEY or pass --api-key")?;
     let api_key = ApiKey::parse(&key).map_err(|e| format!("KMS_API_KEY: {e}"))?;
     let trust = if g.insecure || env("INSECURE").is_some_and(|v| v == "1" || v == "true") {
         Trust::Insecure
@@ -203,11 +233,20 @@ pub fn client(g: &Global) -> Result<Client, String> {
     } else {
         Trust::System
     };
-    Client::new(ClientConfig { endpoints, api_key, trust, timeout: Duration::from_secs(30) }).map_err(|e| e.to_string())
+    Client::new(ClientConfig {
+        endpoints,
+        api_key,
+        trust,
+        timeout: Duration::from_secs(30),
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn enclave(g: &Global) -> Result<String, String> {
-    g.enclave.clone().or_else(|| env("ENCLAVE")).ok_or_else(|| "no enclave: pass --enclave or set KMS_ENCLAVE".into())
+    g.enclave
+        .clone()
+        .or_else(|| env("ENCLAVE"))
+        .ok_or_else(|| "no enclave: pass --enclave or set KMS_ENCLAVE".into())
 }
 
 fn ts(t: &Option<proto::Timestamp>) -> String {
@@ -217,7 +256,12 @@ fn ts(t: &Option<proto::Timestamp>) -> String {
             let days = secs.div_euclid(86_400);
             let rem = secs.rem_euclid(86_400);
             let (y, m, d) = civil_from_days(days);
-            format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+            format!(
+                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
         }
         _ => "-".into(),
     }
@@ -245,7 +289,11 @@ fn table(rows: Vec<Vec<String>>) {
         }
     }
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", line.join("  ").trim_end());
     }
 }
@@ -257,14 +305,29 @@ fn with<T>(what: &str, r: Result<T, kms_client::Error>) -> Result<T, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     let g = &cli.global;
     match cli.cmd {
-        Cmd::Server { addr, config, tls_cert, tls_key, dev, dir } => {
+        Cmd::Server {
+            addr,
+            config,
+            tls_cert,
+            tls_key,
+            dev,
+            dir,
+        } => {
             let cfg = crate::config::ServerConfig::load(
                 config.as_deref(),
-                crate::config::Overrides { address: addr, data_dir: dir, tls_cert, tls_key, dev },
+                crate::config::Overrides {
+                    address: addr,
+                    data_dir: dir,
+                    tls_cert,
+                    tls_key,
+                    dev,
+                },
             )
             .map_err(|e| format!("invalid configuration: {e}"))?;
             crate::serve::init_logging(cfg.log_format, &cfg.log_level);
-            crate::serve::run(cfg, dev).await.map_err(|e| format!("cannot start: {e}"))
+            crate::serve::run(cfg, dev)
+                .await
+                .map_err(|e| format!("cannot start: {e}"))
         }
         Cmd::NewHsmKey => {
             println!("{}", &*hsm_backends::SoftHsm::generate_key_str());
@@ -273,7 +336,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::NewApiKey => {
             let k = ApiKey::generate();
             if g.json {
-                println!("{}", json!({"api_key": &*k.to_secret_string(), "identity": k.identity().to_string()}));
+                println!(
+                    "{}",
+                    json!({"api_key": &*k.to_secret_string(), "identity": k.identity().to_string()})
+                );
             } else {
                 println!("API key:  {}", &*k.to_secret_string());
                 println!("Identity: {}", k.identity());
@@ -285,13 +351,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let key = env("HSM_KEY").ok_or("KMS_HSM_KEY is not set")?;
                 let h = hsm_backends::SoftHsm::from_key_str(&key).map_err(|e| e.to_string())?;
                 use hsm_backends::Hsm;
-                ApiKey::from_seed(&*h.derive(hsm_backends::labels::ROOT_API_KEY).map_err(|e| e.to_string())?)
+                ApiKey::from_seed(
+                    &*h.derive(hsm_backends::labels::ROOT_API_KEY)
+                        .map_err(|e| e.to_string())?,
+                )
             } else {
-                let s = api_key.or_else(|| env("API_KEY")).ok_or("give an API key or --hsm")?;
+                let s = api_key
+                    .or_else(|| env("API_KEY"))
+                    .ok_or("give an API key or --hsm")?;
                 ApiKey::parse(&s).map_err(|e| e.to_string())?
             };
             if g.json {
-                println!("{}", json!({"api_key": if hsm { Some(k.to_secret_string().to_string()) } else { None }, "identity": k.identity().to_string()}));
+                println!(
+                    "{}",
+                    json!({"api_key": if hsm { Some(k.to_secret_string().to_string()) } else { None }, "identity": k.identity().to_string()})
+                );
             } else {
                 if hsm {
                     println!("API key:  {}", &*k.to_secret_string());
@@ -300,7 +374,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Bench(args) => crate::bench::run(client(g)?, enclave(g).unwrap_or_else(|_| "bench".into()), args, g.json).await,
+        Cmd::Bench(args) => {
+            crate::bench::run(
+                client(g)?,
+                enclave(g).unwrap_or_else(|_| "bench".into()),
+                args,
+                g.json,
+            )
+            .await
+        }
         other => admin(g, other).await,
     }
 }
@@ -309,8 +391,21 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
     let c = client(g)?;
     match cmd {
         Cmd::Ls | Cmd::Stat => {
-            let r: proto::ClusterStatusResponse = with("cluster status", c.call(None, Command::ClusterStatus, &proto::ClusterStatusRequest {}).await)?;
-            let mut ids: Vec<u32> = r.nodes_up.keys().chain(r.nodes_down.keys()).copied().collect();
+            let r: proto::ClusterStatusResponse = with(
+                "cluster status",
+                c.call(
+                    None,
+                    Command::ClusterStatus,
+                    &proto::ClusterStatusRequest {},
+                )
+                .await,
+            )?;
+            let mut ids: Vec<u32> = r
+                .nodes_up
+                .keys()
+                .chain(r.nodes_down.keys())
+                .copied()
+                .collect();
             ids.sort();
             if g.json {
                 let nodes: Vec<_> = ids
@@ -323,11 +418,29 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 println!("{}", json!({ "nodes": nodes }));
                 return Ok(());
             }
-            let mut rows = vec![vec!["ID".into(), "ADDRESS".into(), "ROLE".into(), "STATE".into(), "COMMIT".into()]];
+            let mut rows = vec![vec![
+                "ID".into(),
+                "ADDRESS".into(),
+                "ROLE".into(),
+                "STATE".into(),
+                "COMMIT".into(),
+            ]];
             for id in ids {
                 match r.nodes_up.get(&id) {
-                    Some(s) => rows.push(vec![id.to_string(), s.host.clone(), s.role.clone(), "up".into(), s.commit.to_string()]),
-                    None => rows.push(vec![id.to_string(), r.nodes_down[&id].clone(), "-".into(), "down".into(), "-".into()]),
+                    Some(s) => rows.push(vec![
+                        id.to_string(),
+                        s.host.clone(),
+                        s.role.clone(),
+                        "up".into(),
+                        s.commit.to_string(),
+                    ]),
+                    None => rows.push(vec![
+                        id.to_string(),
+                        r.nodes_down[&id].clone(),
+                        "-".into(),
+                        "down".into(),
+                        "-".into(),
+                    ]),
                 }
             }
             table(rows);
@@ -335,60 +448,145 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::Add { url } => {
             let req = proto::AddClusterNodeRequest { host: url.clone() };
-            with(&format!("add {url}"), c.call::<_, proto::Empty>(None, Command::ClusterAddNode, &req).await).map(drop)
+            with(
+                &format!("add {url}"),
+                c.call::<_, proto::Empty>(None, Command::ClusterAddNode, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::Rm { url } => {
-            let req = proto::RemoveClusterNodeRequest { host: url.clone(), delete_cluster_on_host: false };
-            with(&format!("rm {url}"), c.call::<_, proto::Empty>(None, Command::ClusterRemoveNode, &req).await).map(drop)
+            let req = proto::RemoveClusterNodeRequest {
+                host: url.clone(),
+                delete_cluster_on_host: false,
+            };
+            with(
+                &format!("rm {url}"),
+                c.call::<_, proto::Empty>(None, Command::ClusterRemoveNode, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::Edit { node, rm } => {
-            let req = proto::EditClusterRequest { host: node.clone(), remove_ids: rm };
-            with(&format!("edit {node}"), c.call::<_, proto::Empty>(None, Command::ClusterEdit, &req).await).map(drop)
+            let req = proto::EditClusterRequest {
+                host: node.clone(),
+                remove_ids: rm,
+            };
+            with(
+                &format!("edit {node}"),
+                c.call::<_, proto::Empty>(None, Command::ClusterEdit, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::LsHsm => {
-            let r: proto::ClusterStatusResponse = with("ls-hsm", c.call(None, Command::ClusterStatus, &proto::ClusterStatusRequest {}).await)?;
+            let r: proto::ClusterStatusResponse = with(
+                "ls-hsm",
+                c.call(
+                    None,
+                    Command::ClusterStatus,
+                    &proto::ClusterStatusRequest {},
+                )
+                .await,
+            )?;
             for s in r.nodes_up.values() {
                 for h in &s.hsms {
-                    let active = if s.configured_hsms.contains(h) { "configured" } else { "sealed only" };
+                    let active = if s.configured_hsms.contains(h) {
+                        "configured"
+                    } else {
+                        "sealed only"
+                    };
                     println!("{}  {h}  {active}", s.id);
                 }
             }
             Ok(())
         }
         Cmd::AddHsm { name } => {
-            let req = proto::AddHsmRequest { name: name.clone(), overwrite: false };
-            with(&format!("add-hsm {name}"), c.call::<_, proto::Empty>(None, Command::ClusterAddHsm, &req).await).map(drop)
+            let req = proto::AddHsmRequest {
+                name: name.clone(),
+                overwrite: false,
+            };
+            with(
+                &format!("add-hsm {name}"),
+                c.call::<_, proto::Empty>(None, Command::ClusterAddHsm, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::RmHsm { name } => {
             let req = proto::RemoveHsmRequest { name: name.clone() };
-            with(&format!("rm-hsm {name}"), c.call::<_, proto::Empty>(None, Command::ClusterRemoveHsm, &req).await).map(drop)
+            with(
+                &format!("rm-hsm {name}"),
+                c.call::<_, proto::Empty>(None, Command::ClusterRemoveHsm, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::Backup { file } => {
             let r = with("backup", c.request(http::Method::GET, "/v1/db", None).await)?;
             let body = with("backup", kms_client::client::check(r))?;
-            std::fs::write(&file, &body).map_err(|e| format!("backup: cannot write {}: {e}", file.display()))?;
-            println!("Wrote a sealed backup of {} bytes to {}", body.len(), file.display());
+            std::fs::write(&file, &body)
+                .map_err(|e| format!("backup: cannot write {}: {e}", file.display()))?;
+            println!(
+                "Wrote a sealed backup of {} bytes to {}",
+                body.len(),
+                file.display()
+            );
             Ok(())
         }
         Cmd::Restore { file } => {
-            let body = std::fs::read(&file).map_err(|e| format!("restore: cannot read {}: {e}", file.display()))?;
-            let r = with("restore", c.request(http::Method::PUT, "/v1/db", Some(body.into())).await)?;
+            let body = std::fs::read(&file)
+                .map_err(|e| format!("restore: cannot read {}: {e}", file.display()))?;
+            let r = with(
+                "restore",
+                c.request(http::Method::PUT, "/v1/db", Some(body.into()))
+                    .await,
+            )?;
             with("restore", kms_client::client::check(r))?;
             println!("Restored the state from {}", file.display());
             Ok(())
         }
-        Cmd::AddEnclave { name } => {
-            with(&format!("add-enclave {name}"), c.call::<_, proto::Empty>(None, Command::EnclaveCreate, &proto::EnclaveRequest { name: name.clone() }).await).map(drop)
-        }
-        Cmd::RmEnclave { name } => {
-            with(&format!("rm-enclave {name}"), c.call::<_, proto::Empty>(None, Command::EnclaveDelete, &proto::EnclaveRequest { name: name.clone() }).await).map(drop)
-        }
+        Cmd::AddEnclave { name } => with(
+            &format!("add-enclave {name}"),
+            c.call::<_, proto::Empty>(
+                None,
+                Command::EnclaveCreate,
+                &proto::EnclaveRequest { name: name.clone() },
+            )
+            .await,
+        )
+        .map(drop),
+        Cmd::RmEnclave { name } => with(
+            &format!("rm-enclave {name}"),
+            c.call::<_, proto::Empty>(
+                None,
+                Command::EnclaveDelete,
+                &proto::EnclaveRequest { name: name.clone() },
+            )
+            .await,
+        )
+        .map(drop),
         Cmd::StatEnclave { name } => {
-            let r: proto::EnclaveStatusResponse = with(&format!("stat-enclave {name}"), c.call(None, Command::EnclaveStatus, &proto::EnclaveRequest { name: name.clone() }).await)?;
+            let r: proto::EnclaveStatusResponse = with(
+                &format!("stat-enclave {name}"),
+                c.call(
+                    None,
+                    Command::EnclaveStatus,
+                    &proto::EnclaveRequest { name: name.clone() },
+                )
+                .await,
+            )?;
             if g.json {
-                println!("{}", json!({"name": r.name, "created_at": ts(&r.created_at), "created_by": r.created_by}));
+                println!(
+                    "{}",
+                    json!({"name": r.name, "created_at": ts(&r.created_at), "created_by": r.created_by})
+                );
             } else {
-                table(vec![vec!["Name".into(), r.name], vec!["Created".into(), ts(&r.created_at)], vec!["Created by".into(), r.created_by]]);
+                table(vec![
+                    vec!["Name".into(), r.name],
+                    vec!["Created".into(), ts(&r.created_at)],
+                    vec!["Created by".into(), r.created_by],
+                ]);
             }
             Ok(())
         }
@@ -396,8 +594,13 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             let mut all = Vec::new();
             let mut continue_at = String::new();
             loop {
-                let req = proto::ListRequest { prefix: prefix.clone().unwrap_or_default(), continue_at, limit: 0 };
-                let page: proto::ListEnclavesResponse = with("ls-enclave", c.call(None, Command::EnclaveList, &req).await)?;
+                let req = proto::ListRequest {
+                    prefix: prefix.clone().unwrap_or_default(),
+                    continue_at,
+                    limit: 0,
+                };
+                let page: proto::ListEnclavesResponse =
+                    with("ls-enclave", c.call(None, Command::EnclaveList, &req).await)?;
                 all.extend(page.enclaves);
                 if page.continue_at.is_empty() {
                     break;
@@ -409,37 +612,68 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 println!("{}", json!(v));
             } else {
                 let mut rows = vec![vec!["NAME".into(), "CREATED".into(), "CREATED BY".into()]];
-                rows.extend(all.into_iter().map(|e| vec![e.name.clone(), ts(&e.created_at), e.created_by]));
+                rows.extend(
+                    all.into_iter()
+                        .map(|e| vec![e.name.clone(), ts(&e.created_at), e.created_by]),
+                );
                 table(rows);
             }
             Ok(())
         }
-        Cmd::AddKey { name, key_type, version, import } => {
+        Cmd::AddKey {
+            name,
+            key_type,
+            version,
+            import,
+        } => {
             let e = enclave(g)?;
             let what = format!("add-key {name}");
             if let Some(path) = import {
                 let bytes = zeroize::Zeroizing::new(if path.as_os_str() == "-" {
                     let mut b = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| format!("{what}: reading stdin: {e}"))?;
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                        .map_err(|e| format!("{what}: reading stdin: {e}"))?;
                     b
                 } else {
-                    std::fs::read(&path).map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
+                    std::fs::read(&path)
+                        .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
                 });
-                let req = proto::ImportKeyRequest { name: name.clone(), r#type: key_type, key: bytes.to_vec() };
-                return with(&what, c.call::<_, proto::Empty>(Some(&e), Command::KeyImport, &req).await).map(drop);
+                let req = proto::ImportKeyRequest {
+                    name: name.clone(),
+                    r#type: key_type,
+                    key: bytes.to_vec(),
+                };
+                return with(
+                    &what,
+                    c.call::<_, proto::Empty>(Some(&e), Command::KeyImport, &req)
+                        .await,
+                )
+                .map(drop);
             }
             with(&what, c.create_key(&e, &name, &key_type, version).await)
         }
         Cmd::RmKey { name, version, all } => {
             let e = enclave(g)?;
-            let req = proto::DeleteKeyRequest { name: name.clone(), version: version.unwrap_or(0), all_versions: all };
-            with(&format!("rm-key {name}"), c.call::<_, proto::Empty>(Some(&e), Command::KeyDelete, &req).await).map(drop)
+            let req = proto::DeleteKeyRequest {
+                name: name.clone(),
+                version: version.unwrap_or(0),
+                all_versions: all,
+            };
+            with(
+                &format!("rm-key {name}"),
+                c.call::<_, proto::Empty>(Some(&e), Command::KeyDelete, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::StatKey { name } => {
             let e = enclave(g)?;
             let r = with(&format!("stat-key {name}"), c.key_status(&e, &name).await)?;
             if g.json {
-                println!("{}", json!({"name": r.name, "version": r.version, "type": r.r#type, "created_at": ts(&r.created_at), "created_by": r.created_by}));
+                println!(
+                    "{}",
+                    json!({"name": r.name, "version": r.version, "type": r.r#type, "created_at": ts(&r.created_at), "created_by": r.created_by})
+                );
             } else {
                 table(vec![
                     vec!["Name".into(), r.name],
@@ -453,23 +687,49 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::LsKey { prefix } => {
             let e = enclave(g)?;
-            let keys = with("ls-key", c.list_keys(&e, prefix.as_deref().unwrap_or("")).await)?;
+            let keys = with(
+                "ls-key",
+                c.list_keys(&e, prefix.as_deref().unwrap_or("")).await,
+            )?;
             if g.json {
                 let v: Vec<_> = keys.iter().map(|k| json!({"name": k.name, "version": k.version, "type": k.r#type, "created_at": ts(&k.created_at), "created_by": k.created_by})).collect();
                 println!("{}", json!(v));
             } else {
-                let mut rows = vec![vec!["NAME".into(), "VERSION".into(), "TYPE".into(), "CREATED".into()]];
-                rows.extend(keys.into_iter().map(|k| vec![k.name.clone(), k.version.to_string(), k.r#type.clone(), ts(&k.created_at)]));
+                let mut rows = vec![vec![
+                    "NAME".into(),
+                    "VERSION".into(),
+                    "TYPE".into(),
+                    "CREATED".into(),
+                ]];
+                rows.extend(keys.into_iter().map(|k| {
+                    vec![
+                        k.name.clone(),
+                        k.version.to_string(),
+                        k.r#type.clone(),
+                        ts(&k.created_at),
+                    ]
+                }));
                 table(rows);
             }
             Ok(())
         }
-        Cmd::Keygen { name, length, context } => {
+        Cmd::Keygen {
+            name,
+            length,
+            context,
+        } => {
             let e = enclave(g)?;
-            let r = with(&format!("keygen {name}"), c.generate(&e, &name, context.unwrap_or_default().as_bytes(), length).await)?;
+            let r = with(
+                &format!("keygen {name}"),
+                c.generate(&e, &name, context.unwrap_or_default().as_bytes(), length)
+                    .await,
+            )?;
             let pt = zeroize::Zeroizing::new(r.plaintext);
             if g.json {
-                println!("{}", json!({"version": r.version, "plaintext": B64.encode(&*pt), "ciphertext": B64.encode(&r.ciphertext)}));
+                println!(
+                    "{}",
+                    json!({"version": r.version, "plaintext": B64.encode(&*pt), "ciphertext": B64.encode(&r.ciphertext)})
+                );
             } else {
                 println!("Version:    {}", r.version);
                 println!("Plaintext:  {}", B64.encode(&*pt));
@@ -477,28 +737,50 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Encrypt { name, message, context } => {
+        Cmd::Encrypt {
+            name,
+            message,
+            context,
+        } => {
             let e = enclave(g)?;
             let msg = match message {
                 Some(m) => m.into_bytes(),
                 None => {
                     let mut b = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| format!("encrypt: reading stdin: {e}"))?;
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                        .map_err(|e| format!("encrypt: reading stdin: {e}"))?;
                     b
                 }
             };
-            let r = with(&format!("encrypt {name}"), c.encrypt(&e, &name, &msg, context.unwrap_or_default().as_bytes()).await)?;
+            let r = with(
+                &format!("encrypt {name}"),
+                c.encrypt(&e, &name, &msg, context.unwrap_or_default().as_bytes())
+                    .await,
+            )?;
             if g.json {
-                println!("{}", json!({"version": r.version, "ciphertext": B64.encode(&r.ciphertext)}));
+                println!(
+                    "{}",
+                    json!({"version": r.version, "ciphertext": B64.encode(&r.ciphertext)})
+                );
             } else {
                 println!("{}", B64.encode(&r.ciphertext));
             }
             Ok(())
         }
-        Cmd::Decrypt { name, ciphertext, context } => {
+        Cmd::Decrypt {
+            name,
+            ciphertext,
+            context,
+        } => {
             let e = enclave(g)?;
-            let ct = B64.decode(ciphertext.trim()).map_err(|_| "decrypt: the ciphertext is not valid base64".to_string())?;
-            let r = with(&format!("decrypt {name}"), c.decrypt(&e, &name, &ct, context.unwrap_or_default().as_bytes()).await)?;
+            let ct = B64
+                .decode(ciphertext.trim())
+                .map_err(|_| "decrypt: the ciphertext is not valid base64".to_string())?;
+            let r = with(
+                &format!("decrypt {name}"),
+                c.decrypt(&e, &name, &ct, context.unwrap_or_default().as_bytes())
+                    .await,
+            )?;
             let pt = zeroize::Zeroizing::new(r.plaintext);
             if g.json {
                 println!("{}", json!({"plaintext": B64.encode(&*pt)}));
@@ -512,16 +794,31 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::Mac { name, message } => {
             let e = enclave(g)?;
-            let req = proto::MacRequest { name: name.clone(), version: 0, message: message.into_bytes() };
-            let r: proto::MacResponse = with(&format!("mac {name}"), c.call(Some(&e), Command::KeyMac, &req).await)?;
+            let req = proto::MacRequest {
+                name: name.clone(),
+                version: 0,
+                message: message.into_bytes(),
+            };
+            let r: proto::MacResponse = with(
+                &format!("mac {name}"),
+                c.call(Some(&e), Command::KeyMac, &req).await,
+            )?;
             if g.json {
-                println!("{}", json!({"version": r.version, "mac": B64.encode(&r.mac)}));
+                println!(
+                    "{}",
+                    json!({"version": r.version, "mac": B64.encode(&r.mac)})
+                );
             } else {
                 println!("{}", B64.encode(&r.mac));
             }
             Ok(())
         }
-        Cmd::AddIdentity { identity, admin, sysadmin, policy } => {
+        Cmd::AddIdentity {
+            identity,
+            admin,
+            sysadmin,
+            policy,
+        } => {
             let what = format!("add-identity {identity}");
             Identity::parse(&identity).map_err(|e| format!("{what}: {e}"))?;
             let (privilege, enc) = if sysadmin {
@@ -529,25 +826,54 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             } else {
                 (if admin { "Admin" } else { "User" }, Some(enclave(g)?))
             };
-            let req = proto::CreateIdentityRequest { identity: identity.clone(), privilege: privilege.into(), ..Default::default() };
-            with(&what, c.call::<_, proto::Empty>(enc.as_deref(), Command::IdentityCreate, &req).await)?;
+            let req = proto::CreateIdentityRequest {
+                identity: identity.clone(),
+                privilege: privilege.into(),
+                ..Default::default()
+            };
+            with(
+                &what,
+                c.call::<_, proto::Empty>(enc.as_deref(), Command::IdentityCreate, &req)
+                    .await,
+            )?;
             if let (Some(p), Some(e)) = (policy, enc) {
-                let req = proto::AssignPolicyRequest { identity, policy: p };
-                with(&what, c.call::<_, proto::Empty>(Some(&e), Command::PolicyAssign, &req).await)?;
+                let req = proto::AssignPolicyRequest {
+                    identity,
+                    policy: p,
+                };
+                with(
+                    &what,
+                    c.call::<_, proto::Empty>(Some(&e), Command::PolicyAssign, &req)
+                        .await,
+                )?;
             }
             Ok(())
         }
         Cmd::RmIdentity { identity } => {
             let e = g.enclave.clone().or_else(|| env("ENCLAVE"));
-            let req = proto::IdentityRequest { identity: identity.clone() };
-            with(&format!("rm-identity {identity}"), c.call::<_, proto::Empty>(e.as_deref(), Command::IdentityDelete, &req).await).map(drop)
+            let req = proto::IdentityRequest {
+                identity: identity.clone(),
+            };
+            with(
+                &format!("rm-identity {identity}"),
+                c.call::<_, proto::Empty>(e.as_deref(), Command::IdentityDelete, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::LsIdentity { prefix } => {
             let e = g.enclave.clone().or_else(|| env("ENCLAVE"));
             let mut r = proto::ListIdentitiesResponse::default();
             loop {
-                let req = proto::ListRequest { prefix: prefix.clone().unwrap_or_default(), continue_at: r.continue_at.clone(), limit: 0 };
-                let page: proto::ListIdentitiesResponse = with("ls-identity", c.call(e.as_deref(), Command::IdentityList, &req).await)?;
+                let req = proto::ListRequest {
+                    prefix: prefix.clone().unwrap_or_default(),
+                    continue_at: r.continue_at.clone(),
+                    limit: 0,
+                };
+                let page: proto::ListIdentitiesResponse = with(
+                    "ls-identity",
+                    c.call(e.as_deref(), Command::IdentityList, &req).await,
+                )?;
                 r.identities.extend(page.identities);
                 r.continue_at = page.continue_at;
                 if r.continue_at.is_empty() {
@@ -563,8 +889,20 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 let v: Vec<_> = r.identities.iter().map(|i| json!({"identity": i.identity, "privilege": priv_name(i.privilege), "policy": i.policy, "created_at": ts(&i.created_at)})).collect();
                 println!("{}", json!(v));
             } else {
-                let mut rows = vec![vec!["IDENTITY".into(), "PRIVILEGE".into(), "POLICY".into(), "CREATED".into()]];
-                rows.extend(r.identities.into_iter().map(|i| vec![i.identity.clone(), priv_name(i.privilege).into(), i.policy.clone(), ts(&i.created_at)]));
+                let mut rows = vec![vec![
+                    "IDENTITY".into(),
+                    "PRIVILEGE".into(),
+                    "POLICY".into(),
+                    "CREATED".into(),
+                ]];
+                rows.extend(r.identities.into_iter().map(|i| {
+                    vec![
+                        i.identity.clone(),
+                        priv_name(i.privilege).into(),
+                        i.policy.clone(),
+                        ts(&i.created_at),
+                    ]
+                }));
                 table(rows);
             }
             Ok(())
@@ -572,27 +910,59 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         Cmd::AddPolicy { name, file } => {
             let e = enclave(g)?;
             let what = format!("add-policy {name}");
-            let text = std::fs::read(&file).map_err(|err| format!("{what}: cannot read {}: {err}", file.display()))?;
-            let p = crate::policy::Policy::from_json(&text).map_err(|err| format!("{what}: {err}"))?;
+            let text = std::fs::read(&file)
+                .map_err(|err| format!("{what}: cannot read {}: {err}", file.display()))?;
+            let p =
+                crate::policy::Policy::from_json(&text).map_err(|err| format!("{what}: {err}"))?;
             let req = proto::CreatePolicyRequest {
                 name: name.clone(),
                 allow: crate::policy::Policy::to_proto_rules(&p.allow),
                 deny: crate::policy::Policy::to_proto_rules(&p.deny),
             };
-            with(&what, c.call::<_, proto::Empty>(Some(&e), Command::PolicyCreate, &req).await).map(drop)
+            with(
+                &what,
+                c.call::<_, proto::Empty>(Some(&e), Command::PolicyCreate, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::SetPolicy { name, identity } => {
             let e = enclave(g)?;
-            let req = proto::AssignPolicyRequest { identity: identity.clone(), policy: name.clone() };
-            with(&format!("set-policy {name}"), c.call::<_, proto::Empty>(Some(&e), Command::PolicyAssign, &req).await).map(drop)
+            let req = proto::AssignPolicyRequest {
+                identity: identity.clone(),
+                policy: name.clone(),
+            };
+            with(
+                &format!("set-policy {name}"),
+                c.call::<_, proto::Empty>(Some(&e), Command::PolicyAssign, &req)
+                    .await,
+            )
+            .map(drop)
         }
         Cmd::RmPolicy { name } => {
             let e = enclave(g)?;
-            with(&format!("rm-policy {name}"), c.call::<_, proto::Empty>(Some(&e), Command::PolicyDelete, &proto::PolicyRequest { name: name.clone() }).await).map(drop)
+            with(
+                &format!("rm-policy {name}"),
+                c.call::<_, proto::Empty>(
+                    Some(&e),
+                    Command::PolicyDelete,
+                    &proto::PolicyRequest { name: name.clone() },
+                )
+                .await,
+            )
+            .map(drop)
         }
         Cmd::StatPolicy { name } => {
             let e = enclave(g)?;
-            let r: proto::PolicyResponse = with(&format!("stat-policy {name}"), c.call(Some(&e), Command::PolicyGet, &proto::PolicyRequest { name: name.clone() }).await)?;
+            let r: proto::PolicyResponse = with(
+                &format!("stat-policy {name}"),
+                c.call(
+                    Some(&e),
+                    Command::PolicyGet,
+                    &proto::PolicyRequest { name: name.clone() },
+                )
+                .await,
+            )?;
             let rules = |m: &std::collections::HashMap<String, proto::RuleSet>| {
                 let mut o = serde_json::Map::new();
                 let mut keys: Vec<_> = m.keys().collect();
@@ -605,15 +975,29 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 serde_json::Value::Object(o)
             };
             let v = json!({"name": r.name, "allow": rules(&r.allow), "deny": rules(&r.deny), "created_at": ts(&r.created_at), "created_by": r.created_by});
-            println!("{}", if g.json { v.to_string() } else { serde_json::to_string_pretty(&v).unwrap_or_default() });
+            println!(
+                "{}",
+                if g.json {
+                    v.to_string()
+                } else {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                }
+            );
             Ok(())
         }
         Cmd::LsPolicy { prefix } => {
             let e = enclave(g)?;
             let mut r = proto::ListPoliciesResponse::default();
             loop {
-                let req = proto::ListRequest { prefix: prefix.clone().unwrap_or_default(), continue_at: r.continue_at.clone(), limit: 0 };
-                let page: proto::ListPoliciesResponse = with("ls-policy", c.call(Some(&e), Command::PolicyList, &req).await)?;
+                let req = proto::ListRequest {
+                    prefix: prefix.clone().unwrap_or_default(),
+                    continue_at: r.continue_at.clone(),
+                    limit: 0,
+                };
+                let page: proto::ListPoliciesResponse = with(
+                    "ls-policy",
+                    c.call(Some(&e), Command::PolicyList, &req).await,
+                )?;
                 r.policies.extend(page.policies);
                 r.continue_at = page.continue_at;
                 if r.continue_at.is_empty() {
@@ -625,12 +1009,20 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 println!("{}", json!(v));
             } else {
                 let mut rows = vec![vec!["NAME".into(), "CREATED".into(), "CREATED BY".into()]];
-                rows.extend(r.policies.into_iter().map(|p| vec![p.name.clone(), ts(&p.created_at), p.created_by]));
+                rows.extend(
+                    r.policies
+                        .into_iter()
+                        .map(|p| vec![p.name.clone(), ts(&p.created_at), p.created_by]),
+                );
                 table(rows);
             }
             Ok(())
         }
-        Cmd::Server { .. } | Cmd::NewHsmKey | Cmd::NewApiKey | Cmd::Identity { .. } | Cmd::Bench(_) => unreachable!("handled in run"),
+        Cmd::Server { .. }
+        | Cmd::NewHsmKey
+        | Cmd::NewApiKey
+        | Cmd::Identity { .. }
+        | Cmd::Bench(_) => unreachable!("handled in run"),
     }
 }
 

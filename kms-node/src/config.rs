@@ -86,12 +86,21 @@ impl ServerConfig {
         let file: File = match path {
             None => File::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| format!("config file {}: {}", p.display(), e.to_string().trim()))?
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| format!("config file {}: {}", p.display(), e.to_string().trim()))?
             }
         };
-        let default_addr = if o.dev { "127.0.0.1:7373" } else { "0.0.0.0:7373" };
-        let address = o.address.or(file.address).unwrap_or_else(|| default_addr.into());
+        let default_addr = if o.dev {
+            "127.0.0.1:7373"
+        } else {
+            "0.0.0.0:7373"
+        };
+        let address = o
+            .address
+            .or(file.address)
+            .unwrap_or_else(|| default_addr.into());
         let address = parse_addr(&address).map_err(|e| format!("address: {e}"))?;
         let data_dir = match o.data_dir.or(file.data_dir) {
             Some(d) => d,
@@ -101,8 +110,12 @@ impl ServerConfig {
         let tls = match (o.tls_cert.or(file.tls.cert), o.tls_key.or(file.tls.key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            (Some(_), None) => return Err("tls.key: a TLS certificate needs its private key (--tls-key)".into()),
-            (None, Some(_)) => return Err("tls.cert: a TLS key needs its certificate (--tls-cert)".into()),
+            (Some(_), None) => {
+                return Err("tls.key: a TLS certificate needs its private key (--tls-key)".into())
+            }
+            (None, Some(_)) => {
+                return Err("tls.cert: a TLS key needs its certificate (--tls-cert)".into())
+            }
         };
         let log_format = match file.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -110,10 +123,13 @@ impl ServerConfig {
             other => return Err(format!("log.format: '{other}' is not 'text' or 'json'")),
         };
         let log_level = file.log.level.unwrap_or_else(|| "info".into());
-        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| format!("log.level: {e}"))?;
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|e| format!("log.level: {e}"))?;
         let max = file.limits.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST);
         if !(1024..=1 << 30).contains(&max) {
-            return Err(format!("limits.max_request_bytes: {max} is outside 1024..=1073741824"));
+            return Err(format!(
+                "limits.max_request_bytes: {max} is outside 1024..=1073741824"
+            ));
         }
         Ok(ServerConfig {
             address,
@@ -128,7 +144,11 @@ impl ServerConfig {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let s = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     use std::net::ToSocketAddrs;
     s.to_socket_addrs()
         .map_err(|e| format!("'{s}' is not HOST:PORT ({e})"))?
@@ -157,11 +177,23 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert!(load("data_dir = \"/x\"\naddress = \"nope\"").unwrap_err().contains("address"));
-        assert!(load("data_dir = \"/x\"\n[log]\nformat = \"xml\"").unwrap_err().contains("log.format"));
-        assert!(load("data_dir = \"/x\"\n[limits]\nmax_request_bytes = 1").unwrap_err().contains("limits.max_request_bytes"));
-        assert!(load("data_dir = \"/x\"\n[tls]\ncert = \"/c\"").unwrap_err().contains("tls.key"));
-        assert!(load("data_dir = \"/x\"\nfoo = 1").unwrap_err().contains("foo"));
-        assert!(load("address = \":7373\"").unwrap_err().contains("data_dir"));
+        assert!(load("data_dir = \"/x\"\naddress = \"nope\"")
+            .unwrap_err()
+            .contains("address"));
+        assert!(load("data_dir = \"/x\"\n[log]\nformat = \"xml\"")
+            .unwrap_err()
+            .contains("log.format"));
+        assert!(load("data_dir = \"/x\"\n[limits]\nmax_request_bytes = 1")
+            .unwrap_err()
+            .contains("limits.max_request_bytes"));
+        assert!(load("data_dir = \"/x\"\n[tls]\ncert = \"/c\"")
+            .unwrap_err()
+            .contains("tls.key"));
+        assert!(load("data_dir = \"/x\"\nfoo = 1")
+            .unwrap_err()
+            .contains("foo"));
+        assert!(load("address = \":7373\"")
+            .unwrap_err()
+            .contains("data_dir"));
     }
 }

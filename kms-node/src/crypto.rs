@@ -125,14 +125,22 @@ pub struct KeyMaterial {
 
 impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyMaterial").field("type", &self.key_type).field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("KeyMaterial")
+            .field("type", &self.key_type)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyMaterial {
     pub fn new(key_type: KeyType, version: u32, secret: &[u8; 32]) -> Self {
         let mac = hmac(secret, &[KDF_MAC]);
-        Self { key_type, version, kdf: Zeroizing::new(*secret), mac }
+        Self {
+            key_type,
+            version,
+            kdf: Zeroizing::new(*secret),
+            mac,
+        }
     }
 
     pub fn key_type(&self) -> KeyType {
@@ -166,7 +174,11 @@ impl KeyMaterial {
     pub fn decrypt(&self, ct: &[u8], ad: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let v = ciphertext_version(ct)?;
         if ct[1] != self.key_type.alg_id() || v != self.version {
-            return Err(if v != self.version { DecryptError::Auth } else { DecryptError::Algorithm });
+            return Err(if v != self.version {
+                DecryptError::Auth
+            } else {
+                DecryptError::Algorithm
+            });
         }
         let (header, rest) = ct.split_at(HEADER_LEN);
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -202,7 +214,14 @@ fn aad_cat(header: &[u8], ad: &[u8]) -> Vec<u8> {
     a
 }
 
-fn seal_in_place(t: KeyType, key: &[u8; 32], nonce: &[u8], header: &[u8], ad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+fn seal_in_place(
+    t: KeyType,
+    key: &[u8; 32],
+    nonce: &[u8],
+    header: &[u8],
+    ad: &[u8],
+    buf: &mut [u8],
+) -> [u8; TAG_LEN] {
     let aad = aad_cat(header, ad);
     let tag = match t {
         KeyType::Aes256 => Aes256Gcm::new_from_slice(key)
@@ -252,7 +271,11 @@ impl RootKey {
     }
 
     /// Unseals a value stored under `record_key`.
-    pub fn unseal(&self, record_key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    pub fn unseal(
+        &self,
+        record_key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         self.0.decrypt(sealed, record_key)
     }
 }
@@ -300,7 +323,10 @@ mod tests {
         let c = km(KeyType::ChaCha20).encrypt(b"x", b"");
         assert_eq!(a.decrypt(&c, b""), Err(DecryptError::Algorithm));
         let other = KeyMaterial::new(KeyType::Aes256, 8, &[0x42; 32]);
-        assert_eq!(other.decrypt(&a.encrypt(b"x", b""), b""), Err(DecryptError::Auth));
+        assert_eq!(
+            other.decrypt(&a.encrypt(b"x", b""), b""),
+            Err(DecryptError::Auth)
+        );
     }
 
     #[test]
@@ -308,7 +334,10 @@ mod tests {
         let a = km(KeyType::Aes256);
         assert_eq!(a.mac(b"m"), a.mac(b"m"));
         assert_ne!(a.mac(b"m"), a.mac(b"n"));
-        assert_ne!(a.mac(b"m"), KeyMaterial::new(KeyType::Aes256, 7, &[1; 32]).mac(b"m"));
+        assert_ne!(
+            a.mac(b"m"),
+            KeyMaterial::new(KeyType::Aes256, 7, &[1; 32]).mac(b"m")
+        );
     }
 
     /// The test vectors of docs/formats.md: fixed key, salt and nonce.
@@ -316,7 +345,11 @@ mod tests {
     fn vectors() {
         assert!(!crate::vectors::CIPHERTEXT_V1.is_empty() && !crate::vectors::MAC_V1.is_empty());
         for v in crate::vectors::CIPHERTEXT_V1 {
-            let k = KeyMaterial::new(KeyType::parse(v.key_type).unwrap(), v.version, &hex32(v.key));
+            let k = KeyMaterial::new(
+                KeyType::parse(v.key_type).unwrap(),
+                v.version,
+                &hex32(v.key),
+            );
             let ct = hex::decode(v.ciphertext).unwrap();
             let pt = k.decrypt(&ct, v.associated_data.as_bytes()).unwrap();
             assert_eq!(hex::encode(pt.as_slice()), v.plaintext);
@@ -340,6 +373,9 @@ mod tests {
             let c = k.encrypt(b"hello, world", b"context");
             println!("{} {}", t.name(), hex::encode(c));
         }
-        println!("mac {}", hex::encode(KeyMaterial::new(KeyType::Aes256, 1, &[0x01; 32]).mac(b"message")));
+        println!(
+            "mac {}",
+            hex::encode(KeyMaterial::new(KeyType::Aes256, 1, &[0x01; 32]).mac(b"message"))
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use kms_client::Command;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
 /// Upper bounds of the batch size histogram buckets.
 const BATCH_BUCKETS: [u64; 8] = [1, 2, 8, 32, 128, 256, 1024, 4096];
 const STATUSES: [u16; 8] = [200, 400, 403, 404, 409, 413, 500, 503];
@@ -19,7 +21,11 @@ struct Histogram<const N: usize> {
 
 impl<const N: usize> Default for Histogram<N> {
     fn default() -> Self {
-        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), count: AtomicU64::new(0), sum_micros: AtomicU64::new(0) }
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
     }
 }
 
@@ -51,14 +57,20 @@ impl Default for Metrics {
 }
 
 fn cmd_index(c: Command) -> usize {
-    Command::ALL.iter().position(|x| *x == c).expect("every command is in ALL")
+    Command::ALL
+        .iter()
+        .position(|x| *x == c)
+        .expect("every command is in ALL")
 }
 
 impl Metrics {
     /// Records one request of `frames` frames of `cmd` that ended with `status`.
     pub fn record(&self, cmd: Command, frames: usize, status: u16, elapsed: std::time::Duration) {
         let m = &self.commands[cmd_index(cmd)];
-        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len() - 2);
+        let si = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len() - 2);
         m.by_status[si].fetch_add(1, Relaxed);
         m.frames.fetch_add(frames as u64, Relaxed);
         let secs = elapsed.as_secs_f64();
@@ -66,7 +78,9 @@ impl Metrics {
             m.latency.buckets[i].fetch_add(1, Relaxed);
         }
         m.latency.count.fetch_add(1, Relaxed);
-        m.latency.sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        m.latency
+            .sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
         if let Some(i) = BATCH_BUCKETS.iter().position(|b| frames as u64 <= *b) {
             m.batch.buckets[i].fetch_add(1, Relaxed);
         }
@@ -86,7 +100,10 @@ impl Metrics {
             for (st, n) in STATUSES.iter().zip(&m.by_status) {
                 let n = n.load(Relaxed);
                 if n > 0 {
-                    let _ = writeln!(s, "kms_requests_total{{command=\"{c}\",status=\"{st}\"}} {n}");
+                    let _ = writeln!(
+                        s,
+                        "kms_requests_total{{command=\"{c}\",status=\"{st}\"}} {n}"
+                    );
                 }
             }
         }
@@ -106,11 +123,24 @@ impl Metrics {
             let mut cum = 0;
             for (b, n) in LATENCY_BUCKETS.iter().zip(&m.latency.buckets) {
                 cum += n.load(Relaxed);
-                let _ = writeln!(s, "kms_request_duration_seconds_bucket{{command=\"{c}\",le=\"{b}\"}} {cum}");
+                let _ = writeln!(
+                    s,
+                    "kms_request_duration_seconds_bucket{{command=\"{c}\",le=\"{b}\"}} {cum}"
+                );
             }
-            let _ = writeln!(s, "kms_request_duration_seconds_bucket{{command=\"{c}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(s, "kms_request_duration_seconds_sum{{command=\"{c}\"}} {}", m.latency.sum_micros.load(Relaxed) as f64 / 1e6);
-            let _ = writeln!(s, "kms_request_duration_seconds_count{{command=\"{c}\"}} {count}");
+            let _ = writeln!(
+                s,
+                "kms_request_duration_seconds_bucket{{command=\"{c}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                s,
+                "kms_request_duration_seconds_sum{{command=\"{c}\"}} {}",
+                m.latency.sum_micros.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                s,
+                "kms_request_duration_seconds_count{{command=\"{c}\"}} {count}"
+            );
         }
         s.push_str("# HELP kms_batch_size Frames per request by command.\n# TYPE kms_batch_size histogram\n");
         for (c, m) in Command::ALL.iter().zip(&self.commands) {
@@ -121,10 +151,20 @@ impl Metrics {
             let mut cum = 0;
             for (b, n) in BATCH_BUCKETS.iter().zip(&m.batch.buckets) {
                 cum += n.load(Relaxed);
-                let _ = writeln!(s, "kms_batch_size_bucket{{command=\"{c}\",le=\"{b}\"}} {cum}");
+                let _ = writeln!(
+                    s,
+                    "kms_batch_size_bucket{{command=\"{c}\",le=\"{b}\"}} {cum}"
+                );
             }
-            let _ = writeln!(s, "kms_batch_size_bucket{{command=\"{c}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(s, "kms_batch_size_sum{{command=\"{c}\"}} {}", m.batch.sum_micros.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "kms_batch_size_bucket{{command=\"{c}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                s,
+                "kms_batch_size_sum{{command=\"{c}\"}} {}",
+                m.batch.sum_micros.load(Relaxed)
+            );
             let _ = writeln!(s, "kms_batch_size_count{{command=\"{c}\"}} {count}");
         }
         let errors: u64 = self
@@ -155,8 +195,18 @@ mod tests {
     #[test]
     fn renders_counts() {
         let m = Metrics::default();
-        m.record(Command::KeyGenerate, 256, 200, std::time::Duration::from_micros(300));
-        m.record(Command::KeyGenerate, 1, 403, std::time::Duration::from_micros(30));
+        m.record(
+            Command::KeyGenerate,
+            256,
+            200,
+            std::time::Duration::from_micros(300),
+        );
+        m.record(
+            Command::KeyGenerate,
+            1,
+            403,
+            std::time::Duration::from_micros(30),
+        );
         let s = m.render(&[("kms_up", "Up.", 1.0)]);
         assert!(s.contains("kms_requests_total{command=\"KEY:GENERATE\",status=\"200\"} 1"));
         assert!(s.contains("kms_commands_total{command=\"KEY:GENERATE\"} 257"));

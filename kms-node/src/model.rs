@@ -27,11 +27,17 @@ impl Time {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Time { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+        Time {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        }
     }
 
     pub fn to_proto(self) -> prost_types::Timestamp {
-        prost_types::Timestamp { seconds: self.secs, nanos: self.nanos as i32 }
+        prost_types::Timestamp {
+            seconds: self.secs,
+            nanos: self.nanos as i32,
+        }
     }
 }
 
@@ -77,7 +83,14 @@ pub struct KeyVersion {
 }
 
 impl KeyVersion {
-    pub fn new(key_type: KeyType, version: u32, secret: &[u8; 32], created_at: Time, created_by: Actor, imported: bool) -> Self {
+    pub fn new(
+        key_type: KeyType,
+        version: u32,
+        secret: &[u8; 32],
+        created_at: Time,
+        created_by: Actor,
+        imported: bool,
+    ) -> Self {
         Self {
             version,
             secret: Zeroizing::new(*secret),
@@ -161,11 +174,23 @@ impl KeyRing {
             .map(|v| {
                 (
                     v.version,
-                    Arc::new(KeyVersion::new(r.key_type, v.version, &v.secret, v.created_at, v.created_by.clone(), v.imported)),
+                    Arc::new(KeyVersion::new(
+                        r.key_type,
+                        v.version,
+                        &v.secret,
+                        v.created_at,
+                        v.created_by.clone(),
+                        v.imported,
+                    )),
                 )
             })
             .collect();
-        Self { name, key_type: r.key_type, versions, next_version: r.next_version }
+        Self {
+            name,
+            key_type: r.key_type,
+            versions,
+            next_version: r.next_version,
+        }
     }
 }
 
@@ -220,7 +245,10 @@ impl State {
     }
 
     pub fn key_count(&self) -> usize {
-        self.enclaves.values().map(|e| e.keys.values().filter(|k| !k.is_deleted()).count()).sum()
+        self.enclaves
+            .values()
+            .map(|e| e.keys.values().filter(|k| !k.is_deleted()).count())
+            .sum()
     }
 }
 
@@ -231,15 +259,17 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
         return Err(format!("{kind} name must not be empty"));
     }
     if name.len() > 128 {
-        return Err(format!("{kind} name is {} bytes long, the maximum is 128", name.len()));
+        return Err(format!(
+            "{kind} name is {} bytes long, the maximum is 128",
+            name.len()
+        ));
     }
     if name == "." || name == ".." {
         return Err(format!("{kind} name '{name}' is reserved"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '+' | '=' | '@')))
-    {
+    if let Some(c) = name.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '+' | '=' | '@'))
+    }) {
         return Err(format!(
             "{kind} name contains the character {c:?}; allowed are letters, digits and . _ - : + = @"
         ));
@@ -253,10 +283,27 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "key-1", "minio-default-key", "a.b_c:d+e=f@g", &"x".repeat(128)] {
+        for ok in [
+            "a",
+            "key-1",
+            "minio-default-key",
+            "a.b_c:d+e=f@g",
+            &"x".repeat(128),
+        ] {
             validate_name("key", ok).unwrap();
         }
-        for bad in ["", ".", "..", "a/b", "a b", "ä", "a\0", &"x".repeat(129), "a\\b", "a%2f"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "ä",
+            "a\0",
+            &"x".repeat(129),
+            "a\\b",
+            "a%2f",
+        ] {
             assert!(validate_name("key", bad).is_err(), "{bad:?}");
         }
     }

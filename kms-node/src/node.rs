@@ -62,7 +62,12 @@ impl Node {
     ) -> Result<Arc<Self>, String> {
         let root_seed = hsm
             .derive(hsm_backends::labels::ROOT_API_KEY)
-            .map_err(|e| format!("cannot derive the root API key from HSM {}: {e}", hsm.name()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot derive the root API key from HSM {}: {e}",
+                    hsm.name()
+                )
+            })?;
         let root_identity = ApiKey::from_seed(&root_seed).identity();
         let state = Arc::new(ArcSwap::from_pointee(opened.state));
         let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
@@ -104,7 +109,8 @@ impl Node {
             .send(Proposal::Change(change, reply))
             .await
             .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?;
-        rx.await.map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
+        rx.await
+            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
     }
 
     /// Replaces the whole state (restore from a backup).
@@ -114,7 +120,8 @@ impl Node {
             .send(Proposal::Restore(Box::new(st), records, reply))
             .await
             .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?;
-        rx.await.map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
+        rx.await
+            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
     }
 }
 
@@ -151,7 +158,14 @@ fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<
                     next = *st;
                     next.applied = applied;
                     store.stage_replace_all(&mut wb, &next);
-                    store.stage_entry(&mut wb, index, &Entry { term: TERM, change: Change::Restored { records } });
+                    store.stage_entry(
+                        &mut wb,
+                        index,
+                        &Entry {
+                            term: TERM,
+                            change: Change::Restored { records },
+                        },
+                    );
                     outcomes.push((reply, Ok(index)));
                 }
             }
@@ -167,7 +181,9 @@ fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<
             Err(e) => {
                 tracing::error!(error = %e, "cannot write state changes; none of them applied");
                 for (reply, _) in outcomes {
-                    let _ = reply.send(Err(ProposeError::Unavailable(format!("storage failure: {e}"))));
+                    let _ = reply.send(Err(ProposeError::Unavailable(format!(
+                        "storage failure: {e}"
+                    ))));
                 }
             }
         }

@@ -25,7 +25,8 @@ pub struct Policy {
 impl Policy {
     /// Parses the JSON form and validates it.
     pub fn from_json(b: &[u8]) -> Result<Self, String> {
-        let p: Policy = serde_json::from_slice(b).map_err(|e| format!("invalid policy JSON: {e}"))?;
+        let p: Policy =
+            serde_json::from_slice(b).map_err(|e| format!("invalid policy JSON: {e}"))?;
         p.validate()?;
         Ok(p)
     }
@@ -48,9 +49,9 @@ impl Policy {
     }
 
     fn matches(rules: &BTreeMap<String, Vec<String>>, cmd: &str, name: &str) -> bool {
-        rules
-            .iter()
-            .any(|(c, pats)| glob(&c.to_ascii_uppercase(), cmd) && pats.iter().any(|p| glob(p, name)))
+        rules.iter().any(|(c, pats)| {
+            glob(&c.to_ascii_uppercase(), cmd) && pats.iter().any(|p| glob(p, name))
+        })
     }
 
     /// Whether this policy allows `cmd` (canonical name) on `name`.
@@ -68,7 +69,10 @@ impl Policy {
                 })
                 .collect::<BTreeMap<_, _>>()
         };
-        let p = Policy { allow: conv(&req.allow), deny: conv(&req.deny) };
+        let p = Policy {
+            allow: conv(&req.allow),
+            deny: conv(&req.deny),
+        };
         p.validate()?;
         Ok(p)
     }
@@ -80,7 +84,9 @@ impl Policy {
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    proto::RuleSet { rules: v.iter().map(|p| (p.clone(), proto::Rule {})).collect() },
+                    proto::RuleSet {
+                        rules: v.iter().map(|p| (p.clone(), proto::Rule {})).collect(),
+                    },
                 )
             })
             .collect()

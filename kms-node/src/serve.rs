@@ -18,9 +18,13 @@ pub fn env(name: &str) -> Option<String> {
 }
 
 pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = std::env::var("RUST_LOG").ok().and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok());
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok());
     let filter = filter.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),
@@ -31,7 +35,9 @@ pub fn init_logging(format: LogFormat, level: &str) {
 /// (with `--dev` only) a development key kept next to the data.
 pub fn hsm(cfg: &ServerConfig, dev: bool) -> Result<Arc<dyn Hsm>, String> {
     if let Some(k) = env("HSM_KEY").or_else(|| cfg.hsm_key.clone()) {
-        return Ok(Arc::new(SoftHsm::from_key_str(&k).map_err(|e| e.to_string())?));
+        return Ok(Arc::new(
+            SoftHsm::from_key_str(&k).map_err(|e| e.to_string())?,
+        ));
     }
     if !dev {
         return Err("no HSM configured: set KMS_HSM_KEY (generate one with `kms new-hsm-key`), or use --dev".into());
@@ -52,7 +58,9 @@ pub fn hsm(cfg: &ServerConfig, dev: bool) -> Result<Arc<dyn Hsm>, String> {
             zeroize::Zeroizing::new(k.to_string())
         }
     };
-    Ok(Arc::new(SoftHsm::from_key_str(&key).map_err(|e| format!("{}: {e}", path.display()))?))
+    Ok(Arc::new(
+        SoftHsm::from_key_str(&key).map_err(|e| format!("{}: {e}", path.display()))?,
+    ))
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
@@ -63,8 +71,12 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
     o.write(true).create_new(true);
     #[cfg(unix)]
     o.mode(0o600);
-    let mut f = o.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut f = o
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Runs the server until SIGINT or SIGTERM. Returns an error message for a
@@ -78,7 +90,11 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.address))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let host = if local.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { local.ip() };
+    let host = if local.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        local.ip()
+    };
     let addr = std::net::SocketAddr::new(host, local.port()).to_string();
     let host = host.to_string();
     let (certs, key, cert_path) = match &cfg.tls {
@@ -97,12 +113,27 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     let tls = crate::tls::server_config(certs, key)?;
     let node = Node::start(opened, hsm.clone(), addr.clone(), cfg.max_request_bytes)?;
 
-    let root = ApiKey::from_seed(&*hsm.derive(hsm_backends::labels::ROOT_API_KEY).map_err(|e| e.to_string())?);
-    println!("kms {} listening on https://{addr}", env!("CARGO_PKG_VERSION"));
+    let root = ApiKey::from_seed(
+        &*hsm
+            .derive(hsm_backends::labels::ROOT_API_KEY)
+            .map_err(|e| e.to_string())?,
+    );
+    println!(
+        "kms {} listening on https://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("  node id      {node_id}");
     println!("  data dir     {}", cfg.data_dir.display());
     println!("  HSM          {}", hsm.name());
-    println!("  certificate  {}{}", cert_path.display(), if cfg.tls.is_none() { " (self-signed)" } else { "" });
+    println!(
+        "  certificate  {}{}",
+        cert_path.display(),
+        if cfg.tls.is_none() {
+            " (self-signed)"
+        } else {
+            ""
+        }
+    );
     println!("  root identity {}", root.identity());
     if created || dev {
         println!("  root API key  {}", &*root.to_secret_string());
@@ -112,12 +143,17 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     if dev {
         println!();
         if env("HSM_KEY").is_none() && cfg.hsm_key.is_none() {
-            println!("  DEVELOPMENT MODE: INSECURE. The HSM key is stored in plaintext in the data dir.");
+            println!(
+                "  DEVELOPMENT MODE: INSECURE. The HSM key is stored in plaintext in the data dir."
+            );
         } else {
             println!("  DEVELOPMENT MODE: the address defaults to loopback.");
         }
         println!("  Try:");
-        println!("    export KMS_SERVER=https://{addr} KMS_INSECURE=1 KMS_API_KEY={}", &*root.to_secret_string());
+        println!(
+            "    export KMS_SERVER=https://{addr} KMS_INSECURE=1 KMS_API_KEY={}",
+            &*root.to_secret_string()
+        );
         println!("    kms ls");
         println!("    kms add-enclave enclave-1");
         println!("    kms add-key --enclave enclave-1 key-1");

@@ -16,7 +16,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, node: Arc<Node>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -63,7 +68,9 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, node: Ar
             let service = hyper::service::service_fn(move |req| {
                 let node = node.clone();
                 let identity = identity.clone();
-                async move { Ok::<_, std::convert::Infallible>(crate::api::route(node, identity, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::api::route(node, identity, req).await)
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -72,7 +79,10 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, node: Ar
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
     }
 }

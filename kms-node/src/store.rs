@@ -16,14 +16,18 @@ use std::sync::Arc;
 
 use hsm_backends::Hsm;
 use kms_client::Identity;
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::change::{Change, Touch};
 use crate::codec;
 use crate::crypto::RootKey;
-use crate::model::{Enclave, EnclaveRecord, IdentityRecord, KeyRing, KeyRingRecord, PolicyRecord, State};
+use crate::model::{
+    Enclave, EnclaveRecord, IdentityRecord, KeyRing, KeyRingRecord, PolicyRecord, State,
+};
 
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
@@ -120,7 +124,10 @@ fn record_value(st: &State, key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     match key[0] {
         b'E' => {
             let e = st.enclave(&s(parts.next()?))?;
-            Some(Zeroizing::new(codec::encode(&EnclaveRecord { created_at: e.created_at, created_by: e.created_by.clone() })))
+            Some(Zeroizing::new(codec::encode(&EnclaveRecord {
+                created_at: e.created_at,
+                created_by: e.created_by.clone(),
+            })))
         }
         b'K' => {
             let e = st.enclave(&s(parts.next()?))?;
@@ -160,12 +167,16 @@ pub fn import_records<'a>(
     records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<State, StoreError> {
     let mut st = State::default();
-    let corrupt = |k: &[u8], why: String| StoreError::Corrupt { key: String::from_utf8_lossy(k).replace('\0', "/"), why };
+    let corrupt = |k: &[u8], why: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(k).replace('\0', "/"),
+        why,
+    };
     for (k, v) in records {
         if k.len() < 3 || k[1] != 0 {
             return Err(corrupt(k, "malformed record key".into()));
         }
-        let text = std::str::from_utf8(&k[2..]).map_err(|_| corrupt(k, "key is not UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(&k[2..]).map_err(|_| corrupt(k, "key is not UTF-8".into()))?;
         let mut parts = text.splitn(2, '\0');
         let first = parts.next().unwrap_or_default().to_string();
         let second = parts.next().map(str::to_string);
@@ -185,12 +196,20 @@ pub fn import_records<'a>(
             }
             (b'K', Some(name)) => {
                 let r: KeyRingRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
-                let e = st.enclaves.get_mut(&first).ok_or_else(|| corrupt(k, "key of unknown enclave".into()))?;
-                Arc::make_mut(e).keys.insert(name.clone(), Arc::new(KeyRing::from_record(name, &r)));
+                let e = st
+                    .enclaves
+                    .get_mut(&first)
+                    .ok_or_else(|| corrupt(k, "key of unknown enclave".into()))?;
+                Arc::make_mut(e)
+                    .keys
+                    .insert(name.clone(), Arc::new(KeyRing::from_record(name, &r)));
             }
             (b'P', Some(name)) => {
                 let r: PolicyRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
-                let e = st.enclaves.get_mut(&first).ok_or_else(|| corrupt(k, "policy of unknown enclave".into()))?;
+                let e = st
+                    .enclaves
+                    .get_mut(&first)
+                    .ok_or_else(|| corrupt(k, "policy of unknown enclave".into()))?;
                 Arc::make_mut(e).policies.insert(name, Arc::new(r));
             }
             (b'I', None) => {
@@ -223,17 +242,39 @@ impl Store {
             Self::unseal_root(&ro, hsm, dir)?
         };
         let db = DB::open_cf_descriptors(&db_options(), &db_dir, cfs())?;
-        let store = Store { db, root, dir: dir.to_path_buf() };
+        let store = Store {
+            db,
+            root,
+            dir: dir.to_path_buf(),
+        };
         let meta: NodeMeta = store
             .get_meta(b"node")?
-            .ok_or_else(|| StoreError::Corrupt { key: "meta/node".into(), why: "missing".into() })
-            .and_then(|b| codec::decode(&b).map_err(|why| StoreError::Corrupt { key: "meta/node".into(), why }))?;
+            .ok_or_else(|| StoreError::Corrupt {
+                key: "meta/node".into(),
+                why: "missing".into(),
+            })
+            .and_then(|b| {
+                codec::decode(&b).map_err(|why| StoreError::Corrupt {
+                    key: "meta/node".into(),
+                    why,
+                })
+            })?;
         let mut state = store.load_state()?;
         state.applied = store.applied()?;
-        Ok(Opened { store: Arc::new(store), state, meta, created: false, hsms })
+        Ok(Opened {
+            store: Arc::new(store),
+            state,
+            meta,
+            created: false,
+            hsms,
+        })
     }
 
-    fn unseal_root(db: &DB, hsm: &dyn Hsm, dir: &Path) -> Result<(RootKey, Vec<String>), StoreError> {
+    fn unseal_root(
+        db: &DB,
+        hsm: &dyn Hsm,
+        dir: &Path,
+    ) -> Result<(RootKey, Vec<String>), StoreError> {
         let meta = db.cf_handle(CF_META).expect("cf exists");
         match db.get_cf(meta, b"format")? {
             Some(f) if f == FORMAT => {}
@@ -244,13 +285,20 @@ impl Store {
                     String::from_utf8_lossy(&f)
                 )))
             }
-            None => return Err(StoreError::Sealed(format!("data directory {} is not a KMS store", dir.display()))),
+            None => {
+                return Err(StoreError::Sealed(format!(
+                    "data directory {} is not a KMS store",
+                    dir.display()
+                )))
+            }
         }
         let mut hsms = Vec::new();
         let mut sealed = None;
         for item in db.iterator_cf(meta, IteratorMode::From(b"root/", Direction::Forward)) {
             let (k, v) = item?;
-            let Some(name) = k.strip_prefix(b"root/") else { break };
+            let Some(name) = k.strip_prefix(b"root/") else {
+                break;
+            };
             let name = String::from_utf8_lossy(name).into_owned();
             if name == hsm.name() {
                 sealed = Some(v.to_vec());
@@ -267,10 +315,17 @@ impl Store {
             )));
         };
         let secret = hsm.unseal(&sealed, ROOT_CONTEXT).map_err(|e| {
-            StoreError::Sealed(format!("cannot unseal data directory {} with HSM {}: {e}", dir.display(), hsm.name()))
+            StoreError::Sealed(format!(
+                "cannot unseal data directory {} with HSM {}: {e}",
+                dir.display(),
+                hsm.name()
+            ))
         })?;
         let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
-            secret.as_slice().try_into().map_err(|_| StoreError::Sealed("sealed root key has the wrong length".into()))?,
+            secret
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Sealed("sealed root key has the wrong length".into()))?,
         );
         Ok((RootKey::new(&secret), hsms))
     }
@@ -280,19 +335,30 @@ impl Store {
     fn create(dir: &Path, final_dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
         let db_dir = &dir.join("db.new");
         let _ = std::fs::remove_dir_all(db_dir);
-        std::fs::create_dir_all(db_dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", db_dir.display())))?;
+        std::fs::create_dir_all(db_dir)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", db_dir.display())))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let secret = crate::crypto::random_key();
-        let sealed = hsm
-            .seal(secret.as_ref(), ROOT_CONTEXT)
-            .map_err(|e| StoreError::Sealed(format!("cannot seal the root key with HSM {}: {e}", hsm.name())))?;
+        let sealed = hsm.seal(secret.as_ref(), ROOT_CONTEXT).map_err(|e| {
+            StoreError::Sealed(format!(
+                "cannot seal the root key with HSM {}: {e}",
+                hsm.name()
+            ))
+        })?;
         let db = DB::open_cf_descriptors(&db_options(), db_dir, cfs())?;
-        let store = Store { db, root: RootKey::new(&secret), dir: dir.to_path_buf() };
-        let meta = NodeMeta { node_id: 0, created_at: crate::model::Time::now() };
+        let store = Store {
+            db,
+            root: RootKey::new(&secret),
+            dir: dir.to_path_buf(),
+        };
+        let meta = NodeMeta {
+            node_id: 0,
+            created_at: crate::model::Time::now(),
+        };
         let mut wb = WriteBatch::default();
         let m = store.cf(CF_META);
         wb.put_cf(m, b"node", codec::encode(&meta));
@@ -303,17 +369,35 @@ impl Store {
         wb.put_cf(m, b"format", FORMAT);
         store.write(wb)?;
         drop(store);
-        std::fs::rename(db_dir, final_dir).map_err(|e| StoreError::Io(format!("cannot rename {} to {}: {e}", db_dir.display(), final_dir.display())))?;
+        std::fs::rename(db_dir, final_dir).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot rename {} to {}: {e}",
+                db_dir.display(),
+                final_dir.display()
+            ))
+        })?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
         let db = DB::open_cf_descriptors(&db_options(), final_dir, cfs())?;
-        let store = Store { db, root: RootKey::new(&secret), dir: dir.to_path_buf() };
-        Ok(Opened { store: Arc::new(store), state: State::default(), meta, created: true, hsms: vec![hsm.name()] })
+        let store = Store {
+            db,
+            root: RootKey::new(&secret),
+            dir: dir.to_path_buf(),
+        };
+        Ok(Opened {
+            store: Arc::new(store),
+            state: State::default(),
+            meta,
+            created: true,
+            hsms: vec![hsm.name()],
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
     }
 
     pub fn dir(&self) -> &Path {
@@ -326,7 +410,10 @@ impl Store {
 
     fn applied(&self) -> Result<u64, StoreError> {
         let b = self.get_meta(b"applied")?.unwrap_or_else(|| vec![0; 8]);
-        let a: [u8; 8] = b.as_slice().try_into().map_err(|_| StoreError::Corrupt { key: "meta/applied".into(), why: "bad length".into() })?;
+        let a: [u8; 8] = b.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+            key: "meta/applied".into(),
+            why: "bad length".into(),
+        })?;
         Ok(u64::from_be_bytes(a))
     }
 
@@ -335,14 +422,26 @@ impl Store {
         let key = format!("secret/{name}");
         match self.get_meta(key.as_bytes())? {
             None => Ok(None),
-            Some(b) => self.root.unseal(key.as_bytes(), &b).map(Some).map_err(|e| StoreError::Corrupt { key, why: e.to_string() }),
+            Some(b) => {
+                self.root
+                    .unseal(key.as_bytes(), &b)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key,
+                        why: e.to_string(),
+                    })
+            }
         }
     }
 
     pub fn put_local_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         let key = format!("secret/{name}");
         let mut wb = WriteBatch::default();
-        wb.put_cf(self.cf(CF_META), key.as_bytes(), self.root.seal(key.as_bytes(), value));
+        wb.put_cf(
+            self.cf(CF_META),
+            key.as_bytes(),
+            self.root.seal(key.as_bytes(), value),
+        );
         self.write(wb)
     }
 
@@ -425,9 +524,22 @@ impl Store {
     /// Reads a log entry (for tests and, later, replication).
     pub fn entry(&self, index: u64) -> Result<Option<Entry>, StoreError> {
         let k = log_key(index);
-        let Some(v) = self.db.get_cf(self.cf(CF_LOG), k)? else { return Ok(None) };
+        let Some(v) = self.db.get_cf(self.cf(CF_LOG), k)? else {
+            return Ok(None);
+        };
         let ctx = [b"log/".as_slice(), &k].concat();
-        let plain = self.root.unseal(&ctx, &v).map_err(|e| StoreError::Corrupt { key: format!("log/{index}"), why: e.to_string() })?;
-        codec::decode(&plain).map(Some).map_err(|why| StoreError::Corrupt { key: format!("log/{index}"), why })
+        let plain = self
+            .root
+            .unseal(&ctx, &v)
+            .map_err(|e| StoreError::Corrupt {
+                key: format!("log/{index}"),
+                why: e.to_string(),
+            })?;
+        codec::decode(&plain)
+            .map(Some)
+            .map_err(|why| StoreError::Corrupt {
+                key: format!("log/{index}"),
+                why,
+            })
     }
 }

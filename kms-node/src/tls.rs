@@ -25,15 +25,30 @@ impl ClientCertVerifier for AnyClientCert {
         &[]
     }
 
-    fn verify_client_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
@@ -43,7 +58,10 @@ impl ClientCertVerifier for AnyClientCert {
 }
 
 /// The server's TLS configuration: mandatory client certificates.
-pub fn server_config(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = kms_client::tls::provider();
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -56,15 +74,24 @@ pub fn server_config(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'st
 }
 
 /// Loads an operator-supplied PEM certificate chain and private key.
-pub fn load_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let c = std::fs::read(cert).map_err(|e| format!("cannot read TLS certificate {}: {e}", cert.display()))?;
+pub fn load_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let c = std::fs::read(cert)
+        .map_err(|e| format!("cannot read TLS certificate {}: {e}", cert.display()))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut c.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("TLS certificate {} holds no PEM certificate", cert.display()));
+        return Err(format!(
+            "TLS certificate {} holds no PEM certificate",
+            cert.display()
+        ));
     }
-    let k = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| format!("cannot read TLS key {}: {e}", key.display()))?);
+    let k = zeroize::Zeroizing::new(
+        std::fs::read(key).map_err(|e| format!("cannot read TLS key {}: {e}", key.display()))?,
+    );
     let key = rustls_pemfile::private_key(&mut k.as_slice())
         .map_err(|e| format!("TLS key {}: {e}", key.display()))?
         .ok_or_else(|| format!("TLS key {} holds no PEM private key", key.display()))?;
@@ -73,18 +100,32 @@ pub fn load_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>
 
 /// The self-signed certificate of a node without an operator certificate:
 /// returns the chain, the key and the path of the certificate file.
-pub fn self_signed(store: &Store, hosts: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf), String> {
+pub fn self_signed(
+    store: &Store,
+    hosts: &[String],
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        PathBuf,
+    ),
+    String,
+> {
     let key_der = match store.local_secret("tls-key").map_err(|e| e.to_string())? {
         Some(k) => k,
         None => {
-            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| e.to_string())?;
             let der = zeroize::Zeroizing::new(kp.serialize_der());
-            store.put_local_secret("tls-key", &der).map_err(|e| e.to_string())?;
+            store
+                .put_local_secret("tls-key", &der)
+                .map_err(|e| e.to_string())?;
             der
         }
     };
     let pkcs8 = PrivatePkcs8KeyDer::from(key_der.to_vec());
-    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| e.to_string())?;
     let dir = store.dir().join("tls");
     let path = dir.join("server.crt");
     // Reuse the certificate on disk if it is for this key, so that clients
@@ -105,11 +146,14 @@ pub fn self_signed(store: &Store, hosts: &[String]) -> Result<(Vec<CertificateDe
         }
     }
     let mut params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "kms");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kms");
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     let cert = params.self_signed(&kp).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(&path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(&path, cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok((vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8), path))
 }

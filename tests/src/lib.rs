@@ -22,14 +22,21 @@ pub fn kms_bin() -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/kms
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("kms");
-    assert!(bin.exists(), "{} does not exist: build the workspace first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} does not exist: build the workspace first",
+        bin.display()
+    );
     bin
 }
 
 /// The root API key a node with `hsm_key` derives.
 pub fn root_key(hsm_key: &str) -> ApiKey {
     let hsm = SoftHsm::from_key_str(hsm_key).expect("valid HSM key");
-    ApiKey::from_seed(&hsm.derive(hsm_backends::labels::ROOT_API_KEY).expect("derive"))
+    ApiKey::from_seed(
+        &hsm.derive(hsm_backends::labels::ROOT_API_KEY)
+            .expect("derive"),
+    )
 }
 
 /// A running `kms server` process.
@@ -96,7 +103,13 @@ impl Server {
             .expect("address in banner")
             .trim()
             .to_string();
-        Ok(Server { child: Some(child), addr, dir: dir.to_path_buf(), hsm_key: hsm_key.to_string(), stdout: banner })
+        Ok(Server {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            hsm_key: hsm_key.to_string(),
+            stdout: banner,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -139,8 +152,12 @@ impl Server {
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        child.wait_timeout(Duration::from_secs(30)).expect("server exits after SIGTERM")
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child
+            .wait_timeout(Duration::from_secs(30))
+            .expect("server exits after SIGTERM")
     }
 
     /// Kills the server with SIGKILL.
@@ -191,9 +208,16 @@ pub fn ok(o: &Output) -> String {
 
 /// Asserts that a CLI run failed and returns its stderr.
 pub fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "kms unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "kms unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(e.starts_with("kms: "), "error is not one `kms: ...` line: {e}");
+    assert!(
+        e.starts_with("kms: "),
+        "error is not one `kms: ...` line: {e}"
+    );
     assert!(!e.contains("panicked"), "panic: {e}");
     e
 }
@@ -205,7 +229,11 @@ pub fn data_dir(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
 
 /// A tokio runtime for a test.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Every key version's secret held in a backup, opened with the software HSM

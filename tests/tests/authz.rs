@@ -12,28 +12,111 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
     let name = format!("k-new-{n}");
     match cmd {
         Command::ClusterStatus => proto::ClusterStatusRequest {}.encode_to_vec(),
-        Command::ClusterAddNode => proto::AddClusterNodeRequest { host: "127.0.0.1:1".into() }.encode_to_vec(),
-        Command::ClusterRemoveNode => proto::RemoveClusterNodeRequest { host: "127.0.0.1:1".into(), ..Default::default() }.encode_to_vec(),
-        Command::ClusterEdit => proto::EditClusterRequest { host: "127.0.0.1:1".into(), remove_ids: vec![9] }.encode_to_vec(),
-        Command::ClusterAddHsm | Command::ClusterRemoveHsm => proto::AddHsmRequest { name: "x".into(), overwrite: false }.encode_to_vec(),
-        Command::EnclaveCreate | Command::EnclaveDelete => proto::EnclaveRequest { name: format!("enc-new-{n}") }.encode_to_vec(),
+        Command::ClusterAddNode => proto::AddClusterNodeRequest {
+            host: "127.0.0.1:1".into(),
+        }
+        .encode_to_vec(),
+        Command::ClusterRemoveNode => proto::RemoveClusterNodeRequest {
+            host: "127.0.0.1:1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::ClusterEdit => proto::EditClusterRequest {
+            host: "127.0.0.1:1".into(),
+            remove_ids: vec![9],
+        }
+        .encode_to_vec(),
+        Command::ClusterAddHsm | Command::ClusterRemoveHsm => proto::AddHsmRequest {
+            name: "x".into(),
+            overwrite: false,
+        }
+        .encode_to_vec(),
+        Command::EnclaveCreate | Command::EnclaveDelete => proto::EnclaveRequest {
+            name: format!("enc-new-{n}"),
+        }
+        .encode_to_vec(),
         Command::EnclaveStatus => proto::EnclaveRequest { name: "A".into() }.encode_to_vec(),
-        Command::EnclaveList | Command::KeyList | Command::PolicyList | Command::IdentityList => proto::ListRequest::default().encode_to_vec(),
-        Command::KeyCreate => proto::CreateKeyRequest { name, ..Default::default() }.encode_to_vec(),
-        Command::KeyImport => proto::ImportKeyRequest { name, r#type: "AES256".into(), key: vec![9; 32] }.encode_to_vec(),
-        Command::KeyDelete => proto::DeleteKeyRequest { name: "k-victim".into(), version: 0, all_versions: true }.encode_to_vec(),
-        Command::KeyStatus => proto::KeyStatusRequest { name: "k1".into(), version: 0 }.encode_to_vec(),
-        Command::KeyListVersions => proto::ListRequest { prefix: "k1".into(), ..Default::default() }.encode_to_vec(),
-        Command::KeyEncrypt => proto::EncryptRequest { name: "k1".into(), plaintext: b"x".to_vec(), ..Default::default() }.encode_to_vec(),
-        Command::KeyDecrypt => proto::DecryptRequest { name: "k1".into(), ciphertext: vec![1; 60], ..Default::default() }.encode_to_vec(),
-        Command::KeyGenerate => proto::GenerateKeyRequest { name: "k1".into(), ..Default::default() }.encode_to_vec(),
-        Command::KeyMac => proto::MacRequest { name: "k1".into(), message: b"m".to_vec(), ..Default::default() }.encode_to_vec(),
-        Command::PolicyCreate => proto::CreatePolicyRequest { name: format!("p-new-{n}"), ..Default::default() }.encode_to_vec(),
-        Command::PolicyDelete => proto::PolicyRequest { name: "p-victim".into() }.encode_to_vec(),
-        Command::PolicyGet | Command::PolicyStatus => proto::PolicyRequest { name: "p-keys".into() }.encode_to_vec(),
-        Command::PolicyAssign => proto::AssignPolicyRequest { identity: fresh_identity.into(), policy: "p-keys".into() }.encode_to_vec(),
-        Command::IdentityCreate => proto::CreateIdentityRequest { identity: ApiKey::generate().identity().to_string(), privilege: "User".into(), ..Default::default() }.encode_to_vec(),
-        Command::IdentityDelete | Command::IdentityGet => proto::IdentityRequest { identity: fresh_identity.into() }.encode_to_vec(),
+        Command::EnclaveList | Command::KeyList | Command::PolicyList | Command::IdentityList => {
+            proto::ListRequest::default().encode_to_vec()
+        }
+        Command::KeyCreate => proto::CreateKeyRequest {
+            name,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyImport => proto::ImportKeyRequest {
+            name,
+            r#type: "AES256".into(),
+            key: vec![9; 32],
+        }
+        .encode_to_vec(),
+        Command::KeyDelete => proto::DeleteKeyRequest {
+            name: "k-victim".into(),
+            version: 0,
+            all_versions: true,
+        }
+        .encode_to_vec(),
+        Command::KeyStatus => proto::KeyStatusRequest {
+            name: "k1".into(),
+            version: 0,
+        }
+        .encode_to_vec(),
+        Command::KeyListVersions => proto::ListRequest {
+            prefix: "k1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyEncrypt => proto::EncryptRequest {
+            name: "k1".into(),
+            plaintext: b"x".to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyDecrypt => proto::DecryptRequest {
+            name: "k1".into(),
+            ciphertext: vec![1; 60],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyGenerate => proto::GenerateKeyRequest {
+            name: "k1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyMac => proto::MacRequest {
+            name: "k1".into(),
+            message: b"m".to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::PolicyCreate => proto::CreatePolicyRequest {
+            name: format!("p-new-{n}"),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::PolicyDelete => proto::PolicyRequest {
+            name: "p-victim".into(),
+        }
+        .encode_to_vec(),
+        Command::PolicyGet | Command::PolicyStatus => proto::PolicyRequest {
+            name: "p-keys".into(),
+        }
+        .encode_to_vec(),
+        Command::PolicyAssign => proto::AssignPolicyRequest {
+            identity: fresh_identity.into(),
+            policy: "p-keys".into(),
+        }
+        .encode_to_vec(),
+        Command::IdentityCreate => proto::CreateIdentityRequest {
+            identity: ApiKey::generate().identity().to_string(),
+            privilege: "User".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::IdentityDelete | Command::IdentityGet => proto::IdentityRequest {
+            identity: fresh_identity.into(),
+        }
+        .encode_to_vec(),
     }
 }
 
@@ -44,7 +127,9 @@ async fn status(c: &Client, enclave: Option<&str>, cmd: Command, body: Vec<u8>) 
     buf.extend_from_slice(&body);
     match c.send(enclave, buf.freeze()).await {
         Ok(_) => 200,
-        Err(e) => e.status().unwrap_or_else(|| panic!("{cmd}: transport error {e}")),
+        Err(e) => e
+            .status()
+            .unwrap_or_else(|| panic!("{cmd}: transport error {e}")),
     }
 }
 
@@ -53,31 +138,95 @@ fn authorization_matrix_and_isolation() {
     let tmp = tempfile::tempdir().unwrap();
     let srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
     let root = srv.root();
-    let (sys2, admin_a, admin_b, user_pol, user_nopol, user_deny) =
-        (ApiKey::generate(), ApiKey::generate(), ApiKey::generate(), ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
+    let (sys2, admin_a, admin_b, user_pol, user_nopol, user_deny) = (
+        ApiKey::generate(),
+        ApiKey::generate(),
+        ApiKey::generate(),
+        ApiKey::generate(),
+        ApiKey::generate(),
+        ApiKey::generate(),
+    );
     let policy = |allow: serde_json::Value, deny: serde_json::Value| {
         let p = tmp.path().join(format!("p{}.json", rand::random::<u32>()));
-        std::fs::write(&p, serde_json::json!({"allow": allow, "deny": deny}).to_string()).unwrap();
+        std::fs::write(
+            &p,
+            serde_json::json!({"allow": allow, "deny": deny}).to_string(),
+        )
+        .unwrap();
         p
     };
     let keys_policy = policy(serde_json::json!({"KEY:*": ["k*"]}), serde_json::json!({}));
-    let deny_policy = policy(serde_json::json!({"KEY:*": ["*"]}), serde_json::json!({"KEY:GENERATE": ["k1"], "KEY:CREATE": ["*"]}));
+    let deny_policy = policy(
+        serde_json::json!({"KEY:*": ["*"]}),
+        serde_json::json!({"KEY:GENERATE": ["k1"], "KEY:CREATE": ["*"]}),
+    );
     let cli = |args: &[&str]| kms_tests::ok(&srv.cli(None, args));
     cli(&["add-enclave", "A"]);
     cli(&["add-enclave", "B"]);
     cli(&["add-key", "-e", "A", "k1"]);
     cli(&["add-key", "-e", "B", "secret-of-b"]);
-    cli(&["add-policy", "-e", "A", "p-keys", keys_policy.to_str().unwrap()]);
-    cli(&["add-policy", "-e", "A", "p-deny", deny_policy.to_str().unwrap()]);
+    cli(&[
+        "add-policy",
+        "-e",
+        "A",
+        "p-keys",
+        keys_policy.to_str().unwrap(),
+    ]);
+    cli(&[
+        "add-policy",
+        "-e",
+        "A",
+        "p-deny",
+        deny_policy.to_str().unwrap(),
+    ]);
     cli(&["add-identity", "--sysadmin", &sys2.identity().to_string()]);
-    cli(&["add-identity", "-e", "A", "--admin", &admin_a.identity().to_string()]);
-    cli(&["add-identity", "-e", "B", "--admin", &admin_b.identity().to_string()]);
-    cli(&["add-identity", "-e", "A", &user_pol.identity().to_string(), "--policy", "p-keys"]);
-    cli(&["add-identity", "-e", "A", &user_nopol.identity().to_string()]);
-    cli(&["add-identity", "-e", "A", &user_deny.identity().to_string(), "--policy", "p-deny"]);
+    cli(&[
+        "add-identity",
+        "-e",
+        "A",
+        "--admin",
+        &admin_a.identity().to_string(),
+    ]);
+    cli(&[
+        "add-identity",
+        "-e",
+        "B",
+        "--admin",
+        &admin_b.identity().to_string(),
+    ]);
+    cli(&[
+        "add-identity",
+        "-e",
+        "A",
+        &user_pol.identity().to_string(),
+        "--policy",
+        "p-keys",
+    ]);
+    cli(&[
+        "add-identity",
+        "-e",
+        "A",
+        &user_nopol.identity().to_string(),
+    ]);
+    cli(&[
+        "add-identity",
+        "-e",
+        "A",
+        &user_deny.identity().to_string(),
+        "--policy",
+        "p-deny",
+    ]);
 
     #[derive(Clone, Copy, Debug, PartialEq)]
-    enum Who { Root, Sys2, AdminA, AdminB, UserPol, UserNoPol, UserDeny }
+    enum Who {
+        Root,
+        Sys2,
+        AdminA,
+        AdminB,
+        UserPol,
+        UserNoPol,
+        UserDeny,
+    }
     let who = [
         (Who::Root, root.clone()),
         (Who::Sys2, srv.client(&sys2)),
@@ -97,10 +246,29 @@ fn authorization_matrix_and_isolation() {
                 n += 1;
                 // A User identity of A that exists, for PolicyAssign/IdentityGet/Delete.
                 let fresh = ApiKey::generate().identity().to_string();
-                root.call::<_, proto::Empty>(Some("A"), Command::IdentityCreate, &proto::CreateIdentityRequest { identity: fresh.clone(), privilege: "User".into(), ..Default::default() }).await.unwrap();
+                root.call::<_, proto::Empty>(
+                    Some("A"),
+                    Command::IdentityCreate,
+                    &proto::CreateIdentityRequest {
+                        identity: fresh.clone(),
+                        privilege: "User".into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
                 // A victim key for KEY:DELETE and a victim policy for POLICY:DELETE.
                 let _ = root.create_key("A", "k-victim", "", false).await;
-                root.call::<_, proto::Empty>(Some("A"), Command::PolicyCreate, &proto::CreatePolicyRequest { name: "p-victim".into(), ..Default::default() }).await.unwrap();
+                root.call::<_, proto::Empty>(
+                    Some("A"),
+                    Command::PolicyCreate,
+                    &proto::CreatePolicyRequest {
+                        name: "p-victim".into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
                 let got = status(c, enclave, cmd, payload(cmd, n, &fresh)).await;
                 let allowed = match w {
                     Who::Root | Who::Sys2 => true,
@@ -109,7 +277,11 @@ fn authorization_matrix_and_isolation() {
                     Who::AdminB => false,
                     Who::UserNoPol => false,
                     Who::UserPol => cmd.name().starts_with("KEY:"),
-                    Who::UserDeny => cmd.name().starts_with("KEY:") && cmd != Command::KeyGenerate && cmd != Command::KeyCreate,
+                    Who::UserDeny => {
+                        cmd.name().starts_with("KEY:")
+                            && cmd != Command::KeyGenerate
+                            && cmd != Command::KeyCreate
+                    }
                 };
                 if allowed {
                     assert_ne!(got, 403, "{w:?} must be allowed {cmd}");
@@ -118,38 +290,121 @@ fn authorization_matrix_and_isolation() {
                 }
             }
             // Unknown identities are denied everything.
-            assert_eq!(status(&stranger, enclave, cmd, payload(cmd, 0, "h1:x")).await, 403, "stranger {cmd}");
+            assert_eq!(
+                status(&stranger, enclave, cmd, payload(cmd, 0, "h1:x")).await,
+                403,
+                "stranger {cmd}"
+            );
         }
 
         // A matching policy covers only matching names.
         let up = srv.client(&user_pol);
         root.create_key("A", "other", "", false).await.unwrap();
-        assert_eq!(up.generate("A", "other", b"", 32).await.unwrap_err().status(), Some(403));
+        assert_eq!(
+            up.generate("A", "other", b"", 32)
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
         assert!(up.generate("A", "k1", b"", 32).await.is_ok());
         // Listings show a User only what its policy allows.
-        let names: Vec<String> = up.list_keys("A", "").await.unwrap().into_iter().map(|k| k.name).collect();
-        assert!(names.contains(&"k1".to_string()) && !names.contains(&"other".to_string()), "{names:?}");
+        let names: Vec<String> = up
+            .list_keys("A", "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert!(
+            names.contains(&"k1".to_string()) && !names.contains(&"other".to_string()),
+            "{names:?}"
+        );
 
         // Isolation: nothing of B is visible or usable from A's identities.
         let aa = srv.client(&admin_a);
-        assert_eq!(aa.key_status("B", "secret-of-b").await.unwrap_err().status(), Some(403));
+        assert_eq!(
+            aa.key_status("B", "secret-of-b")
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
         assert_eq!(aa.list_keys("B", "").await.unwrap_err().status(), Some(403));
-        assert_eq!(aa.key_status("A", "secret-of-b").await.unwrap_err().status(), Some(404));
-        assert!(aa.list_keys("A", "").await.unwrap().iter().all(|k| k.name != "secret-of-b"));
+        assert_eq!(
+            aa.key_status("A", "secret-of-b")
+                .await
+                .unwrap_err()
+                .status(),
+            Some(404)
+        );
+        assert!(aa
+            .list_keys("A", "")
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.name != "secret-of-b"));
         let g = root.generate("B", "secret-of-b", b"", 32).await.unwrap();
-        assert_eq!(aa.decrypt("B", "secret-of-b", &g.ciphertext, b"").await.unwrap_err().status(), Some(403));
+        assert_eq!(
+            aa.decrypt("B", "secret-of-b", &g.ciphertext, b"")
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
         // Whether an enclave exists is not revealed to other enclaves' identities.
-        assert_eq!(aa.key_status("no-such-enclave", "k").await.unwrap_err().status(), Some(403));
+        assert_eq!(
+            aa.key_status("no-such-enclave", "k")
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
         // Admins cannot create SysAdmins or identities in other enclaves.
-        let sys_req = proto::CreateIdentityRequest { identity: ApiKey::generate().identity().to_string(), privilege: "SysAdmin".into(), ..Default::default() };
-        assert_eq!(aa.call::<_, proto::Empty>(Some("A"), Command::IdentityCreate, &sys_req).await.unwrap_err().status(), Some(403));
-        assert_eq!(aa.call::<_, proto::Empty>(None, Command::IdentityCreate, &sys_req).await.unwrap_err().status(), Some(403));
+        let sys_req = proto::CreateIdentityRequest {
+            identity: ApiKey::generate().identity().to_string(),
+            privilege: "SysAdmin".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            aa.call::<_, proto::Empty>(Some("A"), Command::IdentityCreate, &sys_req)
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
+        assert_eq!(
+            aa.call::<_, proto::Empty>(None, Command::IdentityCreate, &sys_req)
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
         // Deleting enclave B removes its identities: admin_b is now unknown.
-        root.call::<_, proto::Empty>(None, Command::EnclaveDelete, &proto::EnclaveRequest { name: "B".into() }).await.unwrap();
-        assert_eq!(srv.client(&admin_b).list_keys("B", "").await.unwrap_err().status(), Some(403));
+        root.call::<_, proto::Empty>(
+            None,
+            Command::EnclaveDelete,
+            &proto::EnclaveRequest { name: "B".into() },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            srv.client(&admin_b)
+                .list_keys("B", "")
+                .await
+                .unwrap_err()
+                .status(),
+            Some(403)
+        );
     });
     // Denied requests leave an audit record.
     let log = std::fs::read_to_string(srv.dir.with_extension("log")).unwrap();
-    assert!(log.contains("request denied") && log.contains(&admin_b.identity().to_string()), "no audit record of denials");
-    assert!(log.contains("state change"), "no audit record of state changes");
+    assert!(
+        log.contains("request denied") && log.contains(&admin_b.identity().to_string()),
+        "no audit record of denials"
+    );
+    assert!(
+        log.contains("state change"),
+        "no audit record of state changes"
+    );
 }

@@ -31,10 +31,23 @@ fn sigterm_restart_keeps_every_key() {
     let mut srv = Server::start(&dir, SEED_HSM_KEY);
     let c = srv.root();
     let cts = rt().block_on(async {
-        c.call::<_, proto::Empty>(None, Command::EnclaveCreate, &proto::EnclaveRequest { name: "e".into() }).await.unwrap();
+        c.call::<_, proto::Empty>(
+            None,
+            Command::EnclaveCreate,
+            &proto::EnclaveRequest { name: "e".into() },
+        )
+        .await
+        .unwrap();
         let mut cts = Vec::new();
         for i in 0..20 {
-            c.create_key("e", &format!("k{i}"), if i % 2 == 0 { "AES256" } else { "ChaCha20" }, false).await.unwrap();
+            c.create_key(
+                "e",
+                &format!("k{i}"),
+                if i % 2 == 0 { "AES256" } else { "ChaCha20" },
+                false,
+            )
+            .await
+            .unwrap();
             cts.push(c.generate("e", &format!("k{i}"), b"ad", 32).await.unwrap());
         }
         cts
@@ -43,11 +56,16 @@ fn sigterm_restart_keeps_every_key() {
     assert!(status.success(), "SIGTERM exit status {status}");
     let srv = Server::start(&dir, SEED_HSM_KEY);
     // A restart does not print the root API key again.
-    assert!(!srv.stdout.contains(&*kms_tests::root_key(SEED_HSM_KEY).to_secret_string()));
+    assert!(!srv
+        .stdout
+        .contains(&*kms_tests::root_key(SEED_HSM_KEY).to_secret_string()));
     let c = srv.root();
     rt().block_on(async {
         for (i, g) in cts.iter().enumerate() {
-            let d = c.decrypt("e", &format!("k{i}"), &g.ciphertext, b"ad").await.unwrap();
+            let d = c
+                .decrypt("e", &format!("k{i}"), &g.ciphertext, b"ad")
+                .await
+                .unwrap();
             assert_eq!(d.plaintext, g.plaintext);
         }
     });
@@ -59,11 +77,19 @@ fn kill9_during_writes_loses_no_acknowledged_key() {
     let dir = data_dir(&tmp, "kms0");
     let mut srv = Server::start(&dir, SEED_HSM_KEY);
     let c = srv.root();
-    let acked = Arc::new(Mutex::new(Vec::<(String, proto::GenerateKeyResponse)>::new()));
+    let acked = Arc::new(Mutex::new(
+        Vec::<(String, proto::GenerateKeyResponse)>::new(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = rt();
     runtime.block_on(async {
-        c.call::<_, proto::Empty>(None, Command::EnclaveCreate, &proto::EnclaveRequest { name: "e".into() }).await.unwrap();
+        c.call::<_, proto::Empty>(
+            None,
+            Command::EnclaveCreate,
+            &proto::EnclaveRequest { name: "e".into() },
+        )
+        .await
+        .unwrap();
     });
     // Four concurrent writers, bounded in count; each key is recorded only after
     // its creation and a data key under it were acknowledged.
@@ -95,12 +121,19 @@ fn kill9_during_writes_loses_no_acknowledged_key() {
         }
     });
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20, "too few writes before the crash: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few writes before the crash: {}",
+        acked.len()
+    );
     let srv = Server::start(&dir, SEED_HSM_KEY);
     let c = srv.root();
     runtime.block_on(async {
         for (name, g) in &acked {
-            let d = c.decrypt("e", name, &g.ciphertext, b"").await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let d = c
+                .decrypt("e", name, &g.ciphertext, b"")
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(&d.plaintext, &g.plaintext);
         }
     });
@@ -115,12 +148,23 @@ fn wrong_hsm_key_is_a_clear_error_and_changes_nothing() {
     srv.stop();
     let before = snapshot(&dir);
     let other = hsm_backends::SoftHsm::generate_key_str();
-    let err = Server::try_start(&dir, &other, &[]).err().expect("must not start");
-    assert!(err.contains("cannot unseal") && err.contains("KMS_HSM_KEY"), "{err}");
+    let err = Server::try_start(&dir, &other, &[])
+        .err()
+        .expect("must not start");
+    assert!(
+        err.contains("cannot unseal") && err.contains("KMS_HSM_KEY"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
-    let bad = Server::try_start(&dir, "hsm:aes256:short", &[]).err().expect("must not start");
+    let bad = Server::try_start(&dir, "hsm:aes256:short", &[])
+        .err()
+        .expect("must not start");
     assert!(bad.contains("KMS_HSM_KEY"), "{bad}");
-    assert_eq!(before, snapshot(&dir), "a failed start changed the data directory");
+    assert_eq!(
+        before,
+        snapshot(&dir),
+        "a failed start changed the data directory"
+    );
     // And the right key still opens it.
     let srv = Server::start(&dir, SEED_HSM_KEY);
     assert!(kms_tests::ok(&srv.cli(None, &["ls-enclave"])).contains('e'));
@@ -131,37 +175,64 @@ fn no_key_material_at_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = data_dir(&tmp, "kms0");
     let mut srv = Server::start(&dir, SEED_HSM_KEY);
-    let known: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+    let known: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
     let import = tmp.path().join("key.bin");
     std::fs::write(&import, &known).unwrap();
     kms_tests::ok(&srv.cli(None, &["add-enclave", "e"]));
-    kms_tests::ok(&srv.cli(None, &["add-key", "-e", "e", "imported", "--import", import.to_str().unwrap()]));
+    kms_tests::ok(&srv.cli(
+        None,
+        &[
+            "add-key",
+            "-e",
+            "e",
+            "imported",
+            "--import",
+            import.to_str().unwrap(),
+        ],
+    ));
     for i in 0..10 {
         kms_tests::ok(&srv.cli(None, &["add-key", "-e", "e", &format!("k{i}")]));
     }
     kms_tests::ok(&srv.cli(None, &["add-key", "-e", "e", "k0", "--version"]));
     // The imported key works: a ciphertext made with the known bytes decrypts.
     let c = srv.root();
-    let ct = rt().block_on(c.encrypt("e", "imported", b"x", b"")).unwrap();
+    let ct = rt()
+        .block_on(c.encrypt("e", "imported", b"x", b""))
+        .unwrap();
     let km = kms_node_crypto_check(&known, &ct.ciphertext);
     assert!(km, "the imported key is not the known bytes");
     srv.stop();
     // Every key's material, as exported in a backup opened with the HSM, must not be on disk.
     let files = snapshot(&dir);
     for (path, bytes) in &files {
-        assert!(!bytes.windows(32).any(|w| w == known.as_slice()), "imported key bytes found in {path}");
+        assert!(
+            !bytes.windows(32).any(|w| w == known.as_slice()),
+            "imported key bytes found in {path}"
+        );
     }
     let secrets = kms_tests_secrets(&dir);
     assert!(secrets.len() >= 12, "{}", secrets.len());
     for s in &secrets {
         for (path, bytes) in &files {
-            assert!(!bytes.windows(32).any(|w| w == s.as_slice()), "key material found in {path}");
+            assert!(
+                !bytes.windows(32).any(|w| w == s.as_slice()),
+                "key material found in {path}"
+            );
         }
     }
     // The HSM key is not on disk either (outside --dev).
-    let hsm_raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, SEED_HSM_KEY.trim_start_matches("hsm:aes256:")).unwrap();
+    let hsm_raw = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        SEED_HSM_KEY.trim_start_matches("hsm:aes256:"),
+    )
+    .unwrap();
     for (path, bytes) in &files {
-        assert!(!bytes.windows(32).any(|w| w == hsm_raw.as_slice()), "HSM key found in {path}");
+        assert!(
+            !bytes.windows(32).any(|w| w == hsm_raw.as_slice()),
+            "HSM key found in {path}"
+        );
     }
 }
 
@@ -217,7 +288,9 @@ fn backup_restores_into_a_fresh_node() {
     // Restore into a fresh node with the same HSM key.
     let fresh = Server::start(&data_dir(&tmp, "b"), SEED_HSM_KEY);
     kms_tests::ok(&fresh.cli(None, &["restore", file.to_str().unwrap()]));
-    let d = rt().block_on(fresh.root().decrypt("e", "k", &g.ciphertext, b"ad")).unwrap();
+    let d = rt()
+        .block_on(fresh.root().decrypt("e", "k", &g.ciphertext, b"ad"))
+        .unwrap();
     assert_eq!(d.plaintext, g.plaintext);
     // A node with another HSM key refuses it.
     let other_key = hsm_backends::SoftHsm::generate_key_str();
@@ -227,11 +300,22 @@ fn backup_restores_into_a_fresh_node() {
     // Garbage is refused with 400 and changes nothing.
     let junk = tmp.path().join("junk");
     std::fs::write(&junk, b"KMSBAK01\0\0garbage").unwrap();
-    fails_with(&fresh.cli(None, &["restore", junk.to_str().unwrap()]), "400");
+    fails_with(
+        &fresh.cli(None, &["restore", junk.to_str().unwrap()]),
+        "400",
+    );
     // Only SysAdmins may back up.
     let user = kms_client::ApiKey::generate();
-    fails_with(&fresh.cli(Some(&user), &["backup", tmp.path().join("x").to_str().unwrap()]), "403");
-    let d = rt().block_on(fresh.root().decrypt("e", "k", &g.ciphertext, b"ad")).unwrap();
+    fails_with(
+        &fresh.cli(
+            Some(&user),
+            &["backup", tmp.path().join("x").to_str().unwrap()],
+        ),
+        "403",
+    );
+    let d = rt()
+        .block_on(fresh.root().decrypt("e", "k", &g.ciphertext, b"ad"))
+        .unwrap();
     assert_eq!(d.plaintext, g.plaintext);
 }
 

@@ -27,14 +27,32 @@ fn hundred_thousand_keys() {
     let c = srv.root();
     let runtime = rt();
     runtime.block_on(async {
-        c.call::<_, proto::Empty>(None, Command::EnclaveCreate, &proto::EnclaveRequest { name: "big".into() }).await.unwrap();
+        c.call::<_, proto::Empty>(
+            None,
+            Command::EnclaveCreate,
+            &proto::EnclaveRequest { name: "big".into() },
+        )
+        .await
+        .unwrap();
         let mut tasks = Vec::new();
         for w in 0..4 {
             let c = c.clone();
             tasks.push(tokio::spawn(async move {
-                for chunk in (w * KEYS / 4..(w + 1) * KEYS / 4).collect::<Vec<_>>().chunks(500) {
-                    let reqs: Vec<_> = chunk.iter().map(|i| proto::CreateKeyRequest { name: format!("key-{i:06}"), ..Default::default() }).collect();
-                    let _: Vec<proto::Empty> = c.batch(Some("big"), Command::KeyCreate, &reqs).await.unwrap();
+                for chunk in (w * KEYS / 4..(w + 1) * KEYS / 4)
+                    .collect::<Vec<_>>()
+                    .chunks(500)
+                {
+                    let reqs: Vec<_> = chunk
+                        .iter()
+                        .map(|i| proto::CreateKeyRequest {
+                            name: format!("key-{i:06}"),
+                            ..Default::default()
+                        })
+                        .collect();
+                    let _: Vec<proto::Empty> = c
+                        .batch(Some("big"), Command::KeyCreate, &reqs)
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -48,11 +66,21 @@ fn hundred_thousand_keys() {
     let t = Instant::now();
     let srv = Server::start(&dir, SEED_HSM_KEY);
     let restart = t.elapsed();
-    assert!(restart.as_secs_f64() < 10.0, "restart with {KEYS} keys took {restart:?}");
+    assert!(
+        restart.as_secs_f64() < 10.0,
+        "restart with {KEYS} keys took {restart:?}"
+    );
     let c = srv.root();
     runtime.block_on(async {
         // Paginated listing: pages of at most 1000.
-        let first: proto::ListKeysResponse = c.call(Some("big"), Command::KeyList, &proto::ListRequest::default()).await.unwrap();
+        let first: proto::ListKeysResponse = c
+            .call(
+                Some("big"),
+                Command::KeyList,
+                &proto::ListRequest::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(first.keys.len(), 1000);
         assert_eq!(first.continue_at, "key-001000");
         let all = c.list_keys("big", "").await.unwrap();
@@ -63,11 +91,19 @@ fn hundred_thousand_keys() {
         let some = c.list_keys("big", "key-0999").await.unwrap();
         assert_eq!(some.len(), 100);
         let g = c.generate("big", "key-099999", b"", 32).await.unwrap();
-        assert_eq!(c.decrypt("big", "key-099999", &g.ciphertext, b"").await.unwrap().plaintext, g.plaintext);
+        assert_eq!(
+            c.decrypt("big", "key-099999", &g.ciphertext, b"")
+                .await
+                .unwrap()
+                .plaintext,
+            g.plaintext
+        );
     });
     let restarted_rss = rss_kib(srv.pid());
     eprintln!("restart {restart:?}; RSS idle {idle_rss} KiB, with {KEYS} keys {full_rss} KiB, after restart {restarted_rss} KiB");
     // Proportional memory: well under 4 KiB per key.
-    assert!(restarted_rss < idle_rss + (KEYS as u64 * 4), "RSS {restarted_rss} KiB for {KEYS} keys");
+    assert!(
+        restarted_rss < idle_rss + (KEYS as u64 * 4),
+        "RSS {restarted_rss} KiB for {KEYS} keys"
+    );
 }
-

@@ -11,14 +11,23 @@ fn seed_walkthrough_single_node() {
     assert!(srv.stdout.contains("node id"), "{}", srv.stdout);
     let root = kms_tests::root_key(SEED_HSM_KEY);
     // Pinned: every node with the seed's HSM key prints this root key.
-    assert_eq!(&*root.to_secret_string(), "k1:NOqFfHRIzUH8ni4Z_NydDWpqfxIZWpdHV1ceWscf7XY");
-    assert_eq!(root.identity().to_string(), "h1:fNnbsc2CY53hYdDHSjW-QTQAlkz5AsNSd1btlT1QYy4");
+    assert_eq!(
+        &*root.to_secret_string(),
+        "k1:NOqFfHRIzUH8ni4Z_NydDWpqfxIZWpdHV1ceWscf7XY"
+    );
+    assert_eq!(
+        root.identity().to_string(),
+        "h1:fNnbsc2CY53hYdDHSjW-QTQAlkz5AsNSd1btlT1QYy4"
+    );
     assert!(srv.stdout.contains(&*root.to_secret_string()));
     assert!(srv.stdout.contains(&root.identity().to_string()));
 
     // kms ls
     let ls = ok(&srv.cli(None, &["ls"]));
-    assert!(ls.contains(&srv.addr) && ls.contains("Leader") && ls.contains("up"), "{ls}");
+    assert!(
+        ls.contains(&srv.addr) && ls.contains("Leader") && ls.contains("up"),
+        "{ls}"
+    );
     // kms add-enclave enclave-1
     ok(&srv.cli(None, &["add-enclave", "enclave-1"]));
     // kms add-key --enclave enclave-1 key-1
@@ -26,7 +35,10 @@ fn seed_walkthrough_single_node() {
     // kms stat-key --enclave enclave-1 key-1
     let stat = ok(&srv.cli(None, &["stat-key", "--enclave", "enclave-1", "key-1"]));
     assert!(stat.contains("key-1") && stat.contains("AES256"), "{stat}");
-    assert!(stat.contains(&root.identity().to_string()), "created-by: {stat}");
+    assert!(
+        stat.contains(&root.identity().to_string()),
+        "created-by: {stat}"
+    );
 
     // Errors are one clear line and a non-zero exit.
     let e = fails(&srv.cli(None, &["add-enclave", "enclave-1"]));
@@ -43,14 +55,33 @@ fn cli_key_lifecycle_and_json() {
     let srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
     ok(&srv.cli(None, &["add-enclave", "e"]));
     ok(&srv.cli(None, &["add-key", "-e", "e", "k", "--type", "chacha20"]));
-    let out = ok(&srv.cli(None, &["--json", "keygen", "-e", "e", "k", "--context", "ctx", "--length", "64"]));
+    let out = ok(&srv.cli(
+        None,
+        &[
+            "--json",
+            "keygen",
+            "-e",
+            "e",
+            "k",
+            "--context",
+            "ctx",
+            "--length",
+            "64",
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["version"], 1);
     let ct = v["ciphertext"].as_str().unwrap().to_string();
-    let dec = ok(&srv.cli(None, &["--json", "decrypt", "-e", "e", "k", &ct, "--context", "ctx"]));
+    let dec = ok(&srv.cli(
+        None,
+        &["--json", "decrypt", "-e", "e", "k", &ct, "--context", "ctx"],
+    ));
     let d: serde_json::Value = serde_json::from_str(&dec).unwrap();
     assert_eq!(d["plaintext"], v["plaintext"]);
-    fails(&srv.cli(None, &["decrypt", "-e", "e", "k", &ct, "--context", "other"]));
+    fails(&srv.cli(
+        None,
+        &["decrypt", "-e", "e", "k", &ct, "--context", "other"],
+    ));
     let ls = ok(&srv.cli(None, &["--json", "ls-key", "-e", "e"]));
     let l: serde_json::Value = serde_json::from_str(&ls).unwrap();
     assert_eq!(l[0]["type"], "ChaCha20");
@@ -74,18 +105,39 @@ fn identity_and_keys_commands_offline() {
         .output()
         .unwrap();
     assert!(ok(&o).contains("h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw"));
-    let o = std::process::Command::new(&bin).args(["identity", "--hsm"]).env("KMS_HSM_KEY", SEED_HSM_KEY).output().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["identity", "--hsm"])
+        .env("KMS_HSM_KEY", SEED_HSM_KEY)
+        .output()
+        .unwrap();
     let out = ok(&o);
-    assert!(out.contains(&*kms_tests::root_key(SEED_HSM_KEY).to_secret_string()), "{out}");
+    assert!(
+        out.contains(&*kms_tests::root_key(SEED_HSM_KEY).to_secret_string()),
+        "{out}"
+    );
     // The MINIO_KMS_* alias works as well.
-    let o = std::process::Command::new(&bin).args(["identity", "--hsm"]).env_remove("KMS_HSM_KEY").env("MINIO_KMS_HSM_KEY", SEED_HSM_KEY).output().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["identity", "--hsm"])
+        .env_remove("KMS_HSM_KEY")
+        .env("MINIO_KMS_HSM_KEY", SEED_HSM_KEY)
+        .output()
+        .unwrap();
     assert_eq!(ok(&o), out);
-    let o = std::process::Command::new(&bin).args(["new-hsm-key"]).output().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["new-hsm-key"])
+        .output()
+        .unwrap();
     assert!(ok(&o).starts_with("hsm:aes256:"));
-    let o = std::process::Command::new(&bin).args(["--json", "new-api-key"]).output().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["--json", "new-api-key"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
     let k = kms_client::ApiKey::parse(v["api_key"].as_str().unwrap()).unwrap();
     assert_eq!(k.identity().to_string(), v["identity"].as_str().unwrap());
-    let o = std::process::Command::new(&bin).args(["identity", "k1:nope"]).output().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["identity", "k1:nope"])
+        .output()
+        .unwrap();
     fails(&o);
 }

@@ -9,7 +9,9 @@ use super::{decode, ApiError, Ctx};
 
 pub fn server_status(ctx: &Ctx<'_>) -> proto::ServerStatusResponse {
     let node = ctx.node;
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
     proto::ServerStatusResponse {
         version: env!("CARGO_PKG_VERSION").into(),
         api_version: "v1".into(),
@@ -17,7 +19,9 @@ pub fn server_status(ctx: &Ctx<'_>) -> proto::ServerStatusResponse {
         up_time: Some(prost_types::Duration::try_from(node.started.elapsed()).unwrap_or_default()),
         role: "Leader".into(),
         commit: ctx.st.applied,
-        nodes: [(node.meta.node_id, node.addr.clone())].into_iter().collect(),
+        nodes: [(node.meta.node_id, node.addr.clone())]
+            .into_iter()
+            .collect(),
         id: node.meta.node_id,
         leader_id: node.meta.node_id as i64,
         last_heartbeat: Some(prost_types::Duration::default()),
@@ -40,7 +44,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
         Command::ClusterStatus => {
             let _: proto::ClusterStatusRequest = decode(cmd, payload)?;
             let me = server_status(ctx);
-            Ok(proto::ClusterStatusResponse { nodes_up: [(me.id, me)].into_iter().collect(), nodes_down: Default::default() }.encode_to_vec())
+            Ok(proto::ClusterStatusResponse {
+                nodes_up: [(me.id, me)].into_iter().collect(),
+                nodes_down: Default::default(),
+            }
+            .encode_to_vec())
         }
         _ => Err(ApiError::new(
             501,

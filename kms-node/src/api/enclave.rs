@@ -10,7 +10,11 @@ use crate::model::{Enclave, Time};
 const LIST_MAX: usize = 1000;
 
 fn status(e: &Enclave) -> proto::EnclaveStatusResponse {
-    proto::EnclaveStatusResponse { name: e.name.clone(), created_at: Some(e.created_at.to_proto()), created_by: e.created_by.clone() }
+    proto::EnclaveStatusResponse {
+        name: e.name.clone(),
+        created_at: Some(e.created_at.to_proto()),
+        created_by: e.created_by.clone(),
+    }
 }
 
 pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
@@ -21,15 +25,27 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             ctx.authorize(cmd, &req.name)?;
             match cmd {
                 Command::EnclaveCreate => {
-                    ctx.commit(cmd, Change::CreateEnclave { name: req.name, at: Time::now(), by: ctx.caller.identity.to_string() }).await?;
+                    ctx.commit(
+                        cmd,
+                        Change::CreateEnclave {
+                            name: req.name,
+                            at: Time::now(),
+                            by: ctx.caller.identity.to_string(),
+                        },
+                    )
+                    .await?;
                     Ok(Vec::new())
                 }
                 Command::EnclaveDelete => {
-                    ctx.commit(cmd, Change::DeleteEnclave { name: req.name }).await?;
+                    ctx.commit(cmd, Change::DeleteEnclave { name: req.name })
+                        .await?;
                     Ok(Vec::new())
                 }
                 _ => {
-                    let e = ctx.st.enclave(&req.name).ok_or_else(ApiError::enclave_not_found)?;
+                    let e = ctx
+                        .st
+                        .enclave(&req.name)
+                        .ok_or_else(ApiError::enclave_not_found)?;
                     Ok(status(e).encode_to_vec())
                 }
             }
@@ -37,8 +53,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
         Command::EnclaveList => {
             let req: proto::ListRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, "")?;
-            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
-            let start = if req.continue_at.is_empty() { req.prefix.clone() } else { req.continue_at.clone() };
+            let limit = if req.limit == 0 {
+                LIST_MAX
+            } else {
+                (req.limit as usize).min(LIST_MAX)
+            };
+            let start = if req.continue_at.is_empty() {
+                req.prefix.clone()
+            } else {
+                req.continue_at.clone()
+            };
             let mut enclaves = Vec::new();
             let mut continue_at = String::new();
             for (name, e) in ctx.st.enclaves.range(start..) {
@@ -51,7 +75,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 }
                 enclaves.push(status(e));
             }
-            Ok(proto::ListEnclavesResponse { enclaves, continue_at }.encode_to_vec())
+            Ok(proto::ListEnclavesResponse {
+                enclaves,
+                continue_at,
+            }
+            .encode_to_vec())
         }
         _ => Err(ApiError::bad(format!("{cmd} is not an enclave command"))),
     }

@@ -33,8 +33,12 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
         Command::IdentityCreate => {
             let req: proto::CreateIdentityRequest = decode(cmd, payload)?;
             let identity = parse(&req.identity)?;
-            let privilege = Privilege::parse(&req.privilege)
-                .ok_or_else(|| ApiError::bad(format!("invalid privilege '{}': use SysAdmin, Admin or User", req.privilege)))?;
+            let privilege = Privilege::parse(&req.privilege).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "invalid privilege '{}': use SysAdmin, Admin or User",
+                    req.privilege
+                ))
+            })?;
             ctx.authorize(cmd, &req.identity)?;
             if privilege < ctx.caller.privilege {
                 return Err(ctx.deny(cmd, &req.identity));
@@ -51,7 +55,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 }
                 _ => Some(ctx.enclave()?.name.clone()),
             };
-            let change = Change::CreateIdentity { enclave, identity, privilege, policy: None, at: Time::now(), by: ctx.caller.identity.to_string() };
+            let change = Change::CreateIdentity {
+                enclave,
+                identity,
+                privilege,
+                policy: None,
+                at: Time::now(),
+                by: ctx.caller.identity.to_string(),
+            };
             ctx.commit(cmd, change).await?;
             Ok(Vec::new())
         }
@@ -60,7 +71,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let identity = parse(&req.identity)?;
             ctx.authorize(cmd, &req.identity)?;
             if identity == ctx.node.root_identity {
-                return Err(ApiError::bad("the root identity is derived from the HSM and cannot be deleted"));
+                return Err(ApiError::bad(
+                    "the root identity is derived from the HSM and cannot be deleted",
+                ));
             }
             if let Some(r) = ctx.st.identities.get(&identity) {
                 if r.privilege < ctx.caller.privilege {
@@ -68,7 +81,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 }
             }
             let enclave = ctx.enclave.map(str::to_string);
-            ctx.commit(cmd, Change::DeleteIdentity { enclave, identity }).await?;
+            ctx.commit(cmd, Change::DeleteIdentity { enclave, identity })
+                .await?;
             Ok(Vec::new())
         }
         Command::IdentityGet => {
@@ -76,11 +90,19 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let identity = parse(&req.identity)?;
             ctx.authorize(cmd, &req.identity)?;
             if identity == ctx.node.root_identity && ctx.enclave.is_none() {
-                let r = IdentityRecord { privilege: Privilege::SysAdmin, enclave: None, policy: None, created_at: Time::default(), created_by: "hsm".into() };
+                let r = IdentityRecord {
+                    privilege: Privilege::SysAdmin,
+                    enclave: None,
+                    policy: None,
+                    created_at: Time::default(),
+                    created_by: "hsm".into(),
+                };
                 return Ok(response(&identity, &r).encode_to_vec());
             }
             match ctx.st.identities.get(&identity) {
-                Some(r) if r.enclave.as_deref() == ctx.enclave => Ok(response(&identity, r).encode_to_vec()),
+                Some(r) if r.enclave.as_deref() == ctx.enclave => {
+                    Ok(response(&identity, r).encode_to_vec())
+                }
                 _ => Err(ApiError::new(404, "identity does not exist")),
             }
         }
@@ -90,14 +112,20 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             if ctx.enclave.is_some() {
                 ctx.enclave()?;
             }
-            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
+            let limit = if req.limit == 0 {
+                LIST_MAX
+            } else {
+                (req.limit as usize).min(LIST_MAX)
+            };
             let mut all: Vec<(String, &IdentityRecord)> = ctx
                 .st
                 .identities
                 .iter()
                 .filter(|(_, r)| r.enclave.as_deref() == ctx.enclave)
                 .map(|(i, r)| (i.to_string(), r.as_ref()))
-                .filter(|(s, _)| s.starts_with(&req.prefix) && s.as_str() >= req.continue_at.as_str())
+                .filter(|(s, _)| {
+                    s.starts_with(&req.prefix) && s.as_str() >= req.continue_at.as_str()
+                })
                 .filter(|(s, _)| ctx.visible(cmd, s))
                 .collect();
             all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -107,7 +135,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 .take(limit)
                 .filter_map(|(s, r)| Identity::parse(s).ok().map(|i| response(&i, r)))
                 .collect();
-            Ok(proto::ListIdentitiesResponse { identities, continue_at }.encode_to_vec())
+            Ok(proto::ListIdentitiesResponse {
+                identities,
+                continue_at,
+            }
+            .encode_to_vec())
         }
         _ => Err(ApiError::bad(format!("{cmd} is not an identity command"))),
     }

@@ -14,17 +14,31 @@ use crate::model::{KeyRing, KeyVersion, Time};
 const LIST_MAX: usize = 1000;
 
 fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
-    ctx.enclave()?.keys.get(name).filter(|r| !r.is_deleted()).ok_or_else(ApiError::key_not_found)
+    ctx.enclave()?
+        .keys
+        .get(name)
+        .filter(|r| !r.is_deleted())
+        .ok_or_else(ApiError::key_not_found)
 }
 
 /// The version `v` of a ring (0: the latest).
 fn version(ring: &KeyRing, v: u32) -> Result<&Arc<KeyVersion>, ApiError> {
-    let found = if v == 0 { ring.latest() } else { ring.versions.get(&v) };
+    let found = if v == 0 {
+        ring.latest()
+    } else {
+        ring.versions.get(&v)
+    };
     found.ok_or_else(|| {
         if v != 0 && v < ring.next_version {
-            ApiError::new(404, format!("key version {v} of '{}' has been deleted", ring.name))
+            ApiError::new(
+                404,
+                format!("key version {v} of '{}' has been deleted", ring.name),
+            )
         } else {
-            ApiError::new(404, format!("key version {v} of '{}' does not exist", ring.name))
+            ApiError::new(
+                404,
+                format!("key version {v} of '{}' does not exist", ring.name),
+            )
         }
     })
 }
@@ -44,16 +58,28 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
         Command::KeyGenerate => {
             let req: proto::GenerateKeyRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, &req.name)?;
-            let len = if req.length == 0 { crypto::DEFAULT_DATA_KEY } else { req.length };
+            let len = if req.length == 0 {
+                crypto::DEFAULT_DATA_KEY
+            } else {
+                req.length
+            };
             if len > crypto::MAX_DATA_KEY {
-                return Err(ApiError::bad(format!("data key length {len} exceeds the maximum of {}", crypto::MAX_DATA_KEY)));
+                return Err(ApiError::bad(format!(
+                    "data key length {len} exceeds the maximum of {}",
+                    crypto::MAX_DATA_KEY
+                )));
             }
             let ring = ring(ctx, &req.name)?;
             let v = version(ring, req.version)?;
             let mut plaintext = zeroize::Zeroizing::new(vec![0u8; len as usize]);
             rand::rngs::OsRng.fill_bytes(&mut plaintext);
             let ciphertext = v.material.encrypt(&plaintext, &req.associated_data);
-            Ok(proto::GenerateKeyResponse { version: v.version, plaintext: plaintext.to_vec(), ciphertext }.encode_to_vec())
+            Ok(proto::GenerateKeyResponse {
+                version: v.version,
+                plaintext: plaintext.to_vec(),
+                ciphertext,
+            }
+            .encode_to_vec())
         }
         Command::KeyEncrypt => {
             let req: proto::EncryptRequest = decode(cmd, payload)?;
@@ -61,7 +87,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let ring = ring(ctx, &req.name)?;
             let v = version(ring, req.version)?;
             let ciphertext = v.material.encrypt(&req.plaintext, &req.associated_data);
-            Ok(proto::EncryptResponse { version: v.version, ciphertext }.encode_to_vec())
+            Ok(proto::EncryptResponse {
+                version: v.version,
+                ciphertext,
+            }
+            .encode_to_vec())
         }
         Command::KeyDecrypt => {
             let req: proto::DecryptRequest = decode(cmd, payload)?;
@@ -70,7 +100,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             // The version in the ciphertext is authoritative (and authenticated);
             // the request's version is ignored, as clients such as MinIO send
             // one that may not match after a rotation.
-            let cv = crypto::ciphertext_version(&req.ciphertext).map_err(|e| ApiError::bad(e.to_string()))?;
+            let cv = crypto::ciphertext_version(&req.ciphertext)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
             let v = match ring.versions.get(&cv) {
                 Some(v) => v,
                 None if cv != 0 && cv < ring.next_version => {
@@ -81,15 +112,25 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 }
                 None => return Err(ApiError::bad("invalid ciphertext")),
             };
-            let plaintext = v.material.decrypt(&req.ciphertext, &req.associated_data).map_err(|e| ApiError::bad(e.to_string()))?;
-            Ok(proto::DecryptResponse { plaintext: plaintext.to_vec() }.encode_to_vec())
+            let plaintext = v
+                .material
+                .decrypt(&req.ciphertext, &req.associated_data)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            Ok(proto::DecryptResponse {
+                plaintext: plaintext.to_vec(),
+            }
+            .encode_to_vec())
         }
         Command::KeyMac => {
             let req: proto::MacRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, &req.name)?;
             let ring = ring(ctx, &req.name)?;
             let v = version(ring, req.version)?;
-            Ok(proto::MacResponse { version: v.version, mac: v.material.mac(&req.message).to_vec() }.encode_to_vec())
+            Ok(proto::MacResponse {
+                version: v.version,
+                mac: v.material.mac(&req.message).to_vec(),
+            }
+            .encode_to_vec())
         }
         Command::KeyStatus => {
             let req: proto::KeyStatusRequest = decode(cmd, payload)?;
@@ -102,8 +143,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let req: proto::ListRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, "")?;
             let e = ctx.enclave()?;
-            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
-            let start = if req.continue_at.is_empty() { req.prefix.clone() } else { req.continue_at.clone() };
+            let limit = if req.limit == 0 {
+                LIST_MAX
+            } else {
+                (req.limit as usize).min(LIST_MAX)
+            };
+            let start = if req.continue_at.is_empty() {
+                req.prefix.clone()
+            } else {
+                req.continue_at.clone()
+            };
             let mut keys = Vec::new();
             let mut continue_at = String::new();
             for (name, ring) in e.keys.range(start..) {
@@ -128,7 +177,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             ctx.authorize(cmd, &req.prefix)?;
             let ring = ring(ctx, &req.prefix)?;
             let from: u32 = req.continue_at.parse().unwrap_or(0);
-            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
+            let limit = if req.limit == 0 {
+                LIST_MAX
+            } else {
+                (req.limit as usize).min(LIST_MAX)
+            };
             let mut keys = Vec::new();
             let mut continue_at = String::new();
             for (n, v) in ring.versions.range(from..) {
@@ -146,11 +199,29 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             ctx.authorize(cmd, &req.name)?;
             let enclave = ctx.enclave()?.name.clone();
             let change = if req.add_version {
-                Change::AddKeyVersion { enclave, name: req.name, secret: Secret::random(), at: Time::now(), by: ctx.caller.identity.to_string() }
+                Change::AddKeyVersion {
+                    enclave,
+                    name: req.name,
+                    secret: Secret::random(),
+                    at: Time::now(),
+                    by: ctx.caller.identity.to_string(),
+                }
             } else {
-                let key_type = KeyType::parse(&req.r#type)
-                    .ok_or_else(|| ApiError::bad(format!("unsupported key type '{}': use AES256 or ChaCha20", req.r#type)))?;
-                Change::CreateKey { enclave, name: req.name, key_type, secret: Secret::random(), imported: false, at: Time::now(), by: ctx.caller.identity.to_string() }
+                let key_type = KeyType::parse(&req.r#type).ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "unsupported key type '{}': use AES256 or ChaCha20",
+                        req.r#type
+                    ))
+                })?;
+                Change::CreateKey {
+                    enclave,
+                    name: req.name,
+                    key_type,
+                    secret: Secret::random(),
+                    imported: false,
+                    at: Time::now(),
+                    by: ctx.caller.identity.to_string(),
+                }
             };
             ctx.commit(cmd, change).await?;
             Ok(Vec::new())
@@ -160,14 +231,29 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let key = zeroize::Zeroizing::new(std::mem::take(&mut req.key));
             validate_name("key", &req.name)?;
             ctx.authorize(cmd, &req.name)?;
-            let key_type = KeyType::parse(&req.r#type)
-                .ok_or_else(|| ApiError::bad(format!("unsupported key type '{}': use AES256 or ChaCha20", req.r#type)))?;
-            let secret: [u8; 32] = key
-                .as_slice()
-                .try_into()
-                .map_err(|_| ApiError::bad(format!("an imported {} key must be 32 bytes, not {}", key_type.name(), key.len())))?;
+            let key_type = KeyType::parse(&req.r#type).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "unsupported key type '{}': use AES256 or ChaCha20",
+                    req.r#type
+                ))
+            })?;
+            let secret: [u8; 32] = key.as_slice().try_into().map_err(|_| {
+                ApiError::bad(format!(
+                    "an imported {} key must be 32 bytes, not {}",
+                    key_type.name(),
+                    key.len()
+                ))
+            })?;
             let enclave = ctx.enclave()?.name.clone();
-            let change = Change::CreateKey { enclave, name: req.name, key_type, secret: Secret(secret), imported: true, at: Time::now(), by: ctx.caller.identity.to_string() };
+            let change = Change::CreateKey {
+                enclave,
+                name: req.name,
+                key_type,
+                secret: Secret(secret),
+                imported: true,
+                at: Time::now(),
+                by: ctx.caller.identity.to_string(),
+            };
             ctx.commit(cmd, change).await?;
             Ok(Vec::new())
         }
@@ -177,9 +263,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             ctx.authorize(cmd, &req.name)?;
             let enclave = ctx.enclave()?.name.clone();
             let change = if req.all_versions {
-                Change::DeleteKey { enclave, name: req.name }
+                Change::DeleteKey {
+                    enclave,
+                    name: req.name,
+                }
             } else {
-                Change::DeleteKeyVersion { enclave, name: req.name, version: req.version }
+                Change::DeleteKeyVersion {
+                    enclave,
+                    name: req.name,
+                    version: req.version,
+                }
             };
             ctx.commit(cmd, change).await?;
             Ok(Vec::new())

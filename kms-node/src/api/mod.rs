@@ -36,7 +36,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad(message: impl Into<String>) -> Self {
         Self::new(400, message)
@@ -81,7 +84,13 @@ pub struct Caller {
 impl Caller {
     fn from_state(node: &Node, st: &State, identity: &Identity) -> Option<Self> {
         if *identity == node.root_identity {
-            return Some(Caller { identity: identity.clone(), privilege: Privilege::SysAdmin, enclave: None, policy: None, is_root: true });
+            return Some(Caller {
+                identity: identity.clone(),
+                privilege: Privilege::SysAdmin,
+                enclave: None,
+                policy: None,
+                is_root: true,
+            });
         }
         let r = st.identities.get(identity)?;
         Some(Caller {
@@ -122,12 +131,21 @@ impl Ctx<'_> {
 
     /// Whether a User's policy allows `cmd` on `name` (`None` name: any allow rule for `cmd`).
     pub fn user_allows(&self, cmd: Command, name: &str) -> bool {
-        let (Some(p), Some(e)) = (&self.caller.policy, self.enclave.and_then(|e| self.st.enclave(e))) else {
+        let (Some(p), Some(e)) = (
+            &self.caller.policy,
+            self.enclave.and_then(|e| self.st.enclave(e)),
+        ) else {
             return false;
         };
-        let Some(rec) = e.policies.get(p) else { return false };
+        let Some(rec) = e.policies.get(p) else {
+            return false;
+        };
         if name.is_empty() {
-            return rec.policy.allow.keys().any(|c| crate::policy::glob(&c.to_ascii_uppercase(), cmd.name()));
+            return rec
+                .policy
+                .allow
+                .keys()
+                .any(|c| crate::policy::glob(&c.to_ascii_uppercase(), cmd.name()));
         }
         rec.policy.allows(cmd.name(), name)
     }
@@ -144,8 +162,12 @@ impl Ctx<'_> {
 
     /// The enclave of the request, which must exist.
     pub fn enclave(&self) -> Result<&Arc<crate::model::Enclave>, ApiError> {
-        let name = self.enclave.ok_or_else(|| ApiError::bad("this command needs an enclave: POST /v1/kms/{enclave}"))?;
-        self.st.enclave(name).ok_or_else(ApiError::enclave_not_found)
+        let name = self.enclave.ok_or_else(|| {
+            ApiError::bad("this command needs an enclave: POST /v1/kms/{enclave}")
+        })?;
+        self.st
+            .enclave(name)
+            .ok_or_else(ApiError::enclave_not_found)
     }
 
     /// Commits a change, auditing its outcome, and reloads the state.
@@ -153,9 +175,18 @@ impl Ctx<'_> {
         let (enclave, name) = change.subject();
         let (enclave, name) = (enclave.map(str::to_string), name);
         let r = self.node.propose(change).await;
-        crate::audit::change(&self.caller.identity, cmd, enclave.as_deref(), &name, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        crate::audit::change(
+            &self.caller.identity,
+            cmd,
+            enclave.as_deref(),
+            &name,
+            r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
         if r.is_ok() {
-            self.node.metrics.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.node
+                .metrics
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.st = self.node.state();
         Ok(r?)
@@ -192,13 +223,20 @@ fn error_response(e: &ApiError, json: bool) -> Response<Body> {
         let body = serde_json::json!({ "message": e.message }).to_string();
         response(e.status, "application/json", Bytes::from(body))
     } else {
-        let body = proto::ErrResponse { message: e.message.clone() }.encode_to_vec();
+        let body = proto::ErrResponse {
+            message: e.message.clone(),
+        }
+        .encode_to_vec();
         response(e.status, "application/octet-stream", Bytes::from(body))
     }
 }
 
 /// Serves one HTTP request of an authenticated connection.
-pub async fn route(node: Arc<Node>, identity: Identity, req: http::Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn route(
+    node: Arc<Node>,
+    identity: Identity,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let json = wants_json(&parts);
     let path = parts.uri.path().to_string();
@@ -210,7 +248,11 @@ pub async fn route(node: Arc<Node>, identity: Identity, req: http::Request<hyper
         (&Method::GET, "/v1/db") => backup(&node, &identity),
         (&Method::PUT, "/v1/db") => restore(&node, &identity, &parts, body).await,
         (&Method::POST, p) if p == "/v1/kms" || p.starts_with("/v1/kms/") => {
-            let enclave = p.strip_prefix("/v1/kms").unwrap_or_default().trim_start_matches('/').to_string();
+            let enclave = p
+                .strip_prefix("/v1/kms")
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
             match kms(&node, &identity, &parts, body, &enclave).await {
                 Ok(Ok(r)) => Ok(r),
                 // Recorded per command already: not a rejection.
@@ -218,10 +260,18 @@ pub async fn route(node: Arc<Node>, identity: Identity, req: http::Request<hyper
                 Err(e) => Err(e),
             }
         }
-        (_, "/version" | "/v1/health/live" | "/v1/health/ready" | "/v1/health/metrics" | "/v1/db" | "/v1/kms") => {
-            Err(ApiError::new(405, format!("method {} not allowed on {path}", parts.method)))
-        }
-        _ => Err(ApiError::new(404, format!("no such endpoint: {} {path}", parts.method))),
+        (
+            _,
+            "/version" | "/v1/health/live" | "/v1/health/ready" | "/v1/health/metrics" | "/v1/db"
+            | "/v1/kms",
+        ) => Err(ApiError::new(
+            405,
+            format!("method {} not allowed on {path}", parts.method),
+        )),
+        _ => Err(ApiError::new(
+            404,
+            format!("no such endpoint: {} {path}", parts.method),
+        )),
     };
     result.unwrap_or_else(|e| {
         node.metrics.reject();
@@ -241,7 +291,11 @@ fn version(node: &Node, json: bool) -> Response<Body> {
         let body = serde_json::json!({"version": v.version, "commit": v.commit, "api_version": v.api_version, "host": v.host, "fips140": false});
         response(200, "application/json", Bytes::from(body.to_string()))
     } else {
-        response(200, "application/octet-stream", Bytes::from(v.encode_to_vec()))
+        response(
+            200,
+            "application/octet-stream",
+            Bytes::from(v.encode_to_vec()),
+        )
     }
 }
 
@@ -251,7 +305,11 @@ fn ready(node: &Node) -> Response<Body> {
     if node.writer_alive() {
         response(200, "text/plain", Bytes::new())
     } else {
-        response(503, "text/plain", Bytes::from_static(b"the writer has stopped: state changes are not possible"))
+        response(
+            503,
+            "text/plain",
+            Bytes::from_static(b"the writer has stopped: state changes are not possible"),
+        )
     }
 }
 
@@ -260,11 +318,19 @@ fn metrics(node: &Node) -> Response<Body> {
     let up = node.started.elapsed().as_secs_f64();
     let body = node.metrics.render(&[
         ("kms_uptime_seconds", "Seconds since the node started.", up),
-        ("kms_commit_index", "Index of the last applied log entry.", st.applied as f64),
+        (
+            "kms_commit_index",
+            "Index of the last applied log entry.",
+            st.applied as f64,
+        ),
         ("kms_enclaves", "Enclaves.", st.enclaves.len() as f64),
         ("kms_keys", "Keys in all enclaves.", st.key_count() as f64),
         ("kms_cluster_nodes", "Members of the cluster.", 1.0),
-        ("kms_cluster_nodes_up", "Members reachable from this node.", 1.0),
+        (
+            "kms_cluster_nodes_up",
+            "Members reachable from this node.",
+            1.0,
+        ),
         ("kms_is_leader", "1 if this node is the leader.", 1.0),
     ]);
     response(200, "text/plain; version=0.0.4", Bytes::from(body))
@@ -312,16 +378,31 @@ async fn restore(
 /// Reads a request body of at most `limit` bytes. A larger body gets 413;
 /// up to [`DRAIN_MAX`] bytes of it are read and dropped first, so that the
 /// client, still sending, receives the 413 instead of a broken connection.
-async fn read_body(parts: &http::request::Parts, mut body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    parts: &http::request::Parts,
+    mut body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     const DRAIN_MAX: usize = 64 << 20;
-    let too_large = || ApiError::new(413, format!("request body exceeds the limit of {limit} bytes"));
-    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            413,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_none_or(|len| len <= limit as u64) {
         let mut buf = BytesMut::new();
         loop {
             match body.frame().await {
                 None => return Ok(buf.freeze()),
-                Some(Err(e)) => return Err(ApiError::bad(format!("cannot read request body: {e}"))),
+                Some(Err(e)) => {
+                    return Err(ApiError::bad(format!("cannot read request body: {e}")))
+                }
                 Some(Ok(f)) => {
                     if let Ok(data) = f.into_data() {
                         if buf.len() + data.len() > limit {
@@ -361,24 +442,41 @@ async fn kms(
     let frames = frame::decode_all(&body).map_err(|e| ApiError::bad(e.to_string()))?;
     let mut cmds = Vec::with_capacity(frames.len());
     for f in &frames {
-        cmds.push(Command::from_id(f.id).ok_or_else(|| ApiError::bad(format!("unknown command id {}", f.id)))?);
+        cmds.push(
+            Command::from_id(f.id)
+                .ok_or_else(|| ApiError::bad(format!("unknown command id {}", f.id)))?,
+        );
     }
     let first = cmds[0];
     if cmds.iter().any(|c| c.is_write() != first.is_write()) {
-        return Err(ApiError::bad("a request must not mix commands that change state with commands that do not"));
+        return Err(ApiError::bad(
+            "a request must not mix commands that change state with commands that do not",
+        ));
     }
     let st = node.state();
     let Some(caller) = Caller::from_state(node, &st, identity) else {
-        crate::audit::denied(identity, first, (!enclave.is_empty()).then_some(enclave), "");
-        node.metrics.record(first, frames.len(), 403, started.elapsed());
+        crate::audit::denied(
+            identity,
+            first,
+            (!enclave.is_empty()).then_some(enclave),
+            "",
+        );
+        node.metrics
+            .record(first, frames.len(), 403, started.elapsed());
         return Ok(Err(ApiError::denied()));
     };
-    let mut ctx = Ctx { node, st, caller: &caller, enclave: (!enclave.is_empty()).then_some(enclave) };
+    let mut ctx = Ctx {
+        node,
+        st,
+        caller: &caller,
+        enclave: (!enclave.is_empty()).then_some(enclave),
+    };
     // Isolation: an identity of one enclave learns nothing about another,
     // not even whether it exists.
     if caller.privilege != Privilege::SysAdmin && caller.enclave.as_deref() != ctx.enclave {
         let e = ctx.deny(first, "");
-        node.metrics.record(first, frames.len(), 403, started.elapsed());
+        node.metrics
+            .record(first, frames.len(), 403, started.elapsed());
         return Ok(Err(e));
     }
     let mut out = BytesMut::with_capacity(frames.len() * 64);
@@ -407,6 +505,7 @@ async fn kms(
         }
     }
     let status = result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status);
-    node.metrics.record(first, frames.len(), status, started.elapsed());
+    node.metrics
+        .record(first, frames.len(), status, started.elapsed());
     Ok(result.map(|()| response(200, "application/octet-stream", out.freeze())))
 }

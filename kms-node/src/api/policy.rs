@@ -18,7 +18,17 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             ctx.authorize(cmd, &req.name)?;
             let policy = Policy::from_proto(&req).map_err(ApiError::bad)?;
             let enclave = ctx.enclave()?.name.clone();
-            ctx.commit(cmd, Change::CreatePolicy { enclave, name: req.name, policy, at: Time::now(), by: ctx.caller.identity.to_string() }).await?;
+            ctx.commit(
+                cmd,
+                Change::CreatePolicy {
+                    enclave,
+                    name: req.name,
+                    policy,
+                    at: Time::now(),
+                    by: ctx.caller.identity.to_string(),
+                },
+            )
+            .await?;
             Ok(Vec::new())
         }
         Command::PolicyDelete => {
@@ -26,16 +36,32 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             validate_name("policy", &req.name)?;
             ctx.authorize(cmd, &req.name)?;
             let enclave = ctx.enclave()?.name.clone();
-            ctx.commit(cmd, Change::DeletePolicy { enclave, name: req.name }).await?;
+            ctx.commit(
+                cmd,
+                Change::DeletePolicy {
+                    enclave,
+                    name: req.name,
+                },
+            )
+            .await?;
             Ok(Vec::new())
         }
         Command::PolicyAssign => {
             let req: proto::AssignPolicyRequest = decode(cmd, payload)?;
             validate_name("policy", &req.policy)?;
-            let identity = Identity::parse(&req.identity).map_err(|e| ApiError::bad(e.to_string()))?;
+            let identity =
+                Identity::parse(&req.identity).map_err(|e| ApiError::bad(e.to_string()))?;
             ctx.authorize(cmd, &req.policy)?;
             let enclave = ctx.enclave()?.name.clone();
-            ctx.commit(cmd, Change::AssignPolicy { enclave, identity, policy: req.policy }).await?;
+            ctx.commit(
+                cmd,
+                Change::AssignPolicy {
+                    enclave,
+                    identity,
+                    policy: req.policy,
+                },
+            )
+            .await?;
             Ok(Vec::new())
         }
         Command::PolicyGet | Command::PolicyStatus => {
@@ -47,7 +73,12 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 .get(&req.name)
                 .ok_or_else(|| ApiError::new(404, "policy does not exist"))?;
             if cmd == Command::PolicyStatus {
-                return Ok(proto::PolicyStatusResponse { name: req.name, created_at: Some(p.created_at.to_proto()), created_by: p.created_by.clone() }.encode_to_vec());
+                return Ok(proto::PolicyStatusResponse {
+                    name: req.name,
+                    created_at: Some(p.created_at.to_proto()),
+                    created_by: p.created_by.clone(),
+                }
+                .encode_to_vec());
             }
             Ok(proto::PolicyResponse {
                 name: req.name,
@@ -62,8 +93,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let req: proto::ListRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, "")?;
             let e = ctx.enclave()?;
-            let limit = if req.limit == 0 { LIST_MAX } else { (req.limit as usize).min(LIST_MAX) };
-            let start = if req.continue_at.is_empty() { req.prefix.clone() } else { req.continue_at.clone() };
+            let limit = if req.limit == 0 {
+                LIST_MAX
+            } else {
+                (req.limit as usize).min(LIST_MAX)
+            };
+            let start = if req.continue_at.is_empty() {
+                req.prefix.clone()
+            } else {
+                req.continue_at.clone()
+            };
             let mut policies = Vec::new();
             let mut continue_at = String::new();
             for (name, p) in e.policies.range(start..) {
@@ -77,9 +116,17 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                     continue_at = name.clone();
                     break;
                 }
-                policies.push(proto::PolicyStatusResponse { name: name.clone(), created_at: Some(p.created_at.to_proto()), created_by: p.created_by.clone() });
+                policies.push(proto::PolicyStatusResponse {
+                    name: name.clone(),
+                    created_at: Some(p.created_at.to_proto()),
+                    created_by: p.created_by.clone(),
+                });
             }
-            Ok(proto::ListPoliciesResponse { policies, continue_at }.encode_to_vec())
+            Ok(proto::ListPoliciesResponse {
+                policies,
+                continue_at,
+            }
+            .encode_to_vec())
         }
         _ => Err(ApiError::bad(format!("{cmd} is not a policy command"))),
     }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the system packages the build (and, with --test, the tests) need,
+# when they are missing. As root it uses apt-get; otherwise it prints the
+# exact command to run.
+#   scripts/setup.sh          build dependencies (clang/libclang for RocksDB's bindgen)
+#   scripts/setup.sh --test   also what the tests use (SoftHSM2, OpenSC, GnuTLS tools)
+set -euo pipefail
+
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_libclang() { ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; }
+
+have_cmd clang || need+=(clang)
+have_libclang || need+=(libclang-dev)
+have_cmd cc || need+=(gcc)
+have_cmd g++ || need+=(g++)
+if [ "${1:-}" = "--test" ]; then
+  have_cmd softhsm2-util || need+=(softhsm2)
+  have_cmd pkcs11-tool || need+=(opensc)
+  have_cmd p11tool || need+=(gnutls-bin)
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || true
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: missing packages; run:" >&2
+    echo "  sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! have_cmd cargo; then
+  echo "setup: cargo is missing; install Rust from https://rustup.rs" >&2
+  exit 1
+fi
+if [ "${1:-}" = "--test" ] && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest >/dev/null
+fi
