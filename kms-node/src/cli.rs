@@ -187,9 +187,16 @@ enum Cmd {
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            // Usage errors follow the CLI's error convention: one line.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("kms: {first} (see kms --help)");
+            return 2;
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return 0;
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
