@@ -1,7 +1,8 @@
 //! An async client for the KMS API with failover across servers.
 //!
-//! The client picks a live server at random, fails over to the next one on
-//! transport errors, and marks a failed server as suspect for a while (as the
+//! The client picks a live server at random, fails over to the next one when
+//! that is safe (a connection failure, so nothing was sent; or any transport
+//! failure of a GET), and marks a failed server as suspect for a while (as the
 //! kms-go SDK does). Errors that the server returns are not retried.
 
 use std::sync::Arc;

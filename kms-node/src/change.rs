@@ -255,6 +255,11 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 Some(r) => r.next_version,
                 None => 1,
             };
+            if first == u32::MAX {
+                return Err(ApplyError::Invalid(
+                    "key has reached the maximum number of versions".into(),
+                ));
+            }
             let v = KeyVersion::new(*key_type, first, &secret.0, *at, by.clone(), *imported);
             let ring = KeyRing {
                 name: name.clone(),

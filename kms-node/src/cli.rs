@@ -190,7 +190,11 @@ pub fn main() -> i32 {
         Err(e) if e.use_stderr() => {
             // Usage errors follow the CLI's error convention: one line.
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
             eprintln!("kms: {first} (see kms --help)");
             return 2;
         }

@@ -112,8 +112,7 @@ pub fn ciphertext_version(ct: &[u8]) -> Result<u32, DecryptError> {
     Ok(u32::from_be_bytes([ct[2], ct[3], ct[4], ct[5]]))
 }
 
-/// The secret of one key version, with its derived MAC and KDF states.
-/// Everything here is zeroized on drop.
+/// The secret of one key version and its derived MAC key, both zeroized on drop.
 pub struct KeyMaterial {
     key_type: KeyType,
     version: u32,

@@ -45,7 +45,7 @@ pub fn hsm(cfg: &ServerConfig, dev: bool) -> Result<Arc<dyn Hsm>, String> {
     let path = cfg.data_dir.join("dev-hsm-key.INSECURE");
     let key = match std::fs::read_to_string(&path) {
         Ok(k) => zeroize::Zeroizing::new(k),
-        Err(_) if cfg.data_dir.join("db").exists() => {
+        Err(_) if cfg.data_dir.join("db").join("CURRENT").exists() => {
             return Err(format!(
                 "{} holds a store but no development HSM key: set KMS_HSM_KEY to the key it was created with",
                 cfg.data_dir.display()

@@ -335,6 +335,16 @@ impl Store {
     fn create(dir: &Path, final_dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
         let db_dir = &dir.join("db.new");
         let _ = std::fs::remove_dir_all(db_dir);
+        // A `db` without `CURRENT` is the leftover of an interrupted first start
+        // of an older version: nothing was ever acknowledged from it.
+        if final_dir.exists() {
+            std::fs::remove_dir_all(final_dir).map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot remove incomplete {}: {e}",
+                    final_dir.display()
+                ))
+            })?;
+        }
         std::fs::create_dir_all(db_dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", db_dir.display())))?;
         #[cfg(unix)]

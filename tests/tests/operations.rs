@@ -34,14 +34,30 @@ fn dev_mode_needs_nothing_and_reuses_its_key() {
         (child, banner)
     };
     let (mut child, banner) = start();
-    assert!(banner.contains("DEVELOPMENT MODE") && banner.contains("INSECURE"), "{banner}");
-    assert!(banner.contains("export KMS_SERVER=") && banner.contains("kms add-enclave"), "{banner}");
-    let key = |b: &str| b.lines().find_map(|l| l.split("root API key").nth(1)).unwrap().trim().to_string();
+    assert!(
+        banner.contains("DEVELOPMENT MODE") && banner.contains("INSECURE"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("export KMS_SERVER=") && banner.contains("kms add-enclave"),
+        "{banner}"
+    );
+    let key = |b: &str| {
+        b.lines()
+            .find_map(|l| l.split("root API key").nth(1))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     let first = key(&banner);
     child.kill().unwrap();
     child.wait().unwrap();
     let (mut child, banner) = start();
-    assert_eq!(key(&banner), first, "a restarted dev server has another root key");
+    assert_eq!(
+        key(&banner),
+        first,
+        "a restarted dev server has another root key"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -51,16 +67,32 @@ fn config_file_is_validated_and_json_logs_work() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "[log]\nformat = \"xml\"\n").unwrap();
-    let o = Command::new(kms_bin()).args(["server", "--config"]).arg(&bad).arg(tmp.path().join("d")).env("KMS_HSM_KEY", SEED_HSM_KEY).output().unwrap();
+    let o = Command::new(kms_bin())
+        .args(["server", "--config"])
+        .arg(&bad)
+        .arg(tmp.path().join("d"))
+        .env("KMS_HSM_KEY", SEED_HSM_KEY)
+        .output()
+        .unwrap();
     let e = kms_tests::fails(&o);
     assert!(e.contains("log.format"), "{e}");
     let typo = tmp.path().join("typo.toml");
     std::fs::write(&typo, "adress = \"127.0.0.1:1\"\n").unwrap();
-    let o = Command::new(kms_bin()).args(["server", "--config"]).arg(&typo).arg(tmp.path().join("d")).env("KMS_HSM_KEY", SEED_HSM_KEY).output().unwrap();
+    let o = Command::new(kms_bin())
+        .args(["server", "--config"])
+        .arg(&typo)
+        .arg(tmp.path().join("d"))
+        .env("KMS_HSM_KEY", SEED_HSM_KEY)
+        .output()
+        .unwrap();
     assert!(kms_tests::fails(&o).contains("adress"));
 
     let good = tmp.path().join("good.toml");
-    std::fs::write(&good, "[log]\nformat = \"json\"\nlevel = \"info\"\n[limits]\nmax_request_bytes = 65536\n").unwrap();
+    std::fs::write(
+        &good,
+        "[log]\nformat = \"json\"\nlevel = \"info\"\n[limits]\nmax_request_bytes = 65536\n",
+    )
+    .unwrap();
     let dir = data_dir(&tmp, "kms0");
     let srv = Server::try_start(&dir, SEED_HSM_KEY, &["--config", good.to_str().unwrap()]).unwrap();
     ok(&srv.cli(None, &["add-enclave", "e"]));
@@ -71,7 +103,10 @@ fn config_file_is_validated_and_json_logs_work() {
     let o = Command::new(kms_bin())
         .args(["encrypt", "-e", "e", "k"])
         .env("KMS_SERVER", srv.url())
-        .env("KMS_API_KEY", &*kms_tests::root_key(SEED_HSM_KEY).to_secret_string())
+        .env(
+            "KMS_API_KEY",
+            &*kms_tests::root_key(SEED_HSM_KEY).to_secret_string(),
+        )
         .env("KMS_INSECURE", "1")
         .stdin(std::fs::File::open(&big).unwrap())
         .output()
@@ -81,7 +116,8 @@ fn config_file_is_validated_and_json_logs_work() {
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
     let mut audit = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         if v["target"] == "audit" {
             audit += 1;
             assert!(v["fields"]["identity"].as_str().unwrap().starts_with("h1:"));
@@ -95,10 +131,41 @@ fn bench_reports_a_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
     for op in ["generate", "decrypt", "encrypt", "mac", "status"] {
-        let out = ok(&srv.cli(None, &["bench", "--enclave", "bench", "--op", op, "--batch", "8", "--concurrency", "2", "--duration", "300ms"]));
-        assert!(out.contains("ops/s") && out.contains("p50") && out.contains("p99") && out.contains("max"), "{out}");
+        let out = ok(&srv.cli(
+            None,
+            &[
+                "bench",
+                "--enclave",
+                "bench",
+                "--op",
+                op,
+                "--batch",
+                "8",
+                "--concurrency",
+                "2",
+                "--duration",
+                "300ms",
+            ],
+        ));
+        assert!(
+            out.contains("ops/s")
+                && out.contains("p50")
+                && out.contains("p99")
+                && out.contains("max"),
+            "{out}"
+        );
     }
-    let out = ok(&srv.cli(None, &["--json", "bench", "--enclave", "bench", "--duration", "300ms"]));
+    let out = ok(&srv.cli(
+        None,
+        &[
+            "--json",
+            "bench",
+            "--enclave",
+            "bench",
+            "--duration",
+            "300ms",
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(v["errors"], 0);
