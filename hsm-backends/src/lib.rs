@@ -12,8 +12,10 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod pkcs11;
 mod soft;
 
+pub use pkcs11::{Pkcs11Config, Pkcs11Hsm};
 pub use soft::SoftHsm;
 
 use zeroize::Zeroizing;

@@ -71,7 +71,28 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
 
 /// Opens a backup: returns the state it holds and its number of records.
 pub fn open(node: &Node, blob: &[u8]) -> Result<(State, u64), String> {
-    open_with(node.hsm.as_ref(), blob)
+    let name = sealed_by(blob)?;
+    let hsm = node
+        .configured
+        .iter()
+        .find(|h| h.name() == name)
+        .ok_or_else(|| {
+            format!(
+                "the backup was sealed by HSM {name}, but this node's HSMs are {}",
+                node.configured_names().join(", ")
+            )
+        })?;
+    open_with(hsm.as_ref(), blob)
+}
+
+/// The name of the HSM that sealed a backup.
+pub fn sealed_by(blob: &[u8]) -> Result<String, String> {
+    let mut b = blob;
+    if take(&mut b, 8)? != MAGIC {
+        return Err("not a KMS backup file".into());
+    }
+    let n = u16::from_be_bytes(take(&mut b, 2)?.try_into().expect("2 bytes")) as usize;
+    Ok(String::from_utf8_lossy(take(&mut b, n)?).into_owned())
 }
 
 /// Opens a backup with `hsm`.

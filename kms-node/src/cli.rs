@@ -216,8 +216,8 @@ pub fn main() -> i32 {
     match rt.block_on(run(cli)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("kms: {e}");
-            1
+            eprintln!("kms: {}", e.msg);
+            e.code
         }
     }
 }
@@ -313,7 +313,19 @@ fn with<T>(what: &str, r: Result<T, kms_client::Error>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// A failed command: its message and exit code.
+struct Failure {
+    msg: String,
+    code: i32,
+}
+
+impl From<String> for Failure {
+    fn from(msg: String) -> Self {
+        Failure { msg, code: 1 }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
     match cli.cmd {
         Cmd::Server {
@@ -336,9 +348,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .map_err(|e| format!("invalid configuration: {e}"))?;
             crate::serve::init_logging(cfg.log_format, &cfg.log_level);
-            crate::serve::run(cfg, dev)
-                .await
-                .map_err(|e| format!("cannot start: {e}"))
+            crate::serve::run(cfg, dev).await.map_err(|e| match e {
+                crate::serve::StartError::Hsm(m) => {
+                    tracing::error!(error = %m, "cannot start: HSM");
+                    Failure {
+                        msg: format!("cannot start: {m}"),
+                        code: crate::serve::HSM_EXIT_CODE,
+                    }
+                }
+                crate::serve::StartError::Other(m) => Failure::from(format!("cannot start: {m}")),
+            })
         }
         Cmd::NewHsmKey => {
             println!("{}", &*hsm_backends::SoftHsm::generate_key_str());
@@ -359,9 +378,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Identity { api_key, hsm } => {
             let k = if hsm {
-                let key = env("HSM_KEY").ok_or("KMS_HSM_KEY is not set")?;
-                let h = hsm_backends::SoftHsm::from_key_str(&key).map_err(|e| e.to_string())?;
-                use hsm_backends::Hsm;
+                // The same HSM settings as `kms server` (environment only).
+                let cfg = crate::config::ServerConfig::load(
+                    None,
+                    crate::config::Overrides {
+                        data_dir: Some(".".into()),
+                        ..Default::default()
+                    },
+                )?;
+                let h = crate::serve::hsms(&cfg, false)?.primary;
                 ApiKey::from_seed(
                     &*h.derive(hsm_backends::labels::ROOT_API_KEY)
                         .map_err(|e| e.to_string())?,
@@ -369,7 +394,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 let s = api_key
                     .or_else(|| env("API_KEY"))
-                    .ok_or("give an API key or --hsm")?;
+                    .ok_or_else(|| "give an API key or --hsm".to_string())?;
                 ApiKey::parse(&s).map_err(|e| e.to_string())?
             };
             if g.json {
@@ -385,16 +410,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Bench(args) => {
-            crate::bench::run(
-                client(g)?,
-                enclave(g).unwrap_or_else(|_| "bench".into()),
-                args,
-                g.json,
-            )
-            .await
-        }
-        other => admin(g, other).await,
+        Cmd::Bench(args) => Ok(crate::bench::run(
+            client(g)?,
+            enclave(g).unwrap_or_else(|_| "bench".into()),
+            args,
+            g.json,
+        )
+        .await?),
+        other => Ok(admin(g, other).await?),
     }
 }
 
@@ -500,15 +523,32 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 )
                 .await,
             )?;
+            let mut rows = vec![vec!["NODE".into(), "HSM".into(), "STATE".into()]];
+            let mut json_rows = Vec::new();
             for s in r.nodes_up.values() {
-                for h in &s.hsms {
-                    let active = if s.configured_hsms.contains(h) {
-                        "configured"
-                    } else {
-                        "sealed only"
+                let mut names: Vec<&String> = s.hsms.iter().chain(&s.configured_hsms).collect();
+                names.sort();
+                names.dedup();
+                for h in names {
+                    let (seals, conf) = (s.hsms.contains(h), s.configured_hsms.contains(h));
+                    let state = match (seals, conf) {
+                        (true, true) => "seals, configured",
+                        (true, false) => "seals, not configured",
+                        _ => "configured, does not seal (kms add-hsm)",
                     };
-                    println!("{}  {h}  {active}", s.id);
+                    let primary = s.configured_hsms.first() == Some(h);
+                    rows.push(vec![
+                        s.id.to_string(),
+                        h.clone(),
+                        format!("{state}{}", if primary { ", primary" } else { "" }),
+                    ]);
+                    json_rows.push(json!({"node": s.id, "hsm": h, "seals": seals, "configured": conf, "primary": primary}));
                 }
+            }
+            if g.json {
+                println!("{}", json!(json_rows));
+            } else {
+                table(rows);
             }
             Ok(())
         }

@@ -49,6 +49,22 @@ pub struct LimitsFile {
 pub struct HsmFile {
     /// The software HSM key; `KMS_HSM_KEY` takes precedence.
     pub key: Option<String>,
+    /// Which configured HSM roots the root API key and inter-node trust:
+    /// `soft` or `pkcs11` (`KMS_HSM_PRIMARY`). Required when both are configured.
+    pub primary: Option<String>,
+    /// A PKCS#11 HSM; each `KMS_HSM_PKCS11_*` variable takes precedence over its field.
+    pub pkcs11: Option<Pkcs11File>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11File {
+    pub module: Option<String>,
+    pub token: Option<String>,
+    pub pin: Option<String>,
+    pub pin_file: Option<String>,
+    pub key: Option<String>,
+    pub generate_key: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +83,8 @@ pub struct ServerConfig {
     pub log_level: String,
     pub max_request_bytes: usize,
     pub hsm_key: Option<String>,
+    pub hsm_primary: Option<String>,
+    pub hsm_pkcs11: Option<Pkcs11File>,
 }
 
 pub const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
@@ -139,6 +157,8 @@ impl ServerConfig {
             log_level,
             max_request_bytes: max as usize,
             hsm_key: file.hsm.key,
+            hsm_primary: file.hsm.primary,
+            hsm_pkcs11: file.hsm.pkcs11,
         })
     }
 }

@@ -40,15 +40,16 @@ pub struct Node {
     state: Arc<ArcSwap<State>>,
     tx: mpsc::Sender<Proposal>,
     pub store: Arc<Store>,
+    /// The primary HSM: derives the root API key and inter-node trust, seals backups.
     pub hsm: Arc<dyn Hsm>,
+    /// Every configured HSM (the primary first).
+    pub configured: Vec<Arc<dyn Hsm>>,
     pub root_identity: Identity,
     pub meta: NodeMeta,
     /// The address clients use to reach this node (`host:port`).
     pub addr: String,
     pub started: Instant,
     pub metrics: Metrics,
-    /// Names of the HSMs that hold a sealed root key entry.
-    pub hsms: Vec<String>,
     pub max_request_bytes: usize,
 }
 
@@ -56,10 +57,11 @@ impl Node {
     /// Starts the writer for an opened store.
     pub fn start(
         opened: crate::store::Opened,
-        hsm: Arc<dyn Hsm>,
+        hsms: &crate::serve::Hsms,
         addr: String,
         max_request_bytes: usize,
     ) -> Result<Arc<Self>, String> {
+        let hsm = hsms.primary.clone();
         let root_seed = hsm
             .derive(hsm_backends::labels::ROOT_API_KEY)
             .map_err(|e| {
@@ -82,14 +84,32 @@ impl Node {
             tx,
             store: opened.store,
             hsm,
+            configured: hsms.all.clone(),
             root_identity,
             meta: opened.meta,
             addr,
             started: Instant::now(),
             metrics: Metrics::default(),
-            hsms: opened.hsms,
             max_request_bytes,
         }))
+    }
+
+    /// Names of the HSMs that hold a sealed root key entry of this node.
+    pub fn hsm_entries(&self) -> Vec<String> {
+        self.store.hsm_entries().unwrap_or_default()
+    }
+
+    /// Names of the configured HSMs (the primary first).
+    pub fn configured_names(&self) -> Vec<String> {
+        self.configured.iter().map(|h| h.name()).collect()
+    }
+
+    /// The configured HSM named `name` (`soft` and `pkcs11` select by kind).
+    pub fn configured_hsm(&self, name: &str) -> Option<&Arc<dyn Hsm>> {
+        self.configured.iter().find(|h| {
+            let n = h.name();
+            n == name || n.split(':').next() == Some(name)
+        })
     }
 
     /// Whether the writer still accepts state changes.

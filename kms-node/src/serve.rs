@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use hsm_backends::{Hsm, SoftHsm};
+use hsm_backends::{Hsm, Pkcs11Config, Pkcs11Hsm, SoftHsm};
 use kms_client::ApiKey;
 
 use crate::config::{LogFormat, ServerConfig};
@@ -31,17 +31,75 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-/// The configured HSM: `KMS_HSM_KEY`, else the config file's `hsm.key`, else
-/// (with `--dev` only) a development key kept next to the data.
-pub fn hsm(cfg: &ServerConfig, dev: bool) -> Result<Arc<dyn Hsm>, String> {
-    if let Some(k) = env("HSM_KEY").or_else(|| cfg.hsm_key.clone()) {
-        return Ok(Arc::new(
+/// The HSMs of a node: every configured one unseals; `primary` also derives
+/// the root API key and the inter-node trust (see docs/hsm.md).
+pub struct Hsms {
+    pub all: Vec<Arc<dyn Hsm>>,
+    pub primary: Arc<dyn Hsm>,
+}
+
+impl Hsms {
+    pub fn names(&self) -> Vec<String> {
+        self.all.iter().map(|h| h.name()).collect()
+    }
+}
+
+/// Why the HSMs could not be set up. Exits with [`HSM_EXIT_CODE`].
+pub const HSM_EXIT_CODE: i32 = 3;
+
+/// The configured HSMs: the software HSM (`KMS_HSM_KEY`, else `hsm.key`) and
+/// the PKCS#11 HSM (`KMS_HSM_PKCS11_*`, else `[hsm.pkcs11]`); with `--dev`
+/// and neither, a development key kept next to the data.
+pub fn hsms(cfg: &ServerConfig, dev: bool) -> Result<Hsms, String> {
+    let file = cfg.hsm_pkcs11.clone().unwrap_or_default();
+    let lookup = |name: &str| -> Option<String> {
+        env(name.trim_start_matches("KMS_")).or_else(|| match name {
+            "KMS_HSM_PKCS11_MODULE" => file.module.clone(),
+            "KMS_HSM_PKCS11_TOKEN" => file.token.clone(),
+            "KMS_HSM_PKCS11_PIN" => file.pin.clone(),
+            "KMS_HSM_PKCS11_PIN_FILE" => file.pin_file.clone(),
+            "KMS_HSM_PKCS11_KEY" => file.key.clone(),
+            "KMS_HSM_PKCS11_GENERATE_KEY" => {
+                file.generate_key
+                    .map(|b| if b { "1".into() } else { "0".into() })
+            }
+            _ => None,
+        })
+    };
+    let pkcs11: Option<Arc<dyn Hsm>> =
+        match Pkcs11Config::from_lookup(lookup).map_err(|e| e.to_string())? {
+            Some(c) => Some(Arc::new(Pkcs11Hsm::open(c).map_err(|e| e.to_string())?)),
+            None => None,
+        };
+    let soft: Option<Arc<dyn Hsm>> = match env("HSM_KEY").or_else(|| cfg.hsm_key.clone()) {
+        Some(k) => Some(Arc::new(
             SoftHsm::from_key_str(&k).map_err(|e| e.to_string())?,
-        ));
-    }
-    if !dev {
-        return Err("no HSM configured: set KMS_HSM_KEY (generate one with `kms new-hsm-key`), or use --dev".into());
-    }
+        )),
+        None if dev && pkcs11.is_none() => Some(dev_hsm(cfg)?),
+        None => None,
+    };
+    let primary = match (env("HSM_PRIMARY").or_else(|| cfg.hsm_primary.clone()).as_deref(), &soft, &pkcs11) {
+        (None, Some(s), None) | (Some("soft"), Some(s), _) => s.clone(),
+        (None, None, Some(p)) | (Some("pkcs11"), _, Some(p)) => p.clone(),
+        (None, None, None) => {
+            return Err("no HSM configured: set KMS_HSM_KEY (generate one with `kms new-hsm-key`), or the KMS_HSM_PKCS11_* settings, or use --dev".into())
+        }
+        (None, Some(_), Some(_)) => {
+            return Err("two HSMs are configured: set KMS_HSM_PRIMARY (or hsm.primary) to soft or pkcs11, the one that roots the root API key and inter-node trust".into())
+        }
+        (Some(p @ ("soft" | "pkcs11")), _, _) => return Err(format!("KMS_HSM_PRIMARY: {p} is not configured")),
+        (Some(p), _, _) => return Err(format!("KMS_HSM_PRIMARY: '{p}' is not soft or pkcs11")),
+    };
+    let mut all = vec![primary.clone()];
+    all.extend(
+        soft.into_iter()
+            .chain(pkcs11)
+            .filter(|h| h.name() != primary.name()),
+    );
+    Ok(Hsms { all, primary })
+}
+
+fn dev_hsm(cfg: &ServerConfig) -> Result<Arc<dyn Hsm>, String> {
     let path = cfg.data_dir.join("dev-hsm-key.INSECURE");
     let key = match std::fs::read_to_string(&path) {
         Ok(k) => zeroize::Zeroizing::new(k),
@@ -79,11 +137,39 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Why `kms server` could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The HSM is misconfigured, unreachable, or cannot unseal the data
+    /// directory. Nothing on disk was changed. Exit code [`HSM_EXIT_CODE`]:
+    /// restarting will not help until the setting is fixed.
+    Hsm(String),
+    Other(String),
+}
+
+impl From<String> for StartError {
+    fn from(s: String) -> Self {
+        StartError::Other(s)
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Hsm(m) | StartError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM. Returns an error message for a
 /// failed start.
-pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
-    let hsm = hsm(&cfg, dev)?;
-    let opened = Store::open(&cfg.data_dir, hsm.as_ref()).map_err(|e| e.to_string())?;
+pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
+    let hsms = hsms(&cfg, dev).map_err(StartError::Hsm)?;
+    let hsm = hsms.primary.clone();
+    let opened = Store::open(&cfg.data_dir, &hsms.all).map_err(|e| match e {
+        crate::store::StoreError::Sealed(m) => StartError::Hsm(m),
+        e => StartError::Other(e.to_string()),
+    })?;
     let created = opened.created;
     let node_id = opened.meta.node_id;
     let listener = tokio::net::TcpListener::bind(cfg.address)
@@ -111,7 +197,7 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         }
     };
     let tls = crate::tls::server_config(certs, key)?;
-    let node = Node::start(opened, hsm.clone(), addr.clone(), cfg.max_request_bytes)?;
+    let node = Node::start(opened, &hsms, addr.clone(), cfg.max_request_bytes)?;
 
     let root = ApiKey::from_seed(
         &*hsm
@@ -124,7 +210,15 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     );
     println!("  node id      {node_id}");
     println!("  data dir     {}", cfg.data_dir.display());
-    println!("  HSM          {}", hsm.name());
+    println!(
+        "  HSM          {} (roots trust){}",
+        hsm.name(),
+        hsms.all
+            .iter()
+            .skip(1)
+            .map(|h| format!(", {}", h.name()))
+            .collect::<String>()
+    );
     println!(
         "  certificate  {}{}",
         cert_path.display(),
@@ -142,7 +236,7 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     }
     if dev {
         println!();
-        if env("HSM_KEY").is_none() && cfg.hsm_key.is_none() {
+        if hsm.name().starts_with("soft:") && env("HSM_KEY").is_none() && cfg.hsm_key.is_none() {
             println!(
                 "  DEVELOPMENT MODE: INSECURE. The HSM key is stored in plaintext in the data dir."
             );

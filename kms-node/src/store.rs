@@ -48,6 +48,12 @@ pub enum StoreError {
     Corrupt { key: String, why: String },
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Non-secret facts about this node, stored in `meta/node`.
@@ -67,7 +73,34 @@ pub struct Entry {
 pub struct Store {
     db: DB,
     root: RootKey,
+    /// The root key itself, to seal it under another HSM (`add-hsm`).
+    root_secret: Zeroizing<[u8; 32]>,
     dir: PathBuf,
+}
+
+fn seal_root(hsm: &dyn Hsm, secret: &[u8; 32]) -> Result<Vec<u8>, StoreError> {
+    hsm.seal(secret, ROOT_CONTEXT).map_err(|e| {
+        StoreError::Sealed(format!(
+            "cannot seal the root key with HSM {}: {e}",
+            hsm.name()
+        ))
+    })
+}
+
+/// The sealed root key entries: (HSM name, sealed root key).
+fn root_entries(
+    db: &DB,
+    meta: &rocksdb::ColumnFamily,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    for item in db.iterator_cf(meta, IteratorMode::From(b"root/", Direction::Forward)) {
+        let (k, v) = item?;
+        let Some(name) = k.strip_prefix(b"root/") else {
+            break;
+        };
+        out.push((String::from_utf8_lossy(name).into_owned(), v.to_vec()));
+    }
+    Ok(out)
 }
 
 /// What [`Store::open`] found.
@@ -224,27 +257,30 @@ pub fn import_records<'a>(
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, unsealing its root key with `hsm`.
+    /// Opens (or creates) the store in `dir`, unsealing its root key with
+    /// the first of `hsms` that holds a sealed root key entry. A new store's
+    /// root key is sealed by every one of `hsms`.
     ///
     /// When the store exists, the root key is checked with a read-only open
     /// first, so a wrong HSM changes nothing on disk.
-    pub fn open(dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
+    pub fn open(dir: &Path, hsms: &[Arc<dyn Hsm>]) -> Result<Opened, StoreError> {
         let db_dir = dir.join("db");
         let exists = db_dir.join("CURRENT").exists();
         if !exists {
-            return Self::create(dir, &db_dir, hsm);
+            return Self::create(dir, &db_dir, hsms);
         }
         let (root, hsms) = {
             let scratch = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
             let mut o = Options::default();
             o.set_db_log_dir(scratch.path());
             let ro = DB::open_cf_for_read_only(&o, &db_dir, [CF_META, CF_LOG, CF_STATE], false)?;
-            Self::unseal_root(&ro, hsm, dir)?
+            Self::unseal_root(&ro, hsms, dir)?
         };
         let db = DB::open_cf_descriptors(&db_options(), &db_dir, cfs())?;
         let store = Store {
             db,
-            root,
+            root: RootKey::new(&root),
+            root_secret: root,
             dir: dir.to_path_buf(),
         };
         let meta: NodeMeta = store
@@ -272,9 +308,9 @@ impl Store {
 
     fn unseal_root(
         db: &DB,
-        hsm: &dyn Hsm,
+        hsms: &[Arc<dyn Hsm>],
         dir: &Path,
-    ) -> Result<(RootKey, Vec<String>), StoreError> {
+    ) -> Result<(Zeroizing<[u8; 32]>, Vec<String>), StoreError> {
         let meta = db.cf_handle(CF_META).expect("cf exists");
         match db.get_cf(meta, b"format")? {
             Some(f) if f == FORMAT => {}
@@ -292,47 +328,43 @@ impl Store {
                 )))
             }
         }
-        let mut hsms = Vec::new();
-        let mut sealed = None;
-        for item in db.iterator_cf(meta, IteratorMode::From(b"root/", Direction::Forward)) {
-            let (k, v) = item?;
-            let Some(name) = k.strip_prefix(b"root/") else {
-                break;
+        let entries = root_entries(db, meta)?;
+        let names: Vec<String> = entries.iter().map(|(n, _)| n.clone()).collect();
+        let configured: Vec<String> = hsms.iter().map(|h| h.name()).collect();
+        let mut failures = Vec::new();
+        for hsm in hsms {
+            let Some((_, sealed)) = entries.iter().find(|(n, _)| *n == hsm.name()) else {
+                continue;
             };
-            let name = String::from_utf8_lossy(name).into_owned();
-            if name == hsm.name() {
-                sealed = Some(v.to_vec());
+            match hsm.unseal(sealed, ROOT_CONTEXT) {
+                Ok(secret) => {
+                    let secret: [u8; 32] = secret.as_slice().try_into().map_err(|_| {
+                        StoreError::Sealed("sealed root key has the wrong length".into())
+                    })?;
+                    return Ok((Zeroizing::new(secret), names));
+                }
+                Err(e) => failures.push(format!("{}: {e}", hsm.name())),
             }
-            hsms.push(name);
         }
-        let Some(sealed) = sealed else {
+        if failures.is_empty() {
             return Err(StoreError::Sealed(format!(
                 "cannot unseal data directory {}: it is sealed by HSM {} but the configured HSM is {} \
-                 (is KMS_HSM_KEY the key this node was created with?)",
+                 (is KMS_HSM_KEY, or the PKCS#11 HSM's key, the one this node was created with?)",
                 dir.display(),
-                hsms.join(", "),
-                hsm.name()
+                names.join(", "),
+                configured.join(", ")
             )));
-        };
-        let secret = hsm.unseal(&sealed, ROOT_CONTEXT).map_err(|e| {
-            StoreError::Sealed(format!(
-                "cannot unseal data directory {} with HSM {}: {e}",
-                dir.display(),
-                hsm.name()
-            ))
-        })?;
-        let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
-            secret
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Sealed("sealed root key has the wrong length".into()))?,
-        );
-        Ok((RootKey::new(&secret), hsms))
+        }
+        Err(StoreError::Sealed(format!(
+            "cannot unseal data directory {}: {}",
+            dir.display(),
+            failures.join("; ")
+        )))
     }
 
     /// Creates a store: built in `db.new` and renamed to `db` once complete,
     /// so that a crash during the first start leaves no half-made store.
-    fn create(dir: &Path, final_dir: &Path, hsm: &dyn Hsm) -> Result<Opened, StoreError> {
+    fn create(dir: &Path, final_dir: &Path, hsms: &[Arc<dyn Hsm>]) -> Result<Opened, StoreError> {
         let db_dir = &dir.join("db.new");
         let _ = std::fs::remove_dir_all(db_dir);
         // A `db` without `CURRENT` is the leftover of an interrupted first start
@@ -353,16 +385,15 @@ impl Store {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let secret = crate::crypto::random_key();
-        let sealed = hsm.seal(secret.as_ref(), ROOT_CONTEXT).map_err(|e| {
-            StoreError::Sealed(format!(
-                "cannot seal the root key with HSM {}: {e}",
-                hsm.name()
-            ))
-        })?;
+        let mut sealed = Vec::new();
+        for hsm in hsms {
+            sealed.push((hsm.name(), seal_root(hsm.as_ref(), &secret)?));
+        }
         let db = DB::open_cf_descriptors(&db_options(), db_dir, cfs())?;
         let store = Store {
             db,
             root: RootKey::new(&secret),
+            root_secret: secret.clone(),
             dir: dir.to_path_buf(),
         };
         let meta = NodeMeta {
@@ -372,7 +403,9 @@ impl Store {
         let mut wb = WriteBatch::default();
         let m = store.cf(CF_META);
         wb.put_cf(m, b"node", codec::encode(&meta));
-        wb.put_cf(m, root_entry_key(&hsm.name()), sealed);
+        for (name, s) in &sealed {
+            wb.put_cf(m, root_entry_key(name), s);
+        }
         wb.put_cf(m, b"applied", 0u64.to_be_bytes());
         // `format` last in the batch is irrelevant (the batch is atomic), but it
         // is the marker that the store is complete.
@@ -393,6 +426,7 @@ impl Store {
         let store = Store {
             db,
             root: RootKey::new(&secret),
+            root_secret: secret,
             dir: dir.to_path_buf(),
         };
         Ok(Opened {
@@ -400,7 +434,7 @@ impl Store {
             state: State::default(),
             meta,
             created: true,
-            hsms: vec![hsm.name()],
+            hsms: sealed.into_iter().map(|(n, _)| n).collect(),
         })
     }
 
@@ -412,6 +446,62 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Names of the HSMs holding a sealed root key entry.
+    pub fn hsm_entries(&self) -> Result<Vec<String>, StoreError> {
+        Ok(root_entries(&self.db, self.cf(CF_META))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// Seals the root key under `hsm` (replacing its entry if `overwrite`).
+    /// The HSM must unseal what it sealed before the entry is written.
+    pub fn add_hsm(&self, hsm: &dyn Hsm, overwrite: bool) -> Result<(), StoreError> {
+        let key = root_entry_key(&hsm.name());
+        if !overwrite && self.get_meta(&key)?.is_some() {
+            return Err(StoreError::Exists(format!(
+                "HSM {} already seals this node",
+                hsm.name()
+            )));
+        }
+        let sealed = seal_root(hsm, &self.root_secret)?;
+        let back = hsm.unseal(&sealed, ROOT_CONTEXT).map_err(|e| {
+            StoreError::Sealed(format!(
+                "HSM {} cannot unseal what it sealed: {e}",
+                hsm.name()
+            ))
+        })?;
+        if back.as_slice() != self.root_secret.as_slice() {
+            return Err(StoreError::Sealed(format!(
+                "HSM {} returned another root key",
+                hsm.name()
+            )));
+        }
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(CF_META), key, sealed);
+        self.write(wb)
+    }
+
+    /// Removes an HSM's sealed root key entry. Refused when no entry of a
+    /// currently configured HSM would remain: the node could not start again.
+    pub fn remove_hsm(&self, name: &str, configured: &[String]) -> Result<(), StoreError> {
+        let entries = self.hsm_entries()?;
+        if !entries.iter().any(|n| n == name) {
+            return Err(StoreError::NotFound(format!(
+                "HSM {name} does not seal this node (sealed by: {})",
+                entries.join(", ")
+            )));
+        }
+        if !entries.iter().any(|n| n != name && configured.contains(n)) {
+            return Err(StoreError::Refused(format!(
+                "removing HSM {name} would leave no configured HSM able to unseal this node; add another with `kms add-hsm` first"
+            )));
+        }
+        let mut wb = WriteBatch::default();
+        wb.delete_cf(self.cf(CF_META), root_entry_key(name));
+        self.write(wb)
     }
 
     fn get_meta(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

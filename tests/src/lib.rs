@@ -13,6 +13,23 @@ use kms_client::{ApiKey, Client, ClientConfig};
 /// The HSM key of the seed's walkthrough.
 pub const SEED_HSM_KEY: &str = "hsm:aes256:vZ0DeGvwlb/KHwIfi8+c7/8ZHjweHKVL0WNrRc3+FxQ=";
 
+/// The root API key that `kms identity --hsm` prints for the HSM settings `env`.
+pub fn hsm_root_key(env: &[(String, String)]) -> ApiKey {
+    let out = Command::new(kms_bin())
+        .args(["--json", "identity", "--hsm"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run kms identity");
+    assert!(
+        out.status.success(),
+        "kms identity --hsm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    ApiKey::parse(v["api_key"].as_str().expect("api_key")).expect("valid key")
+}
+
 /// Path of the `kms` binary built alongside the tests.
 pub fn kms_bin() -> PathBuf {
     if let Ok(p) = std::env::var("KMS_BIN") {
@@ -44,7 +61,10 @@ pub struct Server {
     child: Option<Child>,
     pub addr: String,
     pub dir: PathBuf,
-    pub hsm_key: String,
+    /// The HSM settings the server runs with (environment variables).
+    pub env: Vec<(String, String)>,
+    /// The root API key of the server's primary HSM.
+    pub root_key: ApiKey,
     pub stdout: String,
 }
 
@@ -54,8 +74,22 @@ impl Server {
         Self::try_start(dir, hsm_key, &[]).unwrap_or_else(|e| panic!("server did not start: {e}"))
     }
 
-    /// Starts a server; returns the error output if it exits instead.
+    /// Starts a server with the software HSM `hsm_key`; returns the error
+    /// output if it exits instead.
     pub fn try_start(dir: &Path, hsm_key: &str, extra: &[&str]) -> Result<Server, String> {
+        Self::try_start_env(
+            dir,
+            &[("KMS_HSM_KEY".to_string(), hsm_key.to_string())],
+            extra,
+        )
+    }
+
+    /// Starts a server whose HSM settings are exactly `env`.
+    pub fn try_start_env(
+        dir: &Path,
+        env: &[(String, String)],
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,7 +100,9 @@ impl Server {
             .args(["--addr", "127.0.0.1:0"])
             .args(extra)
             .arg(dir)
-            .env("KMS_HSM_KEY", hsm_key)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -93,8 +129,14 @@ impl Server {
             Ok(b) => b,
             Err(_) => {
                 let status = child.wait_timeout(Duration::from_secs(5));
+                if status.is_none() {
+                    let _ = child.kill();
+                }
                 let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
-                return Err(format!("status {status:?}; log:\n{log}"));
+                return Err(format!(
+                    "exit code {:?}; log:\n{log}",
+                    status.and_then(|s| s.code())
+                ));
             }
         };
         let addr = banner
@@ -103,11 +145,13 @@ impl Server {
             .expect("address in banner")
             .trim()
             .to_string();
+        let root_key = hsm_root_key(env);
         Ok(Server {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
-            hsm_key: hsm_key.to_string(),
+            env: env.to_vec(),
+            root_key,
             stdout: banner,
         })
     }
@@ -133,12 +177,12 @@ impl Server {
 
     /// A client authenticating as the root identity.
     pub fn root(&self) -> Client {
-        self.client(&root_key(&self.hsm_key))
+        self.client(&self.root_key)
     }
 
     /// Runs the `kms` CLI against this server as `key` (root if None).
     pub fn cli(&self, key: Option<&ApiKey>, args: &[&str]) -> Output {
-        let key = key.cloned().unwrap_or_else(|| root_key(&self.hsm_key));
+        let key = key.cloned().unwrap_or_else(|| self.root_key.clone());
         Command::new(kms_bin())
             .args(args)
             .env("KMS_SERVER", self.url())
@@ -250,4 +294,35 @@ pub fn backup_secrets(blob: &[u8], hsm_key: &str) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Creates a throw-away SoftHSM2 token labelled `label` in `dir` with
+/// softhsm-fixtures/create-token.sh (importing `key_file` if given) and
+/// returns the settings it prints, as environment variables.
+pub fn softhsm_token(dir: &Path, label: &str, key_file: Option<&Path>) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm-fixtures/create-token.sh");
+    let mut cmd = Command::new(script);
+    cmd.arg(dir)
+        .args(["--label", label, "--key-label", &format!("{label}-key")]);
+    if let Some(k) = key_file {
+        cmd.arg("--key-file").arg(k);
+    }
+    let out = cmd.output().expect("run create-token.sh");
+    assert!(
+        out.status.success(),
+        "create-token.sh failed (is SoftHSM2 installed? scripts/setup.sh --test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Environment for a software HSM key.
+pub fn soft_env(hsm_key: &str) -> Vec<(String, String)> {
+    vec![("KMS_HSM_KEY".to_string(), hsm_key.to_string())]
 }

@@ -33,8 +33,18 @@ pub fn server_status(ctx: &Ctx<'_>) -> proto::ServerStatusResponse {
         usable_cpus: cpus,
         heap_mem_in_use: 0,
         stack_mem_in_use: 0,
-        hsms: node.hsms.clone(),
-        configured_hsms: vec![node.hsm.name()],
+        hsms: node.hsm_entries(),
+        configured_hsms: node.configured_names(),
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Exists(m) | StoreError::Refused(m) => ApiError::new(409, m),
+        StoreError::NotFound(m) => ApiError::new(404, m),
+        StoreError::Sealed(m) => ApiError::new(503, m),
+        e => ApiError::new(500, e.to_string()),
     }
 }
 
@@ -49,6 +59,53 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 nodes_down: Default::default(),
             }
             .encode_to_vec())
+        }
+        Command::ClusterAddHsm => {
+            let req: proto::AddHsmRequest = decode(cmd, payload)?;
+            let hsm = ctx.node.configured_hsm(&req.name).ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    format!(
+                        "HSM '{}' is not configured on this node (configured: {})",
+                        req.name,
+                        ctx.node.configured_names().join(", ")
+                    ),
+                )
+            })?;
+            let r = ctx
+                .node
+                .store
+                .add_hsm(hsm.as_ref(), req.overwrite)
+                .map_err(store_error);
+            crate::audit::change(
+                &ctx.caller.identity,
+                cmd,
+                None,
+                &hsm.name(),
+                r.as_ref().map(|_| ()).map_err(|e| e.message.clone()),
+            );
+            r.map(|()| Vec::new())
+        }
+        Command::ClusterRemoveHsm => {
+            let req: proto::RemoveHsmRequest = decode(cmd, payload)?;
+            let name = ctx
+                .node
+                .configured_hsm(&req.name)
+                .map(|h| h.name())
+                .unwrap_or(req.name);
+            let r = ctx
+                .node
+                .store
+                .remove_hsm(&name, &ctx.node.configured_names())
+                .map_err(store_error);
+            crate::audit::change(
+                &ctx.caller.identity,
+                cmd,
+                None,
+                &name,
+                r.as_ref().map(|_| ()).map_err(|e| e.message.clone()),
+            );
+            r.map(|()| Vec::new())
         }
         _ => Err(ApiError::new(
             501,
