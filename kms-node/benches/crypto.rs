@@ -11,7 +11,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("generate_32 (random + derive + AES-256-GCM)", |b| {
         b.iter(|| {
             let mut dk = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut dk);
+            rand::thread_rng().fill_bytes(&mut dk);
             k.encrypt(&dk, b"minio object path")
         })
     });

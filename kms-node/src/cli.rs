@@ -171,8 +171,13 @@ enum Cmd {
     },
     /// List the HSMs that seal the node's state
     LsHsm,
-    /// Seal the node's state with another HSM
-    AddHsm { name: String },
+    /// Seal the node's state with another configured HSM (soft, pkcs11 or its name)
+    AddHsm {
+        name: String,
+        /// Replace the HSM's existing entry
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Remove an HSM's sealed root key
     RmHsm { name: String },
     /// Print a new software HSM key
@@ -386,7 +391,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         ..Default::default()
                     },
                 )?;
-                let h = crate::serve::hsms(&cfg, false)?.primary;
+                let h = crate::serve::hsms_with(&cfg, false, false)?.primary;
                 ApiKey::from_seed(
                     &*h.derive(hsm_backends::labels::ROOT_API_KEY)
                         .map_err(|e| e.to_string())?,
@@ -552,10 +557,10 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::AddHsm { name } => {
+        Cmd::AddHsm { name, overwrite } => {
             let req = proto::AddHsmRequest {
                 name: name.clone(),
-                overwrite: false,
+                overwrite,
             };
             with(
                 &format!("add-hsm {name}"),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hsm_backends::Hsm;
-use kms_client::{ApiKey, Identity};
+use kms_client::Identity;
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,19 +58,11 @@ impl Node {
     pub fn start(
         opened: crate::store::Opened,
         hsms: &crate::serve::Hsms,
+        root_identity: Identity,
         addr: String,
         max_request_bytes: usize,
     ) -> Result<Arc<Self>, String> {
         let hsm = hsms.primary.clone();
-        let root_seed = hsm
-            .derive(hsm_backends::labels::ROOT_API_KEY)
-            .map_err(|e| {
-                format!(
-                    "cannot derive the root API key from HSM {}: {e}",
-                    hsm.name()
-                )
-            })?;
-        let root_identity = ApiKey::from_seed(&root_seed).identity();
         let state = Arc::new(ArcSwap::from_pointee(opened.state));
         let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
         let store = opened.store.clone();

@@ -51,13 +51,20 @@ pub const HSM_EXIT_CODE: i32 = 3;
 /// the PKCS#11 HSM (`KMS_HSM_PKCS11_*`, else `[hsm.pkcs11]`); with `--dev`
 /// and neither, a development key kept next to the data.
 pub fn hsms(cfg: &ServerConfig, dev: bool) -> Result<Hsms, String> {
+    hsms_with(cfg, dev, true)
+}
+
+/// [`hsms`], optionally never creating a missing PKCS#11 key (`kms identity`).
+pub fn hsms_with(cfg: &ServerConfig, dev: bool, allow_generate: bool) -> Result<Hsms, String> {
     let file = cfg.hsm_pkcs11.clone().unwrap_or_default();
+    // A PIN given in the environment (either form) wins over the file's.
+    let env_pin = env("HSM_PKCS11_PIN").is_some() || env("HSM_PKCS11_PIN_FILE").is_some();
     let lookup = |name: &str| -> Option<String> {
         env(name.trim_start_matches("KMS_")).or_else(|| match name {
             "KMS_HSM_PKCS11_MODULE" => file.module.clone(),
             "KMS_HSM_PKCS11_TOKEN" => file.token.clone(),
-            "KMS_HSM_PKCS11_PIN" => file.pin.clone(),
-            "KMS_HSM_PKCS11_PIN_FILE" => file.pin_file.clone(),
+            "KMS_HSM_PKCS11_PIN" if !env_pin => file.pin.clone(),
+            "KMS_HSM_PKCS11_PIN_FILE" if !env_pin => file.pin_file.clone(),
             "KMS_HSM_PKCS11_KEY" => file.key.clone(),
             "KMS_HSM_PKCS11_GENERATE_KEY" => {
                 file.generate_key
@@ -68,7 +75,10 @@ pub fn hsms(cfg: &ServerConfig, dev: bool) -> Result<Hsms, String> {
     };
     let pkcs11: Option<Arc<dyn Hsm>> =
         match Pkcs11Config::from_lookup(lookup).map_err(|e| e.to_string())? {
-            Some(c) => Some(Arc::new(Pkcs11Hsm::open(c).map_err(|e| e.to_string())?)),
+            Some(mut c) => {
+                c.generate_key &= allow_generate;
+                Some(Arc::new(Pkcs11Hsm::open(c).map_err(|e| e.to_string())?))
+            }
             None => None,
         };
     let soft: Option<Arc<dyn Hsm>> = match env("HSM_KEY").or_else(|| cfg.hsm_key.clone()) {
@@ -197,13 +207,21 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
         }
     };
     let tls = crate::tls::server_config(certs, key)?;
-    let node = Node::start(opened, &hsms, addr.clone(), cfg.max_request_bytes)?;
-
-    let root = ApiKey::from_seed(
-        &*hsm
-            .derive(hsm_backends::labels::ROOT_API_KEY)
-            .map_err(|e| e.to_string())?,
-    );
+    let root = ApiKey::from_seed(&*hsm.derive(hsm_backends::labels::ROOT_API_KEY).map_err(
+        |e| {
+            StartError::Hsm(format!(
+                "cannot derive the root API key from HSM {}: {e}",
+                hsm.name()
+            ))
+        },
+    )?);
+    let node = Node::start(
+        opened,
+        &hsms,
+        root.identity(),
+        addr.clone(),
+        cfg.max_request_bytes,
+    )?;
     println!(
         "kms {} listening on https://{addr}",
         env!("CARGO_PKG_VERSION")

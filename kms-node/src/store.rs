@@ -75,6 +75,8 @@ pub struct Store {
     root: RootKey,
     /// The root key itself, to seal it under another HSM (`add-hsm`).
     root_secret: Zeroizing<[u8; 32]>,
+    /// Serializes changes to the sealed root key entries (check, then write).
+    hsm_lock: parking_lot::Mutex<()>,
     dir: PathBuf,
 }
 
@@ -281,6 +283,7 @@ impl Store {
             db,
             root: RootKey::new(&root),
             root_secret: root,
+            hsm_lock: Default::default(),
             dir: dir.to_path_buf(),
         };
         let meta: NodeMeta = store
@@ -315,14 +318,14 @@ impl Store {
         match db.get_cf(meta, b"format")? {
             Some(f) if f == FORMAT => {}
             Some(f) => {
-                return Err(StoreError::Sealed(format!(
+                return Err(StoreError::Io(format!(
                     "data directory {} has unsupported format '{}'",
                     dir.display(),
                     String::from_utf8_lossy(&f)
                 )))
             }
             None => {
-                return Err(StoreError::Sealed(format!(
+                return Err(StoreError::Io(format!(
                     "data directory {} is not a KMS store",
                     dir.display()
                 )))
@@ -394,6 +397,7 @@ impl Store {
             db,
             root: RootKey::new(&secret),
             root_secret: secret.clone(),
+            hsm_lock: Default::default(),
             dir: dir.to_path_buf(),
         };
         let meta = NodeMeta {
@@ -427,6 +431,7 @@ impl Store {
             db,
             root: RootKey::new(&secret),
             root_secret: secret,
+            hsm_lock: Default::default(),
             dir: dir.to_path_buf(),
         };
         Ok(Opened {
@@ -459,6 +464,7 @@ impl Store {
     /// Seals the root key under `hsm` (replacing its entry if `overwrite`).
     /// The HSM must unseal what it sealed before the entry is written.
     pub fn add_hsm(&self, hsm: &dyn Hsm, overwrite: bool) -> Result<(), StoreError> {
+        let _serial = self.hsm_lock.lock();
         let key = root_entry_key(&hsm.name());
         if !overwrite && self.get_meta(&key)?.is_some() {
             return Err(StoreError::Exists(format!(
@@ -487,6 +493,7 @@ impl Store {
     /// Removes an HSM's sealed root key entry. Refused when no entry of a
     /// currently configured HSM would remain: the node could not start again.
     pub fn remove_hsm(&self, name: &str, configured: &[String]) -> Result<(), StoreError> {
+        let _serial = self.hsm_lock.lock();
         let entries = self.hsm_entries()?;
         if !entries.iter().any(|n| n == name) {
             return Err(StoreError::NotFound(format!(

@@ -72,7 +72,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let ring = ring(ctx, &req.name)?;
             let v = version(ring, req.version)?;
             let mut plaintext = zeroize::Zeroizing::new(vec![0u8; len as usize]);
-            rand::rngs::OsRng.fill_bytes(&mut plaintext);
+            // Data keys come from the per-thread CSPRNG (ChaCha12 reseeded from
+            // the OS): see docs/formats.md, "Randomness".
+            rand::thread_rng().fill_bytes(&mut plaintext);
             let ciphertext = v.material.encrypt(&plaintext, &req.associated_data);
             Ok(proto::GenerateKeyResponse {
                 version: v.version,
