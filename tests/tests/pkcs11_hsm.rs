@@ -292,3 +292,52 @@ fn migration_soft_to_softhsm_and_back_keeps_every_key() {
     let me = st.nodes_up.values().next().unwrap();
     assert_eq!(me.hsms.len(), 2, "{:?}", me.hsms);
 }
+
+/// The HSM is needed at start, not for requests: once the token is gone,
+/// generate, encrypt and decrypt go on; what needs the HSM fails cleanly.
+#[test]
+fn losing_the_hsm_after_start_does_not_affect_crypto() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hsm_dir = tmp.path().join("hsm");
+    let hsm = softhsm_token(&hsm_dir, "node0", None);
+    let dir = data_dir(&tmp, "kms0");
+    let srv = Server::try_start_env(&dir, &hsm, &[]).unwrap();
+    ok(&srv.cli(None, &["add-enclave", "e"]));
+    ok(&srv.cli(None, &["add-key", "-e", "e", "k"]));
+    let c = srv.root();
+    let before = rt().block_on(c.generate("e", "k", b"ad", 32)).unwrap();
+    // The device goes away: its token directory is deleted.
+    std::fs::remove_dir_all(hsm_dir.join("tokens")).unwrap();
+    rt().block_on(async {
+        for i in 0..200u32 {
+            let g = c.generate("e", "k", &i.to_be_bytes(), 32).await.unwrap();
+            assert_eq!(
+                c.decrypt("e", "k", &g.ciphertext, &i.to_be_bytes())
+                    .await
+                    .unwrap()
+                    .plaintext,
+                g.plaintext
+            );
+        }
+        assert_eq!(
+            c.decrypt("e", "k", &before.ciphertext, b"ad")
+                .await
+                .unwrap()
+                .plaintext,
+            before.plaintext
+        );
+        c.create_key("e", "k2", "", false).await.unwrap();
+    });
+    // An operation that needs the HSM either still works (the module may keep
+    // the key in memory) or fails with a clear error; the node keeps serving.
+    let o = srv.cli(None, &["add-hsm", "pkcs11", "--overwrite"]);
+    if !o.status.success() {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.starts_with("kms: add-hsm") && !e.contains("panicked"),
+            "{e}"
+        );
+    }
+    let g = rt().block_on(c.generate("e", "k2", b"", 32)).unwrap();
+    assert_eq!(g.version, 1);
+}
