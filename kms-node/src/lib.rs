@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;
+pub mod replication;
 pub mod serve;
 pub mod server;
 pub mod store;
