@@ -471,3 +471,43 @@ fn single_node_commits_alone() {
         "{r:?}"
     );
 }
+
+/// Pre-vote: a node cut off for many election timeouts, or restarted, does not
+/// disturb a healthy leader when it comes back (the term does not move).
+#[test]
+fn sim_pre_vote_keeps_a_healthy_leader() {
+    for seed in 1..=50u64 {
+        let mut sim = Sim::new(seed, 3, false);
+        sim.drop = 0;
+        sim.dup = 0;
+        let leader = (0..20_000)
+            .find_map(|_| {
+                sim.step(false).unwrap();
+                sim.nodes
+                    .iter()
+                    .find(|(_, n)| n.core.as_ref().is_some_and(|c| c.role() == Role::Leader))
+                    .map(|(id, _)| *id)
+            })
+            .expect("a leader is elected");
+        let term = sim.nodes[&leader].core.as_ref().unwrap().term();
+        // Cut off a follower for a long time, then heal; also restart it.
+        let follower = *sim.members.iter().find(|m| **m != leader).unwrap();
+        sim.partition = Some(BTreeSet::from([follower]));
+        for _ in 0..5_000 {
+            sim.step(false).unwrap();
+        }
+        sim.partition = None;
+        let d = sim.nodes[&follower].durable.clone();
+        sim.nodes.get_mut(&follower).unwrap().core =
+            Some(Core::new(follower, sim.members.clone(), sim.cfg.clone(), d));
+        for _ in 0..5_000 {
+            sim.step(false).unwrap();
+        }
+        let c = sim.nodes[&leader].core.as_ref().unwrap();
+        assert_eq!(
+            (c.role(), c.term()),
+            (Role::Leader, term),
+            "seed {seed}: the returning node disturbed the leader"
+        );
+    }
+}
