@@ -5,6 +5,7 @@
 //! Not yet wired into the node: see docs/cluster-design.md.
 
 pub mod core;
+pub mod tls;
 
 #[cfg(test)]
 mod sim;
