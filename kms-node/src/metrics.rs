@@ -11,7 +11,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 ];
 /// Upper bounds of the batch size histogram buckets.
 const BATCH_BUCKETS: [u64; 8] = [1, 2, 8, 32, 128, 256, 1024, 4096];
-const STATUSES: [u16; 8] = [200, 400, 403, 404, 409, 413, 500, 503];
+const STATUSES: [u16; 10] = [200, 400, 403, 404, 405, 409, 413, 500, 501, 503];
 
 struct Histogram<const N: usize> {
     buckets: [AtomicU64; N],
@@ -64,13 +64,18 @@ fn cmd_index(c: Command) -> usize {
 }
 
 impl Metrics {
-    /// Records one request of `frames` frames of `cmd` that ended with `status`.
-    pub fn record(&self, cmd: Command, frames: usize, status: u16, elapsed: std::time::Duration) {
+    /// Records one request of `batch` frames of `cmd`, of which `frames` were
+    /// processed, that ended with `status` (statuses not listed count as 500).
+    pub fn record(
+        &self,
+        cmd: Command,
+        batch: usize,
+        frames: usize,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
         let m = &self.commands[cmd_index(cmd)];
-        let si = STATUSES
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(STATUSES.len() - 2);
+        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(7);
         m.by_status[si].fetch_add(1, Relaxed);
         m.frames.fetch_add(frames as u64, Relaxed);
         let secs = elapsed.as_secs_f64();
@@ -81,11 +86,11 @@ impl Metrics {
         m.latency
             .sum_micros
             .fetch_add(elapsed.as_micros() as u64, Relaxed);
-        if let Some(i) = BATCH_BUCKETS.iter().position(|b| frames as u64 <= *b) {
+        if let Some(i) = BATCH_BUCKETS.iter().position(|b| batch as u64 <= *b) {
             m.batch.buckets[i].fetch_add(1, Relaxed);
         }
         m.batch.count.fetch_add(1, Relaxed);
-        m.batch.sum_micros.fetch_add(frames as u64, Relaxed);
+        m.batch.sum_micros.fetch_add(batch as u64, Relaxed);
     }
 
     pub fn reject(&self) {
@@ -107,7 +112,7 @@ impl Metrics {
                 }
             }
         }
-        s.push_str("# HELP kms_commands_total Command frames processed (a batch counts each frame).\n# TYPE kms_commands_total counter\n");
+        s.push_str("# HELP kms_commands_total Command frames processed (a batch counts each frame it got to).\n# TYPE kms_commands_total counter\n");
         for (c, m) in Command::ALL.iter().zip(&self.commands) {
             let n = m.frames.load(Relaxed);
             if n > 0 {
@@ -177,7 +182,7 @@ impl Metrics {
         let _ = writeln!(s, "# HELP kms_errors_total Requests that failed.\n# TYPE kms_errors_total counter\nkms_errors_total {errors}");
         let _ = writeln!(
             s,
-            "# HELP kms_rejected_total Requests rejected before any command ran (malformed, too large).\n# TYPE kms_rejected_total counter\nkms_rejected_total {}",
+            "# HELP kms_rejected_total Requests answered with an error before any command ran: malformed or too large bodies, unknown endpoints, failed backups and restores.\n# TYPE kms_rejected_total counter\nkms_rejected_total {}",
             self.rejected.load(Relaxed)
         );
         let _ = writeln!(s, "# HELP kms_commits_total State changes committed.\n# TYPE kms_commits_total counter\nkms_commits_total {}", self.commits.load(Relaxed));
@@ -195,23 +200,20 @@ mod tests {
     #[test]
     fn renders_counts() {
         let m = Metrics::default();
-        m.record(
-            Command::KeyGenerate,
-            256,
-            200,
-            std::time::Duration::from_micros(300),
-        );
-        m.record(
-            Command::KeyGenerate,
-            1,
-            403,
-            std::time::Duration::from_micros(30),
-        );
+        let us = std::time::Duration::from_micros;
+        m.record(Command::KeyGenerate, 256, 256, 200, us(300));
+        m.record(Command::KeyGenerate, 1, 1, 403, us(30));
+        // A batch of 8 that failed at its third frame.
+        m.record(Command::KeyDecrypt, 8, 3, 400, us(30));
+        m.record(Command::ClusterAddNode, 1, 1, 501, us(30));
         let s = m.render(&[("kms_up", "Up.", 1.0)]);
         assert!(s.contains("kms_requests_total{command=\"KEY:GENERATE\",status=\"200\"} 1"));
         assert!(s.contains("kms_commands_total{command=\"KEY:GENERATE\"} 257"));
         assert!(s.contains("kms_batch_size_bucket{command=\"KEY:GENERATE\",le=\"256\"} 2"));
-        assert!(s.contains("kms_errors_total 1"));
+        assert!(s.contains("kms_errors_total 3"));
+        assert!(s.contains("kms_commands_total{command=\"KEY:DECRYPT\"} 3"));
+        assert!(s.contains("kms_batch_size_bucket{command=\"KEY:DECRYPT\",le=\"8\"} 1"));
+        assert!(s.contains("kms_requests_total{command=\"CLUSTER:ADDNODE\",status=\"501\"} 1"));
         assert!(s.contains("kms_up 1"));
     }
 }

@@ -34,9 +34,12 @@ pub enum ProposeError {
 enum Proposal {
     Change(Change, oneshot::Sender<Result<u64, ProposeError>>),
     Restore(Box<State>, u64, oneshot::Sender<Result<u64, ProposeError>>),
+    /// Finish what is queued before, then stop.
+    Stop,
 }
 
 pub struct Node {
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     state: Arc<ArcSwap<State>>,
     tx: mpsc::Sender<Proposal>,
     pub store: Arc<Store>,
@@ -67,11 +70,12 @@ impl Node {
         let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
         let store = opened.store.clone();
         let st = state.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("kms-writer".into())
             .spawn(move || writer(store, st, rx))
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         Ok(Arc::new(Node {
+            writer: parking_lot::Mutex::new(Some(handle)),
             state,
             tx,
             store: opened.store,
@@ -102,6 +106,17 @@ impl Node {
             let n = h.name();
             n == name || n.split(':').next() == Some(name)
         })
+    }
+
+    /// Stops the writer after the changes queued before, waits for it, and
+    /// stops the store's background work, so that the process can exit with
+    /// nothing half-written (RocksDB aborts if the process exits under it).
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Proposal::Stop).await;
+        if let Some(h) = self.writer.lock().take() {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        self.store.close();
     }
 
     /// Whether the writer still accepts state changes.
@@ -141,12 +156,21 @@ impl Node {
 /// state, writes the log entries, records and applied index in one synced
 /// batch, and only then publishes the new state and answers.
 fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<Proposal>) {
+    let mut stop = false;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
             match rx.try_recv() {
                 Ok(p) => group.push(p),
                 Err(_) => break,
+            }
+        }
+        if let Some(i) = group.iter().position(|p| matches!(p, Proposal::Stop)) {
+            // Proposals after Stop are dropped: their callers get "the writer has stopped".
+            group.truncate(i);
+            stop = true;
+            if group.is_empty() {
+                break;
             }
         }
         let mut next: State = (**state.load()).clone();
@@ -180,6 +204,7 @@ fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<
                     );
                     outcomes.push((reply, Ok(index)));
                 }
+                Proposal::Stop => unreachable!("removed from the group above"),
             }
         }
         store.stage_applied(&mut wb, prev, next.applied);
@@ -198,6 +223,9 @@ fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<
                     ))));
                 }
             }
+        }
+        if stop {
+            break;
         }
     }
 }

@@ -274,7 +274,8 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, node_id, created, "serving");
-    crate::server::run(listener, tls, node, shutdown_signal()).await;
+    crate::server::run(listener, tls, node.clone(), shutdown_signal()).await;
+    node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

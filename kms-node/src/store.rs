@@ -620,6 +620,12 @@ impl Store {
         }
     }
 
+    /// Stops RocksDB's background work (flushes, compactions) and waits for
+    /// it; called once no more writes will come, before the process exits.
+    pub fn close(&self) {
+        self.db.cancel_all_background_work(true);
+    }
+
     /// Writes a batch durably (fsync of the write-ahead log).
     pub fn write(&self, wb: WriteBatch) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();

@@ -462,7 +462,7 @@ async fn kms(
             "",
         );
         node.metrics
-            .record(first, frames.len(), 403, started.elapsed());
+            .record(first, frames.len(), 0, 403, started.elapsed());
         return Ok(Err(ApiError::denied()));
     };
     let mut ctx = Ctx {
@@ -476,12 +476,14 @@ async fn kms(
     if caller.privilege != Privilege::SysAdmin && caller.enclave.as_deref() != ctx.enclave {
         let e = ctx.deny(first, "");
         node.metrics
-            .record(first, frames.len(), 403, started.elapsed());
+            .record(first, frames.len(), 0, 403, started.elapsed());
         return Ok(Err(e));
     }
     let mut out = BytesMut::with_capacity(frames.len() * 64);
     let mut result = Ok(());
+    let mut processed = 0;
     for (i, (f, cmd)) in frames.iter().zip(&cmds).enumerate() {
+        processed = i + 1;
         let r = match cmd.name().split(':').next() {
             Some("KEY") => key::handle(&mut ctx, *cmd, f.payload).await,
             Some("ENCLAVE") => enclave::handle(&mut ctx, *cmd, f.payload).await,
@@ -506,6 +508,6 @@ async fn kms(
     }
     let status = result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status);
     node.metrics
-        .record(first, frames.len(), status, started.elapsed());
+        .record(first, frames.len(), processed, status, started.elapsed());
     Ok(result.map(|()| response(200, "application/octet-stream", out.freeze())))
 }
