@@ -113,7 +113,8 @@ impl Node {
     /// nothing half-written (RocksDB aborts if the process exits under it).
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Proposal::Stop).await;
-        if let Some(h) = self.writer.lock().take() {
+        let handle = self.writer.lock().take();
+        if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
         self.store.close();
