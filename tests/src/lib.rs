@@ -326,3 +326,24 @@ pub fn softhsm_token(dir: &Path, label: &str, key_file: Option<&Path>) -> Vec<(S
 pub fn soft_env(hsm_key: &str) -> Vec<(String, String)> {
     vec![("KMS_HSM_KEY".to_string(), hsm_key.to_string())]
 }
+
+/// Every file under `dir` and its bytes: to check that nothing changed, or
+/// that some bytes appear nowhere.
+pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readable dir") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.display().to_string(),
+                    std::fs::read(&p).expect("readable file"),
+                );
+            }
+        }
+    }
+    out
+}

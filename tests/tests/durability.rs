@@ -1,28 +1,11 @@
 //! Restart, crash, wrong HSM key, data at rest, backup and restore.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kms_client::{proto, Command};
 use kms_tests::{data_dir, rt, Server, SEED_HSM_KEY};
-
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn sigterm_restart_keeps_every_key() {
@@ -146,7 +129,7 @@ fn wrong_hsm_key_is_a_clear_error_and_changes_nothing() {
     let mut srv = Server::start(&dir, SEED_HSM_KEY);
     kms_tests::ok(&srv.cli(None, &["add-enclave", "e"]));
     srv.stop();
-    let before = snapshot(&dir);
+    let before = kms_tests::dir_snapshot(&dir);
     let other = hsm_backends::SoftHsm::generate_key_str();
     let err = Server::try_start(&dir, &other, &[])
         .err()
@@ -162,7 +145,7 @@ fn wrong_hsm_key_is_a_clear_error_and_changes_nothing() {
     assert!(bad.contains("KMS_HSM_KEY"), "{bad}");
     assert_eq!(
         before,
-        snapshot(&dir),
+        kms_tests::dir_snapshot(&dir),
         "a failed start changed the data directory"
     );
     // And the right key still opens it.
@@ -205,7 +188,7 @@ fn no_key_material_at_rest() {
     assert!(km, "the imported key is not the known bytes");
     srv.stop();
     // Every key's material, as exported in a backup opened with the HSM, must not be on disk.
-    let files = snapshot(&dir);
+    let files = kms_tests::dir_snapshot(&dir);
     for (path, bytes) in &files {
         assert!(
             !bytes.windows(32).any(|w| w == known.as_slice()),

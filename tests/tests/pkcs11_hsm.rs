@@ -1,27 +1,10 @@
 //! A node sealed by a PKCS#11 HSM (SoftHSM2): walkthrough 4, wrong HSMs,
 //! bad settings, and migration between the software HSM and SoftHSM2.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use kms_client::{proto, Command};
 use kms_tests::{data_dir, ok, rt, soft_env, softhsm_token, Server, SEED_HSM_KEY};
-
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn with(mut a: Vec<(String, String)>, b: &[(&str, &str)]) -> Vec<(String, String)> {
     a.extend(b.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -88,7 +71,7 @@ fn a_data_dir_opens_only_with_its_own_hsm() {
     let mut srv = Server::try_start_env(&dir, &hsm, &[]).unwrap();
     ok(&srv.cli(None, &["add-enclave", "e"]));
     srv.stop();
-    let before = snapshot(&dir);
+    let before = kms_tests::dir_snapshot(&dir);
     for key in [
         SEED_HSM_KEY.to_string(),
         hsm_backends::SoftHsm::generate_key_str().to_string(),
@@ -99,18 +82,18 @@ fn a_data_dir_opens_only_with_its_own_hsm() {
         assert_eq!(exit_code(&e), Some(3), "{e}");
         assert!(e.contains("cannot unseal") && e.contains("pkcs11:"), "{e}");
     }
-    assert_eq!(before, snapshot(&dir));
+    assert_eq!(before, kms_tests::dir_snapshot(&dir));
     // Sealed by the software HSM: the SoftHSM2 token does not open it.
     let dir = data_dir(&tmp, "soft");
     let mut srv = Server::start(&dir, SEED_HSM_KEY);
     srv.stop();
-    let before = snapshot(&dir);
+    let before = kms_tests::dir_snapshot(&dir);
     let e = Server::try_start_env(&dir, &hsm, &[])
         .err()
         .expect("must not start");
     assert_eq!(exit_code(&e), Some(3), "{e}");
     assert!(e.contains("cannot unseal") && e.contains("soft:"), "{e}");
-    assert_eq!(before, snapshot(&dir));
+    assert_eq!(before, kms_tests::dir_snapshot(&dir));
 }
 
 #[test]
@@ -121,7 +104,7 @@ fn bad_pkcs11_settings_are_clear_and_touch_nothing() {
     let mut srv = Server::try_start_env(&dir, &hsm, &[]).unwrap();
     ok(&srv.cli(None, &["add-enclave", "e"]));
     srv.stop();
-    let before = snapshot(&dir);
+    let before = kms_tests::dir_snapshot(&dir);
     let set = |k: &str, v: &str| -> Vec<(String, String)> {
         hsm.iter()
             .map(|(n, x)| {
@@ -165,7 +148,7 @@ fn bad_pkcs11_settings_are_clear_and_touch_nothing() {
     }
     assert_eq!(
         before,
-        snapshot(&dir),
+        kms_tests::dir_snapshot(&dir),
         "a failed start changed the data directory"
     );
     // Two HSMs without a primary: a clear error too.
@@ -174,7 +157,7 @@ fn bad_pkcs11_settings_are_clear_and_touch_nothing() {
         .err()
         .expect("must not start");
     assert!(e.contains("KMS_HSM_PRIMARY"), "{e}");
-    assert_eq!(before, snapshot(&dir));
+    assert_eq!(before, kms_tests::dir_snapshot(&dir));
 }
 
 #[test]
