@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: start real `kms server` processes on
 //! loopback, run the real `kms` CLI, and talk to servers with the real client.
 
+pub mod linearizability;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -90,6 +92,44 @@ impl Server {
         env: &[(String, String)],
         extra: &[&str],
     ) -> Result<Server, String> {
+        Self::launch(dir, env, "127.0.0.1:0", extra)
+    }
+
+    /// Starts the server again on the same address and data directory.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut last = String::new();
+        // The old socket may linger for a moment.
+        for _ in 0..50 {
+            match Self::launch(&self.dir, &self.env, &self.addr, &[]) {
+                Ok(s) => {
+                    *self = s;
+                    return;
+                }
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server did not restart: {last}");
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the server process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    fn launch(
+        dir: &Path,
+        env: &[(String, String)],
+        addr: &str,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,7 +137,7 @@ impl Server {
             .expect("log file");
         let mut child = Command::new(kms_bin())
             .arg("server")
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", addr])
             .args(extra)
             .arg(dir)
             .env_clear()
