@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kms-target}"
-cargo build -p kms-node --bin kms
+# --workspace: the same feature set as the tests, so RocksDB is built once.
+cargo build --workspace --bin kms
 exec "$CARGO_TARGET_DIR/debug/kms" server --dev "$@"
