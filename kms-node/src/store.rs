@@ -479,7 +479,11 @@ impl Store {
                 hsm.name()
             ))
         })?;
-        if back.as_slice() != self.root_secret.as_slice() {
+        // Constant time: these are the root key's bytes.
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            back.as_slice(),
+            self.root_secret.as_slice(),
+        )) {
             return Err(StoreError::Sealed(format!(
                 "HSM {} returned another root key",
                 hsm.name()
