@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::{ApiKey, Error};
 
@@ -39,6 +38,59 @@ impl Trust {
     }
 }
 
+#[doc(hidden)]
+pub use ::rustls as __rustls;
+
+/// Expands to the three handshake-signature methods that every certificate
+/// verifier of this project shares (`ServerCertVerifier` or
+/// `ClientCertVerifier`): the signatures are checked with the provider's
+/// algorithms. The implementing type needs a
+/// `provider: Arc<rustls::crypto::CryptoProvider>` field.
+#[macro_export]
+macro_rules! handshake_signature_methods {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &$crate::tls::__rustls::pki_types::CertificateDer<'_>,
+            dss: &$crate::tls::__rustls::DigitallySignedStruct,
+        ) -> Result<
+            $crate::tls::__rustls::client::danger::HandshakeSignatureValid,
+            $crate::tls::__rustls::Error,
+        > {
+            $crate::tls::__rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &$crate::tls::__rustls::pki_types::CertificateDer<'_>,
+            dss: &$crate::tls::__rustls::DigitallySignedStruct,
+        ) -> Result<
+            $crate::tls::__rustls::client::danger::HandshakeSignatureValid,
+            $crate::tls::__rustls::Error,
+        > {
+            $crate::tls::__rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<$crate::tls::__rustls::SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 /// The crypto provider used everywhere: rustls with *ring* (no cmake needed).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -53,7 +105,9 @@ pub fn client_config(key: &ApiKey, trust: &Trust) -> Result<rustls::ClientConfig
     let builder = match trust {
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(InsecureVerifier(provider()))),
+            .with_custom_certificate_verifier(Arc::new(InsecureVerifier {
+                provider: provider(),
+            })),
         Trust::Ca(certs) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs {
@@ -80,7 +134,9 @@ pub fn client_config(key: &ApiKey, trust: &Trust) -> Result<rustls::ClientConfig
 /// Accepts any server certificate but still checks that the server holds its
 /// private key. For `--insecure` only.
 #[derive(Debug)]
-pub struct InsecureVerifier(pub Arc<rustls::crypto::CryptoProvider>);
+pub struct InsecureVerifier {
+    pub provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
 impl ServerCertVerifier for InsecureVerifier {
     fn verify_server_cert(
@@ -94,35 +150,5 @@ impl ServerCertVerifier for InsecureVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    crate::handshake_signature_methods!();
 }

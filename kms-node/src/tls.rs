@@ -10,15 +10,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::DistinguishedName;
 
 use crate::store::Store;
 
 #[derive(Debug)]
-struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+struct AnyClientCert {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
 impl ClientCertVerifier for AnyClientCert {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -34,27 +35,7 @@ impl ClientCertVerifier for AnyClientCert {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    kms_client::handshake_signature_methods!();
 }
 
 /// The server's TLS configuration: mandatory client certificates.
@@ -66,7 +47,7 @@ pub fn server_config(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
+        .with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
         .with_single_cert(certs, key)
         .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -265,9 +265,9 @@ fn authentication() {
             .with_safe_default_protocol_versions()
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(kms_client::tls::InsecureVerifier(
-                kms_client::tls::provider(),
-            )))
+            .with_custom_certificate_verifier(Arc::new(kms_client::tls::InsecureVerifier {
+                provider: kms_client::tls::provider(),
+            }))
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
         let tcp = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
