@@ -99,6 +99,11 @@ pub enum Action<P> {
     Apply {
         to: Index,
     },
+    /// Drop the log entries up to `to`: they are applied on every member
+    /// (a commit needs every member), so no one will ask for them again.
+    Compact {
+        to: Index,
+    },
     /// Answer proposal `id`.
     Reply {
         id: u64,
@@ -126,6 +131,8 @@ pub struct Config {
     pub max_batch: usize,
     /// Seed of the election-timeout generator.
     pub seed: u64,
+    /// Applied entries kept in the log; it is compacted when twice as many pile up.
+    pub retain: u64,
     /// Deliberately broken variant for the simulator's self-test: commit and
     /// acknowledge once a majority has an entry (plain Raft), which breaks the
     /// "every member has every acknowledged write" guarantee.
@@ -141,6 +148,7 @@ impl Default for Config {
             write_timeout_ticks: 15,
             max_batch: 64,
             seed: 1,
+            retain: 1024,
             #[cfg(test)]
             broken_majority_commit: false,
         }
@@ -152,8 +160,12 @@ impl Default for Config {
 pub struct Durable<P> {
     pub term: Term,
     pub voted_for: Option<NodeId>,
+    /// The entries after `snap_index`.
     pub log: Vec<Entry<P>>,
     pub applied: Index,
+    /// Index and term of the last entry dropped by compaction.
+    pub snap_index: Index,
+    pub snap_term: Term,
 }
 
 impl<P> Default for Durable<P> {
@@ -163,7 +175,19 @@ impl<P> Default for Durable<P> {
             voted_for: None,
             log: Vec::new(),
             applied: 0,
+            snap_index: 0,
+            snap_term: 0,
         }
+    }
+}
+
+impl<P> Durable<P> {
+    /// Position in `log` of index `i` (which must be after `snap_index`).
+    pub fn pos(&self, i: Index) -> usize {
+        (i - self.snap_index - 1) as usize
+    }
+    pub fn last_index(&self) -> Index {
+        self.snap_index + self.log.len() as Index
     }
 }
 
@@ -243,13 +267,17 @@ impl<P: Clone> Core<P> {
     }
 
     fn last_index(&self) -> Index {
-        self.d.log.len() as Index
+        self.d.last_index()
     }
+    /// The term of entry `i`; entries before the compaction point are
+    /// committed and report 0 (callers treat them as matching).
     fn term_at(&self, i: Index) -> Term {
-        if i == 0 {
+        if i == 0 || i < self.d.snap_index {
             0
+        } else if i == self.d.snap_index {
+            self.d.snap_term
         } else {
-            self.d.log.get(i as usize - 1).map_or(0, |e| e.term)
+            self.d.log.get(self.d.pos(i)).map_or(0, |e| e.term)
         }
     }
     fn quorum(&self) -> usize {
@@ -408,9 +436,15 @@ impl<P: Clone> Core<P> {
         let Some(p) = self.progress.get(&to) else {
             return;
         };
-        let prev_index = p.next.saturating_sub(1).min(self.last_index());
-        let end = (prev_index as usize + self.cfg.max_batch).min(self.d.log.len());
-        let entries = self.d.log[prev_index as usize..end].to_vec();
+        // Entries up to the compaction point are on every member already.
+        let prev_index = p
+            .next
+            .saturating_sub(1)
+            .min(self.last_index())
+            .max(self.d.snap_index);
+        let start = (prev_index - self.d.snap_index) as usize;
+        let end = (start + self.cfg.max_batch).min(self.d.log.len());
+        let entries = self.d.log[start..end].to_vec();
         let msg = Msg::Append {
             term: self.d.term,
             prev_index,
@@ -431,6 +465,15 @@ impl<P: Clone> Core<P> {
         if to > self.d.applied {
             self.d.applied = to;
             self.out.push(Action::Apply { to });
+        }
+        // Applied here means committed, and committed means on every member:
+        // nobody needs these entries again.
+        if self.d.applied - self.d.snap_index >= 2 * self.cfg.retain {
+            let to = self.d.applied - self.cfg.retain;
+            self.d.snap_term = self.term_at(to);
+            self.d.log.drain(..(to - self.d.snap_index) as usize);
+            self.d.snap_index = to;
+            self.out.push(Action::Compact { to });
         }
     }
 
@@ -651,7 +694,10 @@ impl<P: Clone> Core<P> {
             self.become_follower(term, Some(from));
         }
         self.elapsed = 0;
-        if prev_index > self.last_index() || self.term_at(prev_index) != prev_term {
+        // Before the compaction point, entries are committed and match.
+        if prev_index > self.last_index()
+            || (prev_index >= self.d.snap_index && self.term_at(prev_index) != prev_term)
+        {
             let hint = self.last_index().min(prev_index.saturating_sub(1));
             self.out.push(Action::Send(
                 from,
@@ -668,13 +714,17 @@ impl<P: Clone> Core<P> {
         let mut write_from = None;
         for e in entries {
             idx += 1;
+            if idx <= self.d.snap_index {
+                continue;
+            }
             if idx <= self.last_index() {
                 if self.term_at(idx) == e.term {
                     continue;
                 }
                 // A conflicting, uncommitted suffix: never below what was applied.
                 debug_assert!(idx > self.d.applied, "truncating applied entries");
-                self.d.log.truncate(idx as usize - 1);
+                let p = self.d.pos(idx);
+                self.d.log.truncate(p);
             }
             write_from.get_or_insert(idx);
             self.d.log.push(e);
@@ -682,7 +732,7 @@ impl<P: Clone> Core<P> {
         if let Some(from_i) = write_from {
             self.out.push(Action::Append {
                 from: from_i,
-                entries: self.d.log[from_i as usize - 1..].to_vec(),
+                entries: self.d.log[self.d.pos(from_i)..].to_vec(),
             });
         }
         // Only what is known to match the leader can be applied.

@@ -41,6 +41,9 @@ impl Rng {
 struct Node {
     core: Option<Core<u64>>,
     durable: Durable<u64>,
+    /// The state machine: the payloads applied, in order (durable, never
+    /// compacted). Reads are answered from it.
+    applied: Vec<Option<u64>>,
 }
 
 struct InFlight {
@@ -75,6 +78,8 @@ impl Sim {
             seed,
             broken_majority_commit: broken,
             write_timeout_ticks: 100,
+            // Compact often, so that the simulator exercises it.
+            retain: 8,
             ..Config::default()
         };
         let nodes = members
@@ -94,6 +99,7 @@ impl Sim {
                     Node {
                         core: Some(core),
                         durable: Durable::default(),
+                        applied: Vec::new(),
                     },
                 )
             })
@@ -145,7 +151,7 @@ impl Sim {
                 }
                 Action::Append { from, entries } => {
                     let d = &mut self.nodes.get_mut(&id).expect("node").durable;
-                    if from == 0 || from as usize > d.log.len() + 1 {
+                    if from <= d.snap_index || from > d.last_index() + 1 {
                         return Err(format!(
                             "node {id} appended at {from} past its log of {}",
                             d.log.len()
@@ -157,19 +163,37 @@ impl Sim {
                             d.applied
                         ));
                     }
-                    d.log.truncate(from as usize - 1);
+                    let p = d.pos(from);
+                    d.log.truncate(p);
                     d.log.extend(entries);
                 }
                 Action::Apply { to } => {
-                    let d = &mut self.nodes.get_mut(&id).expect("node").durable;
-                    if to < d.applied || to as usize > d.log.len() {
+                    let n = self.nodes.get_mut(&id).expect("node");
+                    let d = &mut n.durable;
+                    if to < d.applied || to > d.last_index() {
                         return Err(format!(
                             "node {id} applied to {to} (applied {}, log {})",
                             d.applied,
                             d.log.len()
                         ));
                     }
+                    for i in d.applied + 1..=to {
+                        n.applied.push(d.log[d.pos(i)].payload);
+                    }
                     d.applied = to;
+                }
+                Action::Compact { to } => {
+                    let d = &mut self.nodes.get_mut(&id).expect("node").durable;
+                    if to > d.applied || to < d.snap_index {
+                        return Err(format!(
+                            "node {id} compacted to {to} (applied {}, compacted {})",
+                            d.applied, d.snap_index
+                        ));
+                    }
+                    d.snap_term = d.log[d.pos(to)].term;
+                    let k = (to - d.snap_index) as usize;
+                    d.log.drain(..k);
+                    d.snap_index = to;
                 }
                 Action::Reply { id: pid, result } => {
                     if let Ok(i) = result {
@@ -207,7 +231,7 @@ impl Sim {
                     d.applied
                 ));
             }
-            if d.log[i as usize - 1].payload != Some(payload) {
+            if n.applied.get(i as usize - 1) != Some(&Some(payload)) {
                 return Err(format!("acknowledged write {i} changed on node {id}"));
             }
         }
@@ -232,12 +256,12 @@ impl Sim {
         for (&i, &p) in &self.acked {
             self.check_acked(i, p)?;
         }
-        let ds: Vec<(&NodeId, &Durable<u64>)> =
-            self.nodes.iter().map(|(id, n)| (id, &n.durable)).collect();
+        let ds: Vec<(&NodeId, &Vec<Option<u64>>)> =
+            self.nodes.iter().map(|(id, n)| (id, &n.applied)).collect();
         for (a, da) in &ds {
             for (b, db) in &ds {
-                let k = da.applied.min(db.applied) as usize;
-                if da.log[..k] != db.log[..k] {
+                let k = da.len().min(db.len());
+                if da[..k] != db[..k] {
                     return Err(format!(
                         "nodes {a} and {b} applied different entries below {k}"
                     ));
@@ -417,6 +441,7 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn sim_safety_and_liveness_under_faults() {
     let mut acked = 0;
+    let mut compacted = 0;
     for seed in seeds() {
         let n = 3 + (seed % 3) as u32;
         let mut sim = Sim::new(seed, n, false);
@@ -424,9 +449,16 @@ fn sim_safety_and_liveness_under_faults() {
             panic!("seed {seed} ({n} nodes) failed: {e}\nreplay: SIM_SEED={seed}");
         }
         acked += sim.acked.len();
+        compacted += sim
+            .nodes
+            .values()
+            .map(|n| n.durable.snap_index)
+            .max()
+            .unwrap_or(0);
     }
     // The faults must not have made the run vacuous.
-    eprintln!("{acked} writes acknowledged across all seeds");
+    eprintln!("{acked} writes acknowledged across all seeds; {compacted} log entries compacted");
+    assert!(compacted > 0, "compaction was never exercised");
     assert!(
         acked > 10_000,
         "only {acked} writes acknowledged across all seeds"
