@@ -313,6 +313,18 @@ impl Client {
         Ok(out.pop().expect("one element"))
     }
 
+    /// Sends one command whose response carries nothing (the state changes).
+    pub async fn exec<Req: prost::Message>(
+        &self,
+        enclave: Option<&str>,
+        cmd: Command,
+        req: &Req,
+    ) -> Result<(), Error> {
+        self.call::<_, proto::Empty>(enclave, cmd, req)
+            .await
+            .map(drop)
+    }
+
     /// Sends a batch of commands of one kind and decodes the responses, in order.
     pub async fn batch<Req: prost::Message, Resp: prost::Message + Default>(
         &self,
@@ -342,6 +354,16 @@ impl Client {
     }
 
     // ---- typed helpers used by the CLI, the module and the tests ----
+
+    /// ENCLAVE:CREATE.
+    pub async fn create_enclave(&self, name: &str) -> Result<(), Error> {
+        self.exec(
+            None,
+            Command::EnclaveCreate,
+            &proto::EnclaveRequest { name: name.into() },
+        )
+        .await
+    }
 
     /// KEY:CREATE.
     pub async fn create_key(

@@ -69,15 +69,7 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
         return Err("bench: --batch must be 1..=100000 and --concurrency 1..=4096".into());
     }
     // Set-up: the enclave and key (ignore "already exists"; a User may lack the rights).
-    let _ = client
-        .call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest {
-                name: enclave.clone(),
-            },
-        )
-        .await;
+    let _ = client.create_enclave(&enclave).await;
     let _ = client.create_key(&enclave, &a.key, "AES256", false).await;
     let (cmd, one): (Command, Vec<u8>) = match a.op {
         Op::Generate => (

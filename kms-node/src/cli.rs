@@ -489,10 +489,8 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             let req = proto::AddClusterNodeRequest { host: url.clone() };
             with(
                 &format!("add {url}"),
-                c.call::<_, proto::Empty>(None, Command::ClusterAddNode, &req)
-                    .await,
+                c.exec(None, Command::ClusterAddNode, &req).await,
             )
-            .map(drop)
         }
         Cmd::Rm { url } => {
             let req = proto::RemoveClusterNodeRequest {
@@ -501,10 +499,8 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &format!("rm {url}"),
-                c.call::<_, proto::Empty>(None, Command::ClusterRemoveNode, &req)
-                    .await,
+                c.exec(None, Command::ClusterRemoveNode, &req).await,
             )
-            .map(drop)
         }
         Cmd::Edit { node, rm } => {
             let req = proto::EditClusterRequest {
@@ -513,10 +509,8 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &format!("edit {node}"),
-                c.call::<_, proto::Empty>(None, Command::ClusterEdit, &req)
-                    .await,
+                c.exec(None, Command::ClusterEdit, &req).await,
             )
-            .map(drop)
         }
         Cmd::LsHsm => {
             let r: proto::ClusterStatusResponse = with(
@@ -564,19 +558,15 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &format!("add-hsm {name}"),
-                c.call::<_, proto::Empty>(None, Command::ClusterAddHsm, &req)
-                    .await,
+                c.exec(None, Command::ClusterAddHsm, &req).await,
             )
-            .map(drop)
         }
         Cmd::RmHsm { name } => {
             let req = proto::RemoveHsmRequest { name: name.clone() };
             with(
                 &format!("rm-hsm {name}"),
-                c.call::<_, proto::Empty>(None, Command::ClusterRemoveHsm, &req)
-                    .await,
+                c.exec(None, Command::ClusterRemoveHsm, &req).await,
             )
-            .map(drop)
         }
         Cmd::Backup { file } => {
             let r = with("backup", c.request(http::Method::GET, "/v1/db", None).await)?;
@@ -604,24 +594,17 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::AddEnclave { name } => with(
             &format!("add-enclave {name}"),
-            c.call::<_, proto::Empty>(
-                None,
-                Command::EnclaveCreate,
-                &proto::EnclaveRequest { name: name.clone() },
-            )
-            .await,
-        )
-        .map(drop),
+            c.create_enclave(&name).await,
+        ),
         Cmd::RmEnclave { name } => with(
             &format!("rm-enclave {name}"),
-            c.call::<_, proto::Empty>(
+            c.exec(
                 None,
                 Command::EnclaveDelete,
                 &proto::EnclaveRequest { name: name.clone() },
             )
             .await,
-        )
-        .map(drop),
+        ),
         Cmd::StatEnclave { name } => {
             let r: proto::EnclaveStatusResponse = with(
                 &format!("stat-enclave {name}"),
@@ -699,12 +682,7 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                     r#type: key_type,
                     key: bytes.to_vec(),
                 };
-                return with(
-                    &what,
-                    c.call::<_, proto::Empty>(Some(&e), Command::KeyImport, &req)
-                        .await,
-                )
-                .map(drop);
+                return with(&what, c.exec(Some(&e), Command::KeyImport, &req).await);
             }
             with(&what, c.create_key(&e, &name, &key_type, version).await)
         }
@@ -717,10 +695,8 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &format!("rm-key {name}"),
-                c.call::<_, proto::Empty>(Some(&e), Command::KeyDelete, &req)
-                    .await,
+                c.exec(Some(&e), Command::KeyDelete, &req).await,
             )
-            .map(drop)
         }
         Cmd::StatKey { name } => {
             let e = enclave(g)?;
@@ -889,19 +865,14 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &what,
-                c.call::<_, proto::Empty>(enc.as_deref(), Command::IdentityCreate, &req)
-                    .await,
+                c.exec(enc.as_deref(), Command::IdentityCreate, &req).await,
             )?;
             if let (Some(p), Some(e)) = (policy, enc) {
                 let req = proto::AssignPolicyRequest {
                     identity,
                     policy: p,
                 };
-                with(
-                    &what,
-                    c.call::<_, proto::Empty>(Some(&e), Command::PolicyAssign, &req)
-                        .await,
-                )?;
+                with(&what, c.exec(Some(&e), Command::PolicyAssign, &req).await)?;
             }
             Ok(())
         }
@@ -912,10 +883,8 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &format!("rm-identity {identity}"),
-                c.call::<_, proto::Empty>(e.as_deref(), Command::IdentityDelete, &req)
-                    .await,
+                c.exec(e.as_deref(), Command::IdentityDelete, &req).await,
             )
-            .map(drop)
         }
         Cmd::LsIdentity { prefix } => {
             let e = g.enclave.clone().or_else(|| env("ENCLAVE"));
@@ -975,12 +944,7 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
                 allow: crate::policy::Policy::to_proto_rules(&p.allow),
                 deny: crate::policy::Policy::to_proto_rules(&p.deny),
             };
-            with(
-                &what,
-                c.call::<_, proto::Empty>(Some(&e), Command::PolicyCreate, &req)
-                    .await,
-            )
-            .map(drop)
+            with(&what, c.exec(Some(&e), Command::PolicyCreate, &req).await)
         }
         Cmd::SetPolicy { name, identity } => {
             let e = enclave(g)?;
@@ -990,23 +954,20 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             };
             with(
                 &format!("set-policy {name}"),
-                c.call::<_, proto::Empty>(Some(&e), Command::PolicyAssign, &req)
-                    .await,
+                c.exec(Some(&e), Command::PolicyAssign, &req).await,
             )
-            .map(drop)
         }
         Cmd::RmPolicy { name } => {
             let e = enclave(g)?;
             with(
                 &format!("rm-policy {name}"),
-                c.call::<_, proto::Empty>(
+                c.exec(
                     Some(&e),
                     Command::PolicyDelete,
                     &proto::PolicyRequest { name: name.clone() },
                 )
                 .await,
             )
-            .map(drop)
         }
         Cmd::StatPolicy { name } => {
             let e = enclave(g)?;

@@ -246,7 +246,7 @@ fn authorization_matrix_and_isolation() {
                 n += 1;
                 // A User identity of A that exists, for PolicyAssign/IdentityGet/Delete.
                 let fresh = ApiKey::generate().identity().to_string();
-                root.call::<_, proto::Empty>(
+                root.exec(
                     Some("A"),
                     Command::IdentityCreate,
                     &proto::CreateIdentityRequest {
@@ -259,7 +259,7 @@ fn authorization_matrix_and_isolation() {
                 .unwrap();
                 // A victim key for KEY:DELETE and a victim policy for POLICY:DELETE.
                 let _ = root.create_key("A", "k-victim", "", false).await;
-                root.call::<_, proto::Empty>(
+                root.exec(
                     Some("A"),
                     Command::PolicyCreate,
                     &proto::CreatePolicyRequest {
@@ -367,21 +367,21 @@ fn authorization_matrix_and_isolation() {
             ..Default::default()
         };
         assert_eq!(
-            aa.call::<_, proto::Empty>(Some("A"), Command::IdentityCreate, &sys_req)
+            aa.exec(Some("A"), Command::IdentityCreate, &sys_req)
                 .await
                 .unwrap_err()
                 .status(),
             Some(403)
         );
         assert_eq!(
-            aa.call::<_, proto::Empty>(None, Command::IdentityCreate, &sys_req)
+            aa.exec(None, Command::IdentityCreate, &sys_req)
                 .await
                 .unwrap_err()
                 .status(),
             Some(403)
         );
         // Deleting enclave B removes its identities: admin_b is now unknown.
-        root.call::<_, proto::Empty>(
+        root.exec(
             None,
             Command::EnclaveDelete,
             &proto::EnclaveRequest { name: "B".into() },

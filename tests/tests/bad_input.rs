@@ -22,13 +22,7 @@ fn malformed_requests_get_4xx_and_the_node_keeps_serving() {
     let srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
     let c = srv.root();
     rt().block_on(async {
-        c.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest { name: "e".into() },
-        )
-        .await
-        .unwrap();
+        c.create_enclave("e").await.unwrap();
         c.create_key("e", "k", "", false).await.unwrap();
         let good = c.generate("e", "k", b"", 32).await.unwrap();
         let gen = proto::GenerateKeyRequest {

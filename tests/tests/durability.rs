@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kms_client::{proto, Command};
+use kms_client::proto;
 use kms_tests::{data_dir, rt, Server, SEED_HSM_KEY};
 
 #[test]
@@ -14,13 +14,7 @@ fn sigterm_restart_keeps_every_key() {
     let mut srv = Server::start(&dir, SEED_HSM_KEY);
     let c = srv.root();
     let cts = rt().block_on(async {
-        c.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest { name: "e".into() },
-        )
-        .await
-        .unwrap();
+        c.create_enclave("e").await.unwrap();
         let mut cts = Vec::new();
         for i in 0..20 {
             c.create_key(
@@ -66,13 +60,7 @@ fn kill9_during_writes_loses_no_acknowledged_key() {
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = rt();
     runtime.block_on(async {
-        c.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest { name: "e".into() },
-        )
-        .await
-        .unwrap();
+        c.create_enclave("e").await.unwrap();
     });
     // Four concurrent writers, bounded in count; each key is recorded only after
     // its creation and a data key under it were acknowledged.

@@ -30,13 +30,7 @@ fn single_node_history_under_kill_and_pause_is_linearizable() {
         timeout: Duration::from_millis(1500),
     })
     .unwrap();
-    runtime
-        .block_on(client.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest { name: "lin".into() },
-        ))
-        .unwrap();
+    runtime.block_on(client.create_enclave("lin")).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..CLIENTS {
@@ -60,7 +54,7 @@ fn single_node_history_under_kill_and_pause_is_linearizable() {
                         .await
                         .map(|_| Outcome::Ok),
                     Op::Delete => c
-                        .call::<_, proto::Empty>(
+                        .exec(
                             Some("lin"),
                             Command::KeyDelete,
                             &proto::DeleteKeyRequest {

@@ -14,15 +14,7 @@ fn minio_call_sequence() {
         let v = c.version().await.unwrap();
         assert_eq!(v.api_version, "v1");
         assert_eq!(v.host, srv.addr);
-        c.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest {
-                name: "minio".into(),
-            },
-        )
-        .await
-        .unwrap();
+        c.create_enclave("minio").await.unwrap();
         // KEY:LIST on an empty enclave.
         assert!(c.list_keys("minio", "").await.unwrap().is_empty());
         // KEY:CREATE, and again: kms-go's ErrKeyExists (409, exact message).
@@ -204,13 +196,7 @@ fn rotation() {
     let srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
     let c = srv.root();
     rt().block_on(async {
-        c.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest { name: "e".into() },
-        )
-        .await
-        .unwrap();
+        c.create_enclave("e").await.unwrap();
         c.create_key("e", "k", "AES256", false).await.unwrap();
         let v1 = c.encrypt("e", "k", b"one", b"").await.unwrap();
         assert_eq!(v1.version, 1);

@@ -27,13 +27,7 @@ fn hundred_thousand_keys() {
     let c = srv.root();
     let runtime = rt();
     runtime.block_on(async {
-        c.call::<_, proto::Empty>(
-            None,
-            Command::EnclaveCreate,
-            &proto::EnclaveRequest { name: "big".into() },
-        )
-        .await
-        .unwrap();
+        c.create_enclave("big").await.unwrap();
         let mut tasks = Vec::new();
         for w in 0..4 {
             let c = c.clone();

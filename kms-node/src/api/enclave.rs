@@ -7,8 +7,6 @@ use super::{decode, validate_name, ApiError, Ctx};
 use crate::change::Change;
 use crate::model::{Enclave, Time};
 
-const LIST_MAX: usize = 1000;
-
 fn status(e: &Enclave) -> proto::EnclaveStatusResponse {
     proto::EnclaveStatusResponse {
         name: e.name.clone(),
@@ -53,28 +51,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
         Command::EnclaveList => {
             let req: proto::ListRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, "")?;
-            let limit = if req.limit == 0 {
-                LIST_MAX
-            } else {
-                (req.limit as usize).min(LIST_MAX)
-            };
-            let start = if req.continue_at.is_empty() {
-                req.prefix.clone()
-            } else {
-                req.continue_at.clone()
-            };
-            let mut enclaves = Vec::new();
-            let mut continue_at = String::new();
-            for (name, e) in ctx.st.enclaves.range(start..) {
-                if !name.starts_with(&req.prefix) {
-                    break;
-                }
-                if enclaves.len() == limit {
-                    continue_at = name.clone();
-                    break;
-                }
-                enclaves.push(status(e));
-            }
+            let (enclaves, continue_at) =
+                super::page(&ctx.st.enclaves, &req, |_, e| Some(status(e)));
             Ok(proto::ListEnclavesResponse {
                 enclaves,
                 continue_at,

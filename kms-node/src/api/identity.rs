@@ -11,8 +11,6 @@ use super::{decode, ApiError, Ctx};
 use crate::change::Change;
 use crate::model::{IdentityRecord, Privilege, Time};
 
-const LIST_MAX: usize = 1000;
-
 fn response(id: &Identity, r: &IdentityRecord) -> proto::IdentityResponse {
     proto::IdentityResponse {
         identity: id.to_string(),
@@ -112,11 +110,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             if ctx.enclave.is_some() {
                 ctx.enclave()?;
             }
-            let limit = if req.limit == 0 {
-                LIST_MAX
-            } else {
-                (req.limit as usize).min(LIST_MAX)
-            };
+            let limit = super::page_limit(&req);
             let mut all: Vec<(String, &IdentityRecord)> = ctx
                 .st
                 .identities

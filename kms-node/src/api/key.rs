@@ -11,8 +11,6 @@ use crate::change::{Change, Secret};
 use crate::crypto::{self, KeyType};
 use crate::model::{KeyRing, KeyVersion, Time};
 
-const LIST_MAX: usize = 1000;
-
 fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
     ctx.enclave()?
         .keys
@@ -145,32 +143,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let req: proto::ListRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, "")?;
             let e = ctx.enclave()?;
-            let limit = if req.limit == 0 {
-                LIST_MAX
-            } else {
-                (req.limit as usize).min(LIST_MAX)
-            };
-            let start = if req.continue_at.is_empty() {
-                req.prefix.clone()
-            } else {
-                req.continue_at.clone()
-            };
-            let mut keys = Vec::new();
-            let mut continue_at = String::new();
-            for (name, ring) in e.keys.range(start..) {
-                if !name.starts_with(&req.prefix) {
-                    break;
-                }
-                let Some(v) = ring.latest() else { continue };
-                if !ctx.visible(cmd, name) {
-                    continue;
-                }
-                if keys.len() == limit {
-                    continue_at = name.clone();
-                    break;
-                }
-                keys.push(status(ring, v));
-            }
+            let (keys, continue_at) = super::page(&e.keys, &req, |name, ring| {
+                let v = ring.latest()?;
+                ctx.visible(cmd, name).then(|| status(ring, v))
+            });
             Ok(proto::ListKeysResponse { keys, continue_at }.encode_to_vec())
         }
         Command::KeyListVersions => {
@@ -179,11 +155,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             ctx.authorize(cmd, &req.prefix)?;
             let ring = ring(ctx, &req.prefix)?;
             let from: u32 = req.continue_at.parse().unwrap_or(0);
-            let limit = if req.limit == 0 {
-                LIST_MAX
-            } else {
-                (req.limit as usize).min(LIST_MAX)
-            };
+            let limit = super::page_limit(&req);
             let mut keys = Vec::new();
             let mut continue_at = String::new();
             for (n, v) in ring.versions.range(from..) {

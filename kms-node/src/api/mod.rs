@@ -193,6 +193,47 @@ impl Ctx<'_> {
     }
 }
 
+/// Most items in one page of a listing.
+const LIST_MAX: usize = 1000;
+
+/// The page size a listing request asks for (0: the maximum).
+pub fn page_limit(req: &proto::ListRequest) -> usize {
+    if req.limit == 0 {
+        LIST_MAX
+    } else {
+        (req.limit as usize).min(LIST_MAX)
+    }
+}
+
+/// One page of a name-ordered listing: the entries whose name starts with
+/// the request's prefix, from its `continue_at` (or the prefix), mapped by
+/// `item` (which skips an entry by returning `None`). Returns the items and
+/// the name to continue at, empty when the listing is complete.
+pub fn page<V, T>(
+    map: &imbl::OrdMap<String, V>,
+    req: &proto::ListRequest,
+    mut item: impl FnMut(&String, &V) -> Option<T>,
+) -> (Vec<T>, String) {
+    let limit = page_limit(req);
+    let start = if req.continue_at.is_empty() {
+        &req.prefix
+    } else {
+        &req.continue_at
+    };
+    let mut out = Vec::new();
+    for (name, v) in map.range(start.clone()..) {
+        if !name.starts_with(&req.prefix) {
+            break;
+        }
+        let Some(t) = item(name, v) else { continue };
+        if out.len() == limit {
+            return (out, name.clone());
+        }
+        out.push(t);
+    }
+    (out, String::new())
+}
+
 /// Decodes a request message, mapping garbage to a 400.
 pub fn decode<M: Message + Default>(cmd: Command, payload: &[u8]) -> Result<M, ApiError> {
     M::decode(payload).map_err(|e| ApiError::bad(format!("malformed {cmd} request: {e}")))

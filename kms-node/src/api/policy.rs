@@ -8,8 +8,6 @@ use crate::change::Change;
 use crate::model::Time;
 use crate::policy::Policy;
 
-const LIST_MAX: usize = 1000;
-
 pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
     match cmd {
         Command::PolicyCreate => {
@@ -93,35 +91,13 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let req: proto::ListRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, "")?;
             let e = ctx.enclave()?;
-            let limit = if req.limit == 0 {
-                LIST_MAX
-            } else {
-                (req.limit as usize).min(LIST_MAX)
-            };
-            let start = if req.continue_at.is_empty() {
-                req.prefix.clone()
-            } else {
-                req.continue_at.clone()
-            };
-            let mut policies = Vec::new();
-            let mut continue_at = String::new();
-            for (name, p) in e.policies.range(start..) {
-                if !name.starts_with(&req.prefix) {
-                    break;
-                }
-                if !ctx.visible(cmd, name) {
-                    continue;
-                }
-                if policies.len() == limit {
-                    continue_at = name.clone();
-                    break;
-                }
-                policies.push(proto::PolicyStatusResponse {
+            let (policies, continue_at) = super::page(&e.policies, &req, |name, p| {
+                ctx.visible(cmd, name).then(|| proto::PolicyStatusResponse {
                     name: name.clone(),
                     created_at: Some(p.created_at.to_proto()),
                     created_by: p.created_by.clone(),
-                });
-            }
+                })
+            });
             Ok(proto::ListPoliciesResponse {
                 policies,
                 continue_at,
