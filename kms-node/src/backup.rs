@@ -87,16 +87,11 @@ pub fn open(node: &Node, blob: &[u8]) -> Result<(State, u64), String> {
 
 /// The name of the HSM that sealed a backup.
 pub fn sealed_by(blob: &[u8]) -> Result<String, String> {
-    let mut b = blob;
-    if take(&mut b, 8)? != MAGIC {
-        return Err("not a KMS backup file".into());
-    }
-    let n = u16::from_be_bytes(take(&mut b, 2)?.try_into().expect("2 bytes")) as usize;
-    Ok(String::from_utf8_lossy(take(&mut b, n)?).into_owned())
+    header(blob).map(|(name, _, _)| name)
 }
 
-/// Opens a backup with `hsm`.
-pub fn open_with(hsm: &dyn hsm_backends::Hsm, blob: &[u8]) -> Result<(State, u64), String> {
+/// Splits a backup into (HSM name, HSM-sealed backup key, ciphertext).
+fn header(blob: &[u8]) -> Result<(String, &[u8], &[u8]), String> {
     let mut b = blob;
     if take(&mut b, 8)? != MAGIC {
         return Err("not a KMS backup file".into());
@@ -105,6 +100,12 @@ pub fn open_with(hsm: &dyn hsm_backends::Hsm, blob: &[u8]) -> Result<(State, u64
     let name = String::from_utf8_lossy(take(&mut b, n)?).into_owned();
     let n = u32::from_be_bytes(take(&mut b, 4)?.try_into().expect("4 bytes")) as usize;
     let sealed_key = take(&mut b, n)?;
+    Ok((name, sealed_key, b))
+}
+
+/// Opens a backup with `hsm`.
+pub fn open_with(hsm: &dyn hsm_backends::Hsm, blob: &[u8]) -> Result<(State, u64), String> {
+    let (name, sealed_key, b) = header(blob)?;
     if name != hsm.name() {
         return Err(format!(
             "the backup was sealed by HSM {name}, but this node's HSM is {}",
