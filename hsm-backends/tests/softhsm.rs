@@ -11,7 +11,12 @@ use hsm_backends::{Hsm, Pkcs11Config, Pkcs11Hsm};
 use zeroize::Zeroizing;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm-fixtures/create-token.sh")
+    // At run time: the target directory is shared between checkouts (CI
+    // clones), and a binary built in another checkout embeds that one's path.
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../softhsm-fixtures/create-token.sh")
 }
 
 /// Creates a token labelled `label` in `dir` and returns the exported settings.

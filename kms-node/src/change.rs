@@ -116,6 +116,17 @@ pub enum Change {
     Restored {
         records: u64,
     },
+    /// The entry a new leader appends; changes nothing.
+    Noop,
+    /// Adds node `id` (reachable at `addr`) to the cluster, or updates its address.
+    SetMember {
+        id: u32,
+        addr: String,
+    },
+    /// Removes node `id` from the cluster.
+    RemoveMember {
+        id: u32,
+    },
 }
 
 impl Change {
@@ -140,14 +151,15 @@ impl Change {
             | Change::DeleteIdentity { enclave, identity } => {
                 (enclave.as_deref(), identity.to_string())
             }
-            Change::Restored { .. } => (None, String::new()),
+            Change::Restored { .. } | Change::Noop => (None, String::new()),
+            Change::SetMember { id, .. } | Change::RemoveMember { id } => (None, id.to_string()),
         }
     }
 }
 
 /// Why a change did not apply. Messages match kms-go's well-known errors
 /// where one exists, because clients compare them.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ApplyError {
     #[error("enclave already exists")]
     EnclaveExists,
@@ -193,6 +205,8 @@ pub enum Touch {
     Identity(Identity),
     /// The enclave and everything in it is gone.
     DropEnclave(String),
+    /// The cluster membership record.
+    Cluster,
 }
 
 fn enclave_mut<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Enclave, ApplyError> {
@@ -450,7 +464,24 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             st.identities.remove(identity);
             Ok(vec![Touch::Identity(identity.clone())])
         }
-        Change::Restored { .. } => Ok(vec![]),
+        Change::Restored { .. } | Change::Noop => Ok(vec![]),
+        Change::SetMember { id, addr } => {
+            if addr.is_empty() {
+                return Err(ApplyError::Invalid("node address must not be empty".into()));
+            }
+            let c = &mut st.cluster;
+            c.members.insert(*id, addr.clone());
+            c.epoch += 1;
+            Ok(vec![Touch::Cluster])
+        }
+        Change::RemoveMember { id } => {
+            let c = &mut st.cluster;
+            if c.members.remove(id).is_none() {
+                return Err(ApplyError::Invalid(format!("node {id} is not a member")));
+            }
+            c.epoch += 1;
+            Ok(vec![Touch::Cluster])
+        }
     }
 }
 

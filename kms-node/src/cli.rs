@@ -71,7 +71,7 @@ enum Cmd {
     Add { url: String },
     /// Remove a node from the cluster
     Rm { url: String },
-    /// Force-remove dead nodes from one node's view
+    /// Force-remove dead nodes from one node's view (NODE: that node's URL)
     Edit {
         node: String,
         #[arg(long = "rm")]
@@ -503,6 +503,10 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             )
         }
         Cmd::Edit { node, rm } => {
+            // The override applies to NODE's own view: send it there, nowhere else.
+            let mut at = g.clone();
+            at.server = Some(node.clone());
+            let c = client(&at)?;
             let req = proto::EditClusterRequest {
                 host: node.clone(),
                 remove_ids: rm,

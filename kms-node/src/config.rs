@@ -20,6 +20,21 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub hsm: HsmFile,
+    #[serde(default)]
+    pub cluster: ClusterFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The address other nodes and clients use for this node (`host:port`),
+    /// when it differs from the listen address (e.g. `0.0.0.0:7373`).
+    pub advertise: Option<String>,
+    /// Leader heartbeat interval in milliseconds (`KMS_HEARTBEAT_MS`); default 100.
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout in milliseconds (`KMS_ELECTION_MS`); default 1000.
+    /// A write while a member is unreachable fails after about this long.
+    pub election_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +100,8 @@ pub struct ServerConfig {
     pub hsm_key: Option<String>,
     pub hsm_primary: Option<String>,
     pub hsm_pkcs11: Option<Pkcs11File>,
+    pub advertise: Option<String>,
+    pub timing: crate::node::Timing,
 }
 
 pub const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
@@ -149,7 +166,29 @@ impl ServerConfig {
                 "limits.max_request_bytes: {max} is outside 1024..=1073741824"
             ));
         }
+        let num = |name: &str, file: Option<u64>, default: u64| -> Result<u64, String> {
+            match crate::serve::env(name) {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("KMS_{name}: '{v}' is not a number of milliseconds")),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let heartbeat = num("HEARTBEAT_MS", file.cluster.heartbeat_ms, 100)?;
+        let election = num("ELECTION_MS", file.cluster.election_ms, 1000)?;
+        let timing = crate::node::Timing::new(heartbeat, election)
+            .map_err(|e| format!("cluster.heartbeat_ms/election_ms: {e}"))?;
+        let advertise = match file.cluster.advertise {
+            Some(a) => {
+                parse_addr(&a).map_err(|e| format!("cluster.advertise: {e}"))?;
+                Some(a)
+            }
+            None => None,
+        };
         Ok(ServerConfig {
+            advertise,
+            timing,
             address,
             data_dir,
             tls,
@@ -215,5 +254,13 @@ mod tests {
         assert!(load("address = \":7373\"")
             .unwrap_err()
             .contains("data_dir"));
+        assert!(
+            load("data_dir = \"/x\"\n[cluster]\nheartbeat_ms = 100\nelection_ms = 200")
+                .unwrap_err()
+                .contains("election")
+        );
+        assert!(load("data_dir = \"/x\"\n[cluster]\nheartbeat_ms = 1")
+            .unwrap_err()
+            .contains("heartbeat"));
     }
 }

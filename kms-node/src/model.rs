@@ -230,10 +230,19 @@ pub struct EnclaveRecord {
     pub created_by: Actor,
 }
 
+/// The cluster's membership: node id to the address clients and peers use.
+/// `epoch` counts membership changes (replicated ones and operator `edit`s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub members: std::collections::BTreeMap<u32, String>,
+    pub epoch: u64,
+}
+
 /// The whole replicated state.
 #[derive(Clone, Default)]
 pub struct State {
     pub enclaves: OrdMap<String, Arc<Enclave>>,
+    pub cluster: ClusterRecord,
     pub identities: HashMap<Identity, Arc<IdentityRecord>>,
     /// Index of the last log entry applied.
     pub applied: u64,

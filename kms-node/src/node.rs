@@ -1,8 +1,19 @@
-//! A KMS node: the published state, the writer that applies state changes
-//! durably (group commit), and what the API needs to serve requests.
+//! A KMS node: the published state, the replication driver that makes state
+//! changes durable on every member (group commit), and what the API needs to
+//! serve requests.
+//!
+//! The driver is the I/O shell around the protocol core
+//! (`replication::core`): one thread owns the core, the store and the
+//! published state. It takes a batch of events (proposals, peer messages,
+//! ticks), feeds them to the core, and carries out the actions the core
+//! returns: everything to persist goes into one synced RocksDB batch
+//! (entries, applied records, term and vote), and only after that batch is
+//! durable are the new state published, messages sent and proposals
+//! answered.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hsm_backends::Hsm;
@@ -10,15 +21,15 @@ use kms_client::Identity;
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::change::{apply, ApplyError, Change};
+use crate::change::{apply, ApplyError, Change, Touch};
 use crate::metrics::Metrics;
 use crate::model::State;
+use crate::replication::core::{self, Action, Core, Durable, Msg, NodeId, Reject, Role};
+use crate::replication::net::{self, Call, Fail, Peers, Records, Reply, Wire};
 use crate::store::{Entry, NodeMeta, Store};
 
-/// Most proposals committed with one fsync.
+/// Most events handled (and proposals committed) per round.
 const GROUP_MAX: usize = 1024;
-/// The term of every entry of a single-node cluster.
-const TERM: u64 = 1;
 
 /// Why a proposed change was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -26,22 +37,146 @@ pub enum ProposeError {
     /// The change was committed to the log but did not apply (validation).
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    /// The change could not be made durable; nothing of it applied.
+    /// The change could not be replicated now (the message says whether it
+    /// may still apply).
     #[error("{0}")]
     Unavailable(String),
+    /// This node is not the leader (the leader, if known).
+    #[error("not the leader")]
+    NotLeader(Option<NodeId>),
+    /// Another node answered with this error.
+    #[error("{message}")]
+    Failed { status: u16, message: String },
 }
 
-enum Proposal {
-    Change(Change, oneshot::Sender<Result<u64, ProposeError>>),
-    Restore(Box<State>, u64, oneshot::Sender<Result<u64, ProposeError>>),
+impl From<Fail> for ProposeError {
+    fn from(f: Fail) -> Self {
+        ProposeError::Failed {
+            status: f.status,
+            message: f.message,
+        }
+    }
+}
+
+impl ProposeError {
+    fn to_fail(&self) -> Fail {
+        let status = match self {
+            ProposeError::Apply(e) => e.status(),
+            ProposeError::Failed { status, .. } => *status,
+            _ => 503,
+        };
+        Fail {
+            status,
+            message: self.to_string(),
+        }
+    }
+}
+
+/// Replication timing, validated at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub tick: Duration,
+    pub heartbeat: Duration,
+    pub election: Duration,
+}
+
+impl Timing {
+    /// Heartbeat and election timeout in milliseconds: the election timeout
+    /// must be at least five heartbeats, so a slow heartbeat or two does not
+    /// start an election.
+    pub fn new(heartbeat_ms: u64, election_ms: u64) -> Result<Self, String> {
+        if !(10..=10_000).contains(&heartbeat_ms) {
+            return Err(format!(
+                "heartbeat interval {heartbeat_ms} ms is out of range (10 to 10000 ms)"
+            ));
+        }
+        if election_ms < 5 * heartbeat_ms || election_ms > 120_000 {
+            return Err(format!(
+                "election timeout {election_ms} ms must be at least 5 heartbeats ({} ms) and at most 120000 ms",
+                5 * heartbeat_ms
+            ));
+        }
+        Ok(Timing {
+            tick: Duration::from_millis((heartbeat_ms / 5).max(2)),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            election: Duration::from_millis(election_ms),
+        })
+    }
+
+    fn ticks(&self, d: Duration) -> u64 {
+        (d.as_millis() / self.tick.as_millis().max(1)).max(1) as u64
+    }
+
+    fn core_config(&self, seed: u64) -> core::Config {
+        let e = self.ticks(self.election);
+        core::Config {
+            heartbeat_ticks: self.ticks(self.heartbeat),
+            election_ticks: (e, 2 * e),
+            write_timeout_ticks: e,
+            max_batch: 256,
+            seed,
+            retain: crate::store::LOG_RETAIN / 2,
+            #[cfg(test)]
+            broken_majority_commit: false,
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing::new(100, 1000).expect("valid defaults")
+    }
+}
+
+/// What the driver publishes about replication after every round.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub members: BTreeMap<NodeId, String>,
+    pub epoch: u64,
+    /// (matched, applied) per member and learner, on the leader.
+    pub progress: BTreeMap<NodeId, (u64, u64)>,
+    /// Members the leader has not heard from within an election timeout.
+    pub down: Vec<NodeId>,
+    /// Why this node no longer serves, if it was removed from the cluster.
+    pub removed: Option<String>,
+    /// When the leader was last heard from (a follower) or now (the leader).
+    pub leader_contact: Option<Instant>,
+}
+
+type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
+
+enum Event {
+    Propose(Change, Waiter),
+    Restore(Box<State>, u64, Waiter),
+    Msg(NodeId, Msg<Change>, Option<Records>),
+    Tick,
+    AddLearner(NodeId, String),
+    RemoveLearner(NodeId),
+    Edit(Vec<NodeId>, oneshot::Sender<Result<(), String>>),
+    Join {
+        term: u64,
+        members: BTreeMap<NodeId, String>,
+        epoch: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Finish what is queued before, then stop.
     Stop,
 }
 
 pub struct Node {
-    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    driver: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    ticker: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     state: Arc<ArcSwap<State>>,
-    tx: mpsc::Sender<Proposal>,
+    view: Arc<ArcSwap<View>>,
+    tx: mpsc::Sender<Event>,
+    pub peers: Arc<Peers>,
+    pub timing: Timing,
     pub store: Arc<Store>,
     /// The primary HSM: derives the root API key and inter-node trust, seals backups.
     pub hsm: Arc<dyn Hsm>,
@@ -49,7 +184,7 @@ pub struct Node {
     pub configured: Vec<Arc<dyn Hsm>>,
     pub root_identity: Identity,
     pub meta: NodeMeta,
-    /// The address clients use to reach this node (`host:port`).
+    /// The address clients and peers use to reach this node (`host:port`).
     pub addr: String,
     pub started: Instant,
     pub metrics: Metrics,
@@ -57,27 +192,113 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the writer for an opened store.
+    /// Starts the replication driver for an opened store.
     pub fn start(
         opened: crate::store::Opened,
         hsms: &crate::serve::Hsms,
         root_identity: Identity,
         addr: String,
         max_request_bytes: usize,
+        timing: Timing,
+        peer_tls: Arc<rustls::ClientConfig>,
     ) -> Result<Arc<Self>, String> {
         let hsm = hsms.primary.clone();
-        let state = Arc::new(ArcSwap::from_pointee(opened.state));
-        let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
+        let me = opened.meta.node_id;
         let store = opened.store.clone();
-        let st = state.clone();
+        let durable = store
+            .durable(opened.state.applied)
+            .map_err(|e| format!("cannot read the replication log: {e}"))?;
+        let st = opened.state;
+        let members: Vec<NodeId> = if st.cluster.members.is_empty() {
+            vec![me]
+        } else {
+            st.cluster.members.keys().copied().collect()
+        };
+        let mut c = Core::new(me, members, timing.core_config(rand::random()), durable);
+        let mut first = c.set_members(c.members().to_vec(), st.cluster.epoch);
+        if c.members() == [me] {
+            first.extend(c.campaign());
+        }
+        let rt = tokio::runtime::Handle::current();
+        let peers = Arc::new(Peers::new(me, peer_tls, rt));
+        peers.update(&st.cluster.members);
+        let unapplied = {
+            let d = c.durable();
+            (d.applied + 1..=d.last_index())
+                .map(|i| (i, d.log[d.pos(i)].clone()))
+                .collect()
+        };
+        let (log_lo, log_hi) = (c.durable().snap_index + 1, c.durable().last_index());
+        let state = Arc::new(ArcSwap::from_pointee(st));
+        let view = Arc::new(ArcSwap::from_pointee(View {
+            role: c.role(),
+            term: c.term(),
+            leader: c.leader(),
+            commit: c.commit(),
+            applied: c.applied(),
+            last_index: log_hi,
+            members: state.load().cluster.members.clone(),
+            epoch: c.epoch(),
+            progress: BTreeMap::new(),
+            down: Vec::new(),
+            removed: None,
+            leader_contact: None,
+        }));
+        let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
+        let mut d = Driver {
+            me,
+            addr: addr.clone(),
+            timing,
+            core: c,
+            store: store.clone(),
+            state: state.clone(),
+            view: view.clone(),
+            peers: peers.clone(),
+            unapplied,
+            log_lo,
+            log_hi,
+            waiters: HashMap::new(),
+            outcomes: BTreeMap::new(),
+            next_id: 1,
+            snapshot_in: None,
+            restore: None,
+            learners: BTreeMap::new(),
+            removed: None,
+            genesis_sent: false,
+            leader_contact: None,
+        };
+        d.execute(first);
+        d.publish();
         let handle = std::thread::Builder::new()
-            .name("kms-writer".into())
-            .spawn(move || writer(store, st, rx))
-            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+            .name("kms-replication".into())
+            .spawn(move || d.run(rx))
+            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
+        let ticker = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(timing.tick);
+                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    iv.tick().await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let _ = tx.try_send(Event::Tick);
+                }
+            })
+        };
+        let inbox_tx = tx.clone();
+        peers.set_inbox(Box::new(move |from, msg| {
+            let _ = inbox_tx.try_send(Event::Msg(from, msg, None));
+        }));
         Ok(Arc::new(Node {
-            writer: parking_lot::Mutex::new(Some(handle)),
+            driver: parking_lot::Mutex::new(Some(handle)),
+            ticker: parking_lot::Mutex::new(Some(ticker)),
             state,
+            view,
             tx,
+            peers,
+            timing,
             store: opened.store,
             hsm,
             configured: hsms.all.clone(),
@@ -88,6 +309,10 @@ impl Node {
             metrics: Metrics::default(),
             max_request_bytes,
         }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.meta.node_id
     }
 
     /// Names of the HSMs that hold a sealed root key entry of this node.
@@ -108,19 +333,23 @@ impl Node {
         })
     }
 
-    /// Stops the writer after the changes queued before, waits for it, and
+    /// Stops the driver after the events queued before, waits for it, and
     /// stops the store's background work, so that the process can exit with
     /// nothing half-written (RocksDB aborts if the process exits under it).
     pub async fn shutdown(&self) {
-        let _ = self.tx.send(Proposal::Stop).await;
-        let handle = self.writer.lock().take();
+        if let Some(t) = self.ticker.lock().take() {
+            t.abort();
+        }
+        let _ = self.tx.send(Event::Stop).await;
+        let handle = self.driver.lock().take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        self.peers.stop();
         self.store.close();
     }
 
-    /// Whether the writer still accepts state changes.
+    /// Whether the driver still accepts state changes.
     pub fn writer_alive(&self) -> bool {
         !self.tx.is_closed()
     }
@@ -130,103 +359,968 @@ impl Node {
         self.state.load()
     }
 
-    /// Commits `change` and returns its log index once it is durable and applied.
-    pub async fn propose(&self, change: Change) -> Result<u64, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Proposal::Change(change, reply))
-            .await
-            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
+    /// The replication view of the last round.
+    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
     }
 
-    /// Replaces the whole state (restore from a backup).
-    pub async fn replace_state(&self, st: State, records: u64) -> Result<u64, ProposeError> {
-        let (reply, rx) = oneshot::channel();
+    /// `id (addr)` for messages.
+    pub fn describe(&self, ids: &[NodeId]) -> String {
+        let v = self.view();
+        ids.iter()
+            .map(|id| match v.members.get(id) {
+                Some(a) => format!("node {id} ({a})"),
+                None => format!("node {id}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    async fn send(&self, ev: Event) -> Result<(), ProposeError> {
         self.tx
-            .send(Proposal::Restore(Box::new(st), records, reply))
+            .send(ev)
             .await
-            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?;
+            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))
+    }
+
+    /// Proposes on this node only (no forwarding).
+    async fn propose_local(&self, change: Change) -> Result<u64, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Propose(change, reply)).await?;
         rx.await
-            .map_err(|_| ProposeError::Unavailable("the writer has stopped".into()))?
+            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+    }
+
+    /// Commits `change` through the leader (forwarding it there if this node
+    /// is a follower) and returns its log index once every member has
+    /// applied it, this node included.
+    pub async fn propose(&self, change: Change) -> Result<u64, ProposeError> {
+        let deadline = Instant::now() + self.timing.election * 2;
+        loop {
+            match self.propose_local(change.clone()).await {
+                Err(ProposeError::NotLeader(Some(l))) if l != self.id() => {
+                    return self.forward(l, change).await
+                }
+                Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(self.timing.heartbeat / 2).await;
+                }
+                Err(ProposeError::NotLeader(_)) => {
+                    let v = self.view();
+                    let others: Vec<NodeId> = v
+                        .members
+                        .keys()
+                        .copied()
+                        .filter(|m| *m != self.id())
+                        .collect();
+                    return Err(ProposeError::Unavailable(format!(
+                        "no leader: this node cannot reach a majority of the cluster (members {}); \
+                         nothing was applied",
+                        self.describe(&others)
+                    )));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, change: Change) -> Result<u64, ProposeError> {
+        let timeout = self.timing.election * 2 + Duration::from_secs(1);
+        match self
+            .peers
+            .call(leader, Call::Forward(vec![change]), timeout)
+            .await
+        {
+            Ok(Reply::Forwarded(mut v)) => match v.pop() {
+                Some(Ok(i)) => {
+                    // Every member applied it before the leader answered; wait
+                    // for this node's state to be published all the same.
+                    let until = Instant::now() + timeout;
+                    while self.state().applied < i && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Ok(i)
+                }
+                Some(Err(f)) => Err(f.into()),
+                None => Err(ProposeError::Unavailable(
+                    "empty answer from the leader".into(),
+                )),
+            },
+            Ok(_) => Err(ProposeError::Unavailable(
+                "unexpected answer from the leader".into(),
+            )),
+            Err(f) => Err(ProposeError::Unavailable(format!(
+                "the write was sent to the leader, {}, which did not answer ({}): its outcome is \
+                 unknown, it may still apply",
+                self.describe(&[leader]),
+                f.message
+            ))),
+        }
+    }
+
+    /// Replaces the whole state (restore from a backup): single-node clusters only.
+    pub async fn replace_state(&self, st: State, records: u64) -> Result<u64, ProposeError> {
+        if self.view().members.len() > 1 {
+            return Err(ProposeError::Failed {
+                status: 409,
+                message: "restore needs a single-node cluster: restore into a fresh node, then \
+                          `kms add` the other nodes (after wiping them)"
+                    .into(),
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Restore(Box::new(st), records, reply))
+            .await?;
+        rx.await
+            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+    }
+
+    /// Hands a message from a peer to the driver (dropped when it is busy:
+    /// the protocol resends).
+    pub fn deliver(&self, from: NodeId, msg: Msg<Change>, snapshot: Option<Records>) {
+        let _ = self.tx.try_send(Event::Msg(from, msg, snapshot));
+    }
+
+    pub async fn deliver_snapshot(&self, from: NodeId, msg: Msg<Change>, snapshot: Records) {
+        let _ = self.tx.send(Event::Msg(from, msg, Some(snapshot))).await;
+    }
+
+    /// Why a write cannot succeed now, if it cannot.
+    pub async fn write_blocker(&self) -> Option<String> {
+        let v = self.view().clone();
+        if let Some(r) = &v.removed {
+            return Some(r.clone());
+        }
+        match (v.role, v.leader) {
+            (Role::Leader, _) if v.down.is_empty() => None,
+            (Role::Leader, _) => Some(format!(
+                "unreachable: {}; a write needs every member",
+                self.describe(&v.down)
+            )),
+            (_, Some(l)) if l != self.id() => {
+                match self
+                    .peers
+                    .call(l, Call::ReadyWrite, self.timing.election)
+                    .await
+                {
+                    Ok(_) => None,
+                    Err(f) => Some(format!("leader {}: {}", self.describe(&[l]), f.message)),
+                }
+            }
+            _ => Some("no leader elected (an election is in progress, or a majority of the members is unreachable)".into()),
+        }
+    }
+
+    /// Adds the node at `url` to the cluster (`kms add`).
+    pub async fn add_node(&self, url: &str) -> Result<(), ProposeError> {
+        let addr = net::host_port(url);
+        let v = self.view().clone();
+        if v.role != Role::Leader {
+            let Some(l) = v.leader.filter(|l| *l != self.id()) else {
+                return Err(ProposeError::Unavailable("no leader elected".into()));
+            };
+            return match self
+                .peers
+                .call(l, Call::AddNode(addr), Duration::from_secs(120))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(f) => Err(f.into()),
+            };
+        }
+        if v.members.values().any(|a| *a == addr) {
+            return Err(ProposeError::Failed {
+                status: 409,
+                message: format!("node {addr} is already a member"),
+            });
+        }
+        if !v.down.is_empty() {
+            return Err(ProposeError::Unavailable(format!(
+                "cannot add a node while {} unreachable",
+                self.describe(&v.down)
+            )));
+        }
+        let joined = net::call_addr(
+            self.id(),
+            &addr,
+            self.peers.tls(),
+            Call::Join {
+                leader: self.id(),
+                term: v.term,
+                members: v.members.clone(),
+                epoch: v.epoch,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|f| ProposeError::Failed {
+            status: f.status.max(400),
+            message: format!("cannot add {addr}: {}", f.message),
+        })?;
+        let Reply::Joined { id } = joined else {
+            return Err(ProposeError::Unavailable(format!(
+                "unexpected answer from {addr}"
+            )));
+        };
+        if v.members.contains_key(&id) {
+            return Err(ProposeError::Failed {
+                status: 409,
+                message: format!("node {addr} has id {id}, which a member already has"),
+            });
+        }
+        self.send(Event::AddLearner(id, addr.clone())).await?;
+        // A member only once in sync: wait until it holds what was committed.
+        let target = self.view().last_index;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.view();
+            if v.progress.get(&id).is_some_and(|(m, _)| *m >= target) {
+                break;
+            }
+            if Instant::now() > until || v.role != Role::Leader {
+                drop(v);
+                let _ = self.send(Event::RemoveLearner(id)).await;
+                return Err(ProposeError::Unavailable(format!(
+                    "node {addr} did not catch up within 60 s; it was not added"
+                )));
+            }
+            drop(v);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.propose(Change::SetMember { id, addr }).await.map(drop)
+    }
+
+    /// Removes the member at `url` (`kms rm`), through the log.
+    pub async fn remove_node(&self, url: &str) -> Result<(), ProposeError> {
+        let addr = net::host_port(url);
+        let v = self.view().clone();
+        let Some((&id, _)) = v.members.iter().find(|(_, a)| **a == addr) else {
+            return Err(ProposeError::Failed {
+                status: 404,
+                message: format!("node {addr} is not a member"),
+            });
+        };
+        if v.members.len() == 1 {
+            return Err(ProposeError::Failed {
+                status: 409,
+                message: "cannot remove the last member of a cluster".into(),
+            });
+        }
+        match self.propose(Change::RemoveMember { id }).await {
+            // Removing the leader itself: it steps down as it applies the
+            // removal, before every member confirmed; the state says whether
+            // the removal happened.
+            Err(ProposeError::Unavailable(_))
+                if !self.state().cluster.members.contains_key(&id) =>
+            {
+                Ok(())
+            }
+            r => r.map(drop),
+        }
+    }
+
+    /// Force-removes `ids` from this node's view of the cluster (`kms edit`).
+    pub async fn edit(&self, ids: Vec<NodeId>) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Edit(ids, reply)).await?;
+        rx.await
+            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+            .map_err(|m| ProposeError::Failed {
+                status: 400,
+                message: m,
+            })
+    }
+
+    /// Answers a call from a peer.
+    pub async fn handle_call(self: &Arc<Self>, call: Call) -> Result<Reply, Fail> {
+        if let Some(r) = &self.view().removed {
+            return Err(Fail {
+                status: 503,
+                message: r.clone(),
+            });
+        }
+        match call {
+            Call::Forward(changes) => {
+                let mut out = Vec::with_capacity(changes.len());
+                for c in changes {
+                    out.push(self.propose_local(c).await.map_err(|e| match e {
+                        ProposeError::NotLeader(_) => Fail {
+                            status: 503,
+                            message:
+                                "this node is not the leader any more; nothing was applied".into(),
+                        },
+                        e => e.to_fail(),
+                    }));
+                }
+                Ok(Reply::Forwarded(out))
+            }
+            Call::Join {
+                term,
+                members,
+                epoch,
+                ..
+            } => {
+                let (reply, rx) = oneshot::channel();
+                self.send(Event::Join {
+                    term,
+                    members,
+                    epoch,
+                    reply,
+                })
+                .await
+                .map_err(|e| e.to_fail())?;
+                match rx.await {
+                    Ok(Ok(())) => Ok(Reply::Joined { id: self.id() }),
+                    Ok(Err(m)) => Err(Fail {
+                        status: 409,
+                        message: m,
+                    }),
+                    Err(_) => Err(Fail {
+                        status: 503,
+                        message: "shutting down".into(),
+                    }),
+                }
+            }
+            Call::Status => {
+                use prost::Message;
+                Ok(Reply::Status(
+                    crate::api::server_status(self).encode_to_vec(),
+                ))
+            }
+            Call::ReadyWrite => match self.view().role {
+                Role::Leader => match Box::pin(self.write_blocker()).await {
+                    None => Ok(Reply::Done),
+                    Some(m) => Err(Fail {
+                        status: 503,
+                        message: m,
+                    }),
+                },
+                _ => Err(Fail {
+                    status: 503,
+                    message: "not the leader".into(),
+                }),
+            },
+            Call::AddNode(addr) => {
+                if self.view().role != Role::Leader {
+                    return Err(Fail {
+                        status: 503,
+                        message: "not the leader".into(),
+                    });
+                }
+                Box::pin(self.add_node(&addr))
+                    .await
+                    .map(|()| Reply::Done)
+                    .map_err(|e| e.to_fail())
+            }
+        }
     }
 }
 
-/// The writer: drains proposals, applies a group of them to a copy of the
-/// state, writes the log entries, records and applied index in one synced
-/// batch, and only then publishes the new state and answers.
-fn writer(store: Arc<Store>, state: Arc<ArcSwap<State>>, mut rx: mpsc::Receiver<Proposal>) {
-    let mut stop = false;
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
+/// Serves an inbound peer connection (already authenticated by mutual TLS).
+pub async fn serve_peer<S>(stream: S, node: Arc<Node>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut r, w) = tokio::io::split(stream);
+    let from = match net::read_frame(&mut r).await {
+        Ok(Wire::Hello { from }) => from,
+        _ => return,
+    };
+    let (atx, mut arx) = mpsc::channel::<Wire>(256);
+    let writer = tokio::spawn(async move {
+        let mut w = tokio::io::BufWriter::new(w);
+        while let Some(f) = arx.recv().await {
+            if net::write_frame(&mut w, &f).await.is_err() {
+                return;
+            }
+            if arx.is_empty() && w.flush().await.is_err() {
+                return;
             }
         }
-        if let Some(i) = group.iter().position(|p| matches!(p, Proposal::Stop)) {
-            // Proposals after Stop are dropped: their callers get "the writer has stopped".
-            group.truncate(i);
-            stop = true;
-            if group.is_empty() {
+    });
+    loop {
+        match net::read_frame(&mut r).await {
+            Ok(Wire::Raft(msg)) => {
+                // A node outside this cluster campaigning: tell it, on this
+                // connection (this node has no connection of its own to it).
+                let v = node.view();
+                if matches!(msg, Msg::PreVote { .. } | Msg::Vote { .. })
+                    && v.members.contains_key(&node.id())
+                    && !v.members.contains_key(&from)
+                {
+                    let notice = Msg::Removed {
+                        term: v.term,
+                        epoch: v.epoch,
+                    };
+                    let _ = atx.try_send(Wire::Raft(notice));
+                    continue;
+                }
+                drop(v);
+                node.deliver(from, msg, None)
+            }
+            Ok(Wire::Snapshot(msg, records)) => node.deliver_snapshot(from, msg, records).await,
+            Ok(Wire::Call { id, call }) => {
+                let node = node.clone();
+                let atx = atx.clone();
+                tokio::spawn(async move {
+                    let reply = node.handle_call(call).await;
+                    let _ = atx.send(Wire::Answer { id, reply }).await;
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(peer = from, error = %e, "peer connection ended");
                 break;
             }
         }
-        let mut next: State = (**state.load()).clone();
-        let prev = next.applied;
-        let mut wb = WriteBatch::default();
-        let mut outcomes = Vec::with_capacity(group.len());
-        for p in group {
-            next.applied += 1;
-            let index = next.applied;
-            match p {
-                Proposal::Change(change, reply) => {
-                    let outcome = apply(&mut next, &change);
-                    if let Ok(touches) = &outcome {
-                        store.stage_touches(&mut wb, &next, touches);
+    }
+    drop(atx);
+    let _ = writer.await;
+}
+
+enum Out {
+    Send(NodeId, Wire),
+    Reply(u64, Result<u64, Reject>),
+}
+
+struct Driver {
+    me: NodeId,
+    addr: String,
+    timing: Timing,
+    core: Core<Change>,
+    store: Arc<Store>,
+    state: Arc<ArcSwap<State>>,
+    view: Arc<ArcSwap<View>>,
+    peers: Arc<Peers>,
+    /// Persisted entries not applied yet.
+    unapplied: BTreeMap<u64, core::Entry<Change>>,
+    /// The persisted log is `log_lo..=log_hi`.
+    log_lo: u64,
+    log_hi: u64,
+    waiters: HashMap<u64, Waiter>,
+    /// Outcomes of applied entries, until their proposals are answered.
+    outcomes: BTreeMap<u64, Result<(), ApplyError>>,
+    next_id: u64,
+    snapshot_in: Option<Records>,
+    restore: Option<Box<State>>,
+    learners: BTreeMap<NodeId, String>,
+    removed: Option<String>,
+    genesis_sent: bool,
+    leader_contact: Option<Instant>,
+}
+
+impl Driver {
+    fn run(mut self, mut rx: mpsc::Receiver<Event>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let mut stop = false;
+            let mut acts = Vec::new();
+            let mut proposals = Vec::new();
+            for ev in batch {
+                if stop {
+                    // Events after Stop are dropped: their callers get "shutting down".
+                    continue;
+                }
+                match ev {
+                    Event::Stop => stop = true,
+                    Event::Propose(change, reply) => {
+                        if let Some(r) = &self.removed {
+                            let _ = reply.send(Err(ProposeError::Unavailable(r.clone())));
+                            continue;
+                        }
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        self.waiters.insert(id, reply);
+                        proposals.push((id, change));
                     }
-                    store.stage_entry(&mut wb, index, &Entry { term: TERM, change });
-                    outcomes.push((reply, outcome.map(|_| index).map_err(ProposeError::Apply)));
+                    Event::Restore(st, records, reply) => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        self.waiters.insert(id, reply);
+                        self.restore = Some(st);
+                        proposals.push((id, Change::Restored { records }));
+                    }
+                    Event::Msg(from, msg, snap) => {
+                        if self.removed.is_some() {
+                            continue;
+                        }
+                        if self.core.leader() == Some(from) {
+                            self.leader_contact = Some(Instant::now());
+                        }
+                        if snap.is_some() {
+                            self.snapshot_in = snap;
+                        }
+                        acts.extend(self.core.step(from, msg));
+                        if self.core.leader() == Some(from) {
+                            self.leader_contact = Some(Instant::now());
+                        }
+                    }
+                    Event::Tick => {
+                        if self.removed.is_none() {
+                            acts.extend(self.core.tick());
+                        }
+                    }
+                    Event::AddLearner(id, addr) => {
+                        self.learners.insert(id, addr);
+                        self.update_peers(&self.state.load().cluster.members.clone());
+                        acts.extend(self.core.add_learner(id));
+                    }
+                    Event::RemoveLearner(id) => {
+                        self.learners.remove(&id);
+                        self.core.remove_learner(id);
+                        self.update_peers(&self.state.load().cluster.members.clone());
+                    }
+                    Event::Edit(ids, reply) => {
+                        let r = self.edit(&ids);
+                        if let Ok(a) = r {
+                            acts.extend(a);
+                            let _ = reply.send(Ok(()));
+                        } else if let Err(e) = r {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                    Event::Join {
+                        term,
+                        members,
+                        epoch,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.join(term, members, epoch));
+                    }
                 }
-                Proposal::Restore(st, records, reply) => {
-                    let applied = next.applied;
-                    next = *st;
-                    next.applied = applied;
-                    store.stage_replace_all(&mut wb, &next);
-                    store.stage_entry(
-                        &mut wb,
-                        index,
-                        &Entry {
-                            term: TERM,
-                            change: Change::Restored { records },
-                        },
+            }
+            if !proposals.is_empty() {
+                acts.extend(self.core.propose_many(proposals));
+            }
+            self.execute(acts);
+            self.genesis();
+            self.publish();
+            if stop {
+                break;
+            }
+        }
+    }
+
+    /// A new cluster records its first member (itself) once it leads.
+    fn genesis(&mut self) {
+        if self.genesis_sent
+            || self.core.role() != Role::Leader
+            || !self.state.load().cluster.members.is_empty()
+        {
+            return;
+        }
+        self.genesis_sent = true;
+        let id = self.next_id;
+        self.next_id += 1;
+        let acts = self.core.propose_many(vec![(
+            id,
+            Change::SetMember {
+                id: self.me,
+                addr: self.addr.clone(),
+            },
+        )]);
+        self.execute(acts);
+    }
+
+    fn update_peers(&self, members: &BTreeMap<NodeId, String>) {
+        let mut all = members.clone();
+        for (id, a) in &self.learners {
+            all.entry(*id).or_insert_with(|| a.clone());
+        }
+        self.peers.update(&all);
+    }
+
+    fn publish(&self) {
+        let st = self.state.load();
+        let leader = self.core.role() == Role::Leader;
+        self.view.store(Arc::new(View {
+            role: self.core.role(),
+            term: self.core.term(),
+            leader: self.core.leader(),
+            commit: self.core.commit(),
+            applied: self.core.applied(),
+            last_index: self.core.durable().last_index(),
+            members: st.cluster.members.clone(),
+            epoch: self.core.epoch(),
+            progress: if leader {
+                self.core
+                    .progress()
+                    .into_iter()
+                    .map(|(m, _, matched, applied)| (m, (matched, applied)))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
+            down: self.core.down(),
+            removed: self.removed.clone(),
+            leader_contact: if leader {
+                Some(Instant::now())
+            } else {
+                self.leader_contact
+            },
+        }));
+    }
+
+    fn fatal(&self, what: String) -> ! {
+        tracing::error!("{what}; stopping so that a restart recovers from the durable state");
+        eprintln!("kms: {what}");
+        std::process::exit(74);
+    }
+
+    fn members_of(st: &State) -> Vec<NodeId> {
+        st.cluster.members.keys().copied().collect()
+    }
+
+    /// Carries out the core's actions: stages everything to persist in one
+    /// batch, writes it durably, then publishes, sends and answers.
+    fn execute(&mut self, acts: Vec<Action<Change>>) {
+        if acts.is_empty() {
+            return;
+        }
+        let mut queue: VecDeque<Action<Change>> = acts.into();
+        let mut wb = WriteBatch::default();
+        let mut staged = false;
+        let mut next: Option<State> = None;
+        let mut membership = false;
+        let mut out = Vec::new();
+        while let Some(a) = queue.pop_front() {
+            match a {
+                Action::SaveHardState { term, voted_for } => {
+                    self.store.stage_hard_state(&mut wb, term, voted_for);
+                    staged = true;
+                }
+                Action::Append { from, entries } => {
+                    if from <= self.log_hi {
+                        self.store.stage_delete_log(&mut wb, from, self.log_hi);
+                        self.unapplied.split_off(&from);
+                    }
+                    for (k, e) in entries.into_iter().enumerate() {
+                        let i = from + k as u64;
+                        let stored = Entry {
+                            term: e.term,
+                            change: e.payload.clone().unwrap_or(Change::Noop),
+                        };
+                        self.store.stage_entry(&mut wb, i, &stored);
+                        self.log_hi = i;
+                        self.unapplied.insert(i, e);
+                    }
+                    staged = true;
+                }
+                Action::Apply { to } => {
+                    let st = next.get_or_insert_with(|| (**self.state.load()).clone());
+                    for i in st.applied + 1..=to {
+                        let Some(e) = self.unapplied.remove(&i) else {
+                            self.fatal(format!("log entry {i} is missing"));
+                        };
+                        st.applied = i;
+                        let change = e.payload.unwrap_or(Change::Noop);
+                        let outcome = match (&change, self.restore.take()) {
+                            (Change::Restored { .. }, Some(new)) => {
+                                *st = *new;
+                                st.applied = i;
+                                self.store.stage_replace_all(&mut wb, st);
+                                Ok(vec![Touch::Cluster])
+                            }
+                            (_, r) => {
+                                self.restore = r;
+                                apply(st, &change)
+                            }
+                        };
+                        if let Ok(touches) = &outcome {
+                            self.store.stage_touches(&mut wb, st, touches);
+                            if touches.contains(&Touch::Cluster) {
+                                membership = true;
+                                queue.extend(
+                                    self.core
+                                        .set_members(Self::members_of(st), st.cluster.epoch),
+                                );
+                                if matches!(change, Change::RemoveMember { id } if id == self.me) {
+                                    self.removed = Some(format!(
+                                        "this node was removed from the cluster (`kms rm`, log entry {i}); \
+                                         it does not serve any more. To use it again, wipe its data \
+                                         directory and `kms add` it"
+                                    ));
+                                }
+                                if let Change::SetMember { id, .. } = change {
+                                    self.learners.remove(&id);
+                                }
+                            }
+                        }
+                        if !self.waiters.is_empty() {
+                            self.outcomes.insert(i, outcome.map(drop));
+                        }
+                    }
+                    self.store.stage_applied(&mut wb, to);
+                    staged = true;
+                }
+                Action::Compact { to, term } => {
+                    if to >= self.log_lo {
+                        self.store.stage_delete_log(&mut wb, self.log_lo, to);
+                        self.log_lo = to + 1;
+                    }
+                    self.store.stage_snap(&mut wb, to, term);
+                    staged = true;
+                }
+                Action::InstallSnapshot { index, last_term } => {
+                    let Some(records) = self.snapshot_in.take() else {
+                        self.fatal("a snapshot was installed without its records".into());
+                    };
+                    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = records.0.iter().collect();
+                    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                    let mut st = match crate::store::import_records(
+                        sorted.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    ) {
+                        Ok(st) => st,
+                        Err(e) => self.fatal(format!("received a corrupt snapshot: {e}")),
+                    };
+                    st.applied = index;
+                    self.store.stage_replace_all(&mut wb, &st);
+                    if self.log_hi >= self.log_lo {
+                        self.store
+                            .stage_delete_log(&mut wb, self.log_lo, self.log_hi);
+                    }
+                    self.log_lo = index + 1;
+                    self.log_hi = index;
+                    self.unapplied.clear();
+                    self.store.stage_snap(&mut wb, index, last_term);
+                    self.store.stage_applied(&mut wb, index);
+                    queue.extend(
+                        self.core
+                            .set_members(Self::members_of(&st), st.cluster.epoch),
                     );
-                    outcomes.push((reply, Ok(index)));
+                    next = Some(st);
+                    membership = true;
+                    staged = true;
+                    tracing::info!(index, "installed a snapshot from the leader");
                 }
-                Proposal::Stop => unreachable!("removed from the group above"),
+                Action::Send(to, msg) => out.push(Out::Send(to, Wire::Raft(msg))),
+                Action::SendSnapshot {
+                    to,
+                    term,
+                    index,
+                    last_term,
+                } => {
+                    let st = next.get_or_insert_with(|| (**self.state.load()).clone());
+                    if st.applied != index {
+                        continue;
+                    }
+                    let records = Records(
+                        crate::store::export_records(st)
+                            .into_iter()
+                            .map(|(k, v)| (k, v.to_vec()))
+                            .collect(),
+                    );
+                    tracing::info!(
+                        peer = to,
+                        index,
+                        records = records.0.len(),
+                        "sending a snapshot"
+                    );
+                    out.push(Out::Send(
+                        to,
+                        Wire::Snapshot(
+                            Msg::Snapshot {
+                                term,
+                                index,
+                                last_term,
+                            },
+                            records,
+                        ),
+                    ));
+                }
+                Action::Reply { id, result } => out.push(Out::Reply(id, result)),
+                Action::Removed { by, epoch } => {
+                    self.removed = Some(format!(
+                        "this node was removed from the cluster: member {by} has a newer \
+                         membership (epoch {epoch}) without it; it does not serve any more. To \
+                         use it again, wipe its data directory and `kms add` it"
+                    ));
+                }
             }
         }
-        store.stage_applied(&mut wb, prev, next.applied);
-        match store.write(wb) {
-            Ok(()) => {
-                state.store(Arc::new(next));
-                for (reply, o) in outcomes {
-                    let _ = reply.send(o);
-                }
+        if staged {
+            if let Err(e) = self.store.write(wb) {
+                self.fatal(format!("cannot write the replication log: {e}"));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write state changes; none of them applied");
-                for (reply, _) in outcomes {
-                    let _ = reply.send(Err(ProposeError::Unavailable(format!(
-                        "storage failure: {e}"
-                    ))));
+        }
+        if let Some(st) = next {
+            self.state.store(Arc::new(st));
+        }
+        if membership {
+            self.update_peers(&self.state.load().cluster.members.clone());
+        }
+        if let Some(r) = &self.removed {
+            if self.store.removed().ok().flatten().is_none() {
+                tracing::error!("{r}");
+                let _ = self.store.set_removed(r);
+                self.peers.stop();
+                for (_, w) in self.waiters.drain() {
+                    let _ = w.send(Err(ProposeError::Unavailable(r.clone())));
                 }
             }
         }
-        if stop {
-            break;
+        for o in out {
+            match o {
+                Out::Send(to, f) => self.peers.send(to, f),
+                Out::Reply(id, result) => {
+                    let Some(w) = self.waiters.remove(&id) else {
+                        continue;
+                    };
+                    let r = match result {
+                        Ok(i) => match self.outcomes.remove(&i) {
+                            Some(Err(e)) => Err(ProposeError::Apply(e)),
+                            _ => Ok(i),
+                        },
+                        Err(Reject::NotLeader(l)) => Err(ProposeError::NotLeader(l)),
+                        Err(Reject::Down { missing }) => Err(ProposeError::Unavailable(format!(
+                            "write refused: {} not reachable (a write needs every member of the \
+                             cluster); nothing was applied",
+                            self.describe(&missing)
+                        ))),
+                        Err(Reject::Unavailable { missing }) => {
+                            Err(ProposeError::Unavailable(format!(
+                                "write not confirmed by {} within {:?}: its outcome is unknown, \
+                                 it may still apply once every member has it",
+                                if missing.is_empty() {
+                                    "the cluster".to_string()
+                                } else {
+                                    self.describe(&missing)
+                                },
+                                self.timing.election
+                            )))
+                        }
+                    };
+                    let _ = w.send(r);
+                }
+            }
         }
+        if self.waiters.is_empty() {
+            self.outcomes.clear();
+        } else if self.outcomes.len() > 100_000 {
+            let keep = self
+                .outcomes
+                .split_off(&(self.outcomes.keys().next_back().copied().unwrap_or(0) - 50_000));
+            self.outcomes = keep;
+        }
+    }
+
+    fn describe(&self, ids: &[NodeId]) -> String {
+        let st = self.state.load();
+        ids.iter()
+            .map(|id| match st.cluster.members.get(id) {
+                Some(a) => format!("node {id} ({a})"),
+                None => format!("node {id}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `kms edit`: drops `ids` from this node's membership, outside the log.
+    fn edit(&mut self, ids: &[NodeId]) -> Result<Vec<Action<Change>>, String> {
+        if ids.contains(&self.me) {
+            return Err(
+                "a node cannot force-remove itself; run `kms edit` on the nodes that stay".into(),
+            );
+        }
+        let mut st = (**self.state.load()).clone();
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|i| !st.cluster.members.contains_key(i))
+            .map(|i| i.to_string())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!("not members: {}", unknown.join(", ")));
+        }
+        for i in ids {
+            st.cluster.members.remove(i);
+        }
+        st.cluster.epoch += 1;
+        let mut wb = WriteBatch::default();
+        self.store.stage_touches(&mut wb, &st, &[Touch::Cluster]);
+        self.store.write(wb).map_err(|e| e.to_string())?;
+        let members = Self::members_of(&st);
+        let epoch = st.cluster.epoch;
+        tracing::warn!(removed = ?ids, epoch, "membership edited by the operator");
+        self.state.store(Arc::new(st));
+        self.update_peers(&self.state.load().cluster.members.clone());
+        let mut acts = self.core.set_members(members, epoch);
+        if self.core.members() == [self.me] {
+            acts.extend(self.core.campaign());
+        }
+        Ok(acts)
+    }
+
+    /// Becomes a learner of another cluster (`kms add` on its leader):
+    /// only a node that holds nothing yet may join; its store is reset and
+    /// the leader's snapshot replaces it.
+    fn join(
+        &mut self,
+        term: u64,
+        members: BTreeMap<NodeId, String>,
+        epoch: u64,
+    ) -> Result<(), String> {
+        let st = self.state.load();
+        if members.contains_key(&self.me) {
+            return Err(format!(
+                "node {} is already a member of that cluster",
+                self.me
+            ));
+        }
+        if !st.enclaves.is_empty()
+            || !st.identities.is_empty()
+            || st.cluster.members.keys().any(|m| *m != self.me)
+        {
+            return Err(format!(
+                "node {} ({}) is not empty: it holds {} enclave(s), {} identities and a cluster of {} node(s). \
+                 Only a fresh node can join; wipe its data directory first",
+                self.me,
+                self.addr,
+                st.enclaves.len(),
+                st.identities.len(),
+                st.cluster.members.len()
+            ));
+        }
+        drop(st);
+        let mut fresh = State::default();
+        fresh.cluster.members = members.clone();
+        fresh.cluster.epoch = epoch;
+        let mut wb = WriteBatch::default();
+        self.store.stage_replace_all(&mut wb, &fresh);
+        if self.log_hi >= self.log_lo {
+            self.store
+                .stage_delete_log(&mut wb, self.log_lo, self.log_hi);
+        }
+        self.store.stage_snap(&mut wb, 0, 0);
+        self.store.stage_applied(&mut wb, 0);
+        self.store.stage_hard_state(&mut wb, term, None);
+        self.store.write(wb).map_err(|e| e.to_string())?;
+        self.log_lo = 1;
+        self.log_hi = 0;
+        self.unapplied.clear();
+        let durable = Durable {
+            term,
+            ..Durable::default()
+        };
+        self.core = Core::new(
+            self.me,
+            members.keys().copied().collect(),
+            self.timing.core_config(rand::random()),
+            durable,
+        );
+        let acts = self
+            .core
+            .set_members(members.keys().copied().collect(), epoch);
+        self.state.store(Arc::new(fresh));
+        self.update_peers(&members);
+        self.genesis_sent = true;
+        self.execute(acts);
+        tracing::info!(members = ?members, "joining a cluster as a learner");
+        Ok(())
     }
 }

@@ -182,6 +182,12 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
     })?;
     let created = opened.created;
     let node_id = opened.meta.node_id;
+    if let Some(why) = opened.store.removed().map_err(|e| e.to_string())? {
+        return Err(StartError::Other(format!(
+            "{why} (data directory {})",
+            cfg.data_dir.display()
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(cfg.address)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.address))?;
@@ -191,7 +197,10 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
     } else {
         local.ip()
     };
-    let addr = std::net::SocketAddr::new(host, local.port()).to_string();
+    let addr = cfg
+        .advertise
+        .clone()
+        .unwrap_or_else(|| std::net::SocketAddr::new(host, local.port()).to_string());
     let host = host.to_string();
     let (certs, key, cert_path) = match &cfg.tls {
         Some((c, k)) => {
@@ -215,12 +224,16 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
             ))
         },
     )?);
+    let cluster_tls =
+        crate::replication::tls::ClusterTls::from_hsm(hsm.as_ref()).map_err(StartError::Hsm)?;
     let node = Node::start(
         opened,
         &hsms,
         root.identity(),
         addr.clone(),
         cfg.max_request_bytes,
+        cfg.timing,
+        cluster_tls.client.clone(),
     )?;
     println!(
         "kms {} listening on https://{addr}",
@@ -274,7 +287,14 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, node_id, created, "serving");
-    crate::server::run(listener, tls, node.clone(), shutdown_signal()).await;
+    crate::server::run(
+        listener,
+        tls,
+        cluster_tls.server.clone(),
+        node.clone(),
+        shutdown_signal(),
+    )
+    .await;
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,21 +8,24 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::node::Node;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `listener` until `shutdown` completes.
+/// Serves `listener` until `shutdown` completes. A connection whose TLS
+/// ClientHello offers the inter-node ALPN protocol gets the cluster's TLS
+/// configuration (mutual TLS with the HSM-derived key) and the peer
+/// protocol; every other one is an API client.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    peer_tls: Arc<rustls::ServerConfig>,
     node: Arc<Node>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     tokio::pin!(shutdown);
@@ -39,14 +42,38 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let (tls, peer_tls) = (tls.clone(), peer_tls.clone());
         let node = node.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = async {
+                let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                    .await
+                    .map_err(|e| (false, e))?;
+                let is_peer = start
+                    .client_hello()
+                    .alpn()
+                    .is_some_and(|mut a| a.any(|p| p == crate::replication::net::ALPN));
+                let cfg = if is_peer { peer_tls } else { tls };
+                start
+                    .into_stream(cfg)
+                    .await
+                    .map(|s| (s, is_peer))
+                    .map_err(|e| (is_peer, e))
+            };
+            let (tls, is_peer) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
+                Ok(Err((true, e))) => {
+                    tracing::warn!(
+                        %peer,
+                        error = %e,
+                        "refused a node connection: its inter-node key differs from this \
+                         cluster's (another HSM key)"
+                    );
+                    return;
+                }
+                Ok(Err((false, e))) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
@@ -55,6 +82,10 @@ pub async fn run(
                     return;
                 }
             };
+            if is_peer {
+                crate::node::serve_peer(tls, node).await;
+                return;
+            }
             let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                 Some(cert) => match kms_client::Identity::from_certificate(cert) {
                     Ok(i) => i,

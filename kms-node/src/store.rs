@@ -26,8 +26,10 @@ use crate::change::{Change, Touch};
 use crate::codec;
 use crate::crypto::RootKey;
 use crate::model::{
-    Enclave, EnclaveRecord, IdentityRecord, KeyRing, KeyRingRecord, PolicyRecord, State,
+    ClusterRecord, Enclave, EnclaveRecord, IdentityRecord, KeyRing, KeyRingRecord, PolicyRecord,
+    State,
 };
+use crate::replication::core::{Durable, Entry as LogEntry};
 
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
@@ -145,6 +147,9 @@ pub fn key_key(e: &str, k: &str) -> Vec<u8> {
 pub fn policy_key(e: &str, p: &str) -> Vec<u8> {
     [b"P\0", e.as_bytes(), b"\0", p.as_bytes()].concat()
 }
+pub fn cluster_key() -> Vec<u8> {
+    b"C\0cluster".to_vec()
+}
 pub fn identity_key(i: &Identity) -> Vec<u8> {
     [b"I\0".as_slice(), i.to_string().as_bytes()].concat()
 }
@@ -179,6 +184,7 @@ fn record_value(st: &State, key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
             let r = st.identities.get(&id)?;
             Some(Zeroizing::new(codec::encode(r.as_ref())))
         }
+        b'C' if !st.cluster.members.is_empty() => Some(Zeroizing::new(codec::encode(&st.cluster))),
         _ => None,
     }
 }
@@ -192,6 +198,7 @@ pub fn export_records(st: &State) -> Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> {
         keys.extend(e.policies.keys().map(|p| policy_key(en, p)));
     }
     keys.extend(st.identities.keys().map(identity_key));
+    keys.push(cluster_key());
     keys.into_iter()
         .filter_map(|k| record_value(st, &k).map(|v| (k, v)))
         .collect()
@@ -246,6 +253,9 @@ pub fn import_records<'a>(
                     .get_mut(&first)
                     .ok_or_else(|| corrupt(k, "policy of unknown enclave".into()))?;
                 Arc::make_mut(e).policies.insert(name, Arc::new(r));
+            }
+            (b'C', None) => {
+                st.cluster = codec::decode::<ClusterRecord>(v).map_err(|e| corrupt(k, e))?;
             }
             (b'I', None) => {
                 let r: IdentityRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
@@ -401,7 +411,12 @@ impl Store {
             dir: dir.to_path_buf(),
         };
         let meta = NodeMeta {
-            node_id: 0,
+            node_id: loop {
+                let id = rand::random::<u32>();
+                if id != 0 {
+                    break id;
+                }
+            },
             created_at: crate::model::Time::now(),
         };
         let mut wb = WriteBatch::default();
@@ -586,6 +601,7 @@ impl Store {
                 Touch::Key(e, k) => key_key(e, k),
                 Touch::Policy(e, p) => policy_key(e, p),
                 Touch::Identity(i) => identity_key(i),
+                Touch::Cluster => cluster_key(),
                 Touch::DropEnclave(e) => {
                     wb.delete_cf(cf, enclave_key(e));
                     for kind in [b'K', b'P'] {
@@ -603,19 +619,101 @@ impl Store {
         }
     }
 
-    /// Records the applied index (moving from `prev`) and trims the log
-    /// entries that fell out of the retained window. Point deletes, not range
+    /// Records the applied index.
+    pub fn stage_applied(&self, wb: &mut WriteBatch, applied: u64) {
+        wb.put_cf(self.cf(CF_META), b"applied", applied.to_be_bytes());
+    }
+
+    /// Records the replication term and vote.
+    pub fn stage_hard_state(&self, wb: &mut WriteBatch, term: u64, voted_for: Option<u32>) {
+        wb.put_cf(self.cf(CF_META), b"hard", codec::encode(&(term, voted_for)));
+    }
+
+    /// Deletes the log entries `from..=to`. Point deletes, not range
     /// tombstones: thousands of overlapping range tombstones make RocksDB's
     /// recovery quadratic.
-    pub fn stage_applied(&self, wb: &mut WriteBatch, prev: u64, applied: u64) {
-        wb.put_cf(self.cf(CF_META), b"applied", applied.to_be_bytes());
+    pub fn stage_delete_log(&self, wb: &mut WriteBatch, from: u64, to: u64) {
         let log = self.cf(CF_LOG);
-        for index in prev.saturating_sub(LOG_RETAIN)..applied.saturating_sub(LOG_RETAIN) {
+        for index in from..=to {
             wb.delete_cf(log, log_key(index));
         }
     }
 
-    /// Replaces every state record with those of `st` (restore from backup).
+    /// Records that the log starts after `index` (whose entry had `term`).
+    pub fn stage_snap(&self, wb: &mut WriteBatch, index: u64, term: u64) {
+        wb.put_cf(self.cf(CF_META), b"snap", codec::encode(&(index, term)));
+    }
+
+    /// Marks this node as removed from its cluster, with the reason.
+    pub fn set_removed(&self, why: &str) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(CF_META), b"removed", why.as_bytes());
+        self.write(wb)
+    }
+
+    /// Why this node was removed from its cluster, if it was.
+    pub fn removed(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_meta(b"removed")?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The replication state that survives restarts: term and vote, the
+    /// log after the last compaction point, the applied index.
+    pub fn durable(&self, applied: u64) -> Result<Durable<Change>, StoreError> {
+        let corrupt = |key: &str, why: String| StoreError::Corrupt {
+            key: key.into(),
+            why,
+        };
+        let (term, voted_for): (u64, Option<u32>) = match self.get_meta(b"hard")? {
+            Some(b) => codec::decode(&b).map_err(|e| corrupt("meta/hard", e))?,
+            // A store from before replication: every entry had term 1.
+            None => (1, None),
+        };
+        let mut log = Vec::new();
+        let mut first = None;
+        for item in self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start) {
+            let (k, _) = item?;
+            let index = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("log", "malformed index".into()))?,
+            );
+            first.get_or_insert(index);
+            let e = self
+                .entry(index)?
+                .ok_or_else(|| corrupt("log", format!("entry {index} vanished")))?;
+            log.push(LogEntry {
+                term: e.term,
+                payload: match e.change {
+                    Change::Noop => None,
+                    c => Some(c),
+                },
+            });
+        }
+        let (snap_index, snap_term) = match self.get_meta(b"snap")? {
+            Some(b) => codec::decode(&b).map_err(|e| corrupt("meta/snap", e))?,
+            None => (first.map_or(applied, |f| f - 1), 1),
+        };
+        if let Some(f) = first {
+            if f != snap_index + 1 {
+                return Err(corrupt(
+                    "log",
+                    format!("log starts at {f}, expected {}", snap_index + 1),
+                ));
+            }
+        }
+        Ok(Durable {
+            term,
+            voted_for,
+            log,
+            applied,
+            snap_index,
+            snap_term,
+        })
+    }
+
+    /// Replaces every state record with those of `st` (restore from backup, snapshot).
     pub fn stage_replace_all(&self, wb: &mut WriteBatch, st: &State) {
         let cf = self.cf(CF_STATE);
         wb.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 8].as_slice());

@@ -200,6 +200,29 @@ impl Server {
         format!("https://{}", self.addr)
     }
 
+    /// The server's log so far (every start of this data directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, d: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let r = c.wait_timeout(d).and_then(|s| s.code());
+        if r.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        r
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -278,6 +301,45 @@ impl WaitTimeout for Child {
     }
 }
 
+/// Fast replication timing for tests: 50 ms heartbeats, 500 ms election timeout.
+pub fn fast_timing(hsm_key: &str) -> Vec<(String, String)> {
+    vec![
+        ("KMS_HSM_KEY".to_string(), hsm_key.to_string()),
+        ("KMS_HEARTBEAT_MS".to_string(), "50".to_string()),
+        ("KMS_ELECTION_MS".to_string(), "500".to_string()),
+    ]
+}
+
+/// `n` servers with the same HSM key, joined into one cluster with `kms add`
+/// (run against the first).
+pub fn cluster(tmp: &tempfile::TempDir, n: usize, hsm_key: &str) -> Vec<Server> {
+    let env = fast_timing(hsm_key);
+    let nodes: Vec<Server> = (0..n)
+        .map(|i| {
+            Server::try_start_env(&tmp.path().join(format!("node{i}")), &env, &[])
+                .unwrap_or_else(|e| panic!("node {i} did not start: {e}"))
+        })
+        .collect();
+    for s in &nodes[1..] {
+        ok(&nodes[0].cli(None, &["add", &s.url()]));
+    }
+    nodes
+}
+
+/// Retries `f` every 50 ms until it returns Some, for at most `d`.
+pub fn eventually<T>(d: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + d;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Asserts that a CLI run succeeded and returns its stdout.
 pub fn ok(o: &Output) -> String {
     assert!(
@@ -340,7 +402,10 @@ pub fn backup_secrets(blob: &[u8], hsm_key: &str) -> Vec<Vec<u8>> {
 /// softhsm-fixtures/create-token.sh (importing `key_file` if given) and
 /// returns the settings it prints, as environment variables.
 pub fn softhsm_token(dir: &Path, label: &str, key_file: Option<&Path>) -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm-fixtures/create-token.sh");
+    let script = // At run time: the target directory is shared between checkouts (CI
+    // clones), and a binary built in another checkout embeds that one's path.
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../softhsm-fixtures/create-token.sh");
     let mut cmd = Command::new(script);
     cmd.arg(dir)
         .args(["--label", label, "--key-label", &format!("{label}-key")]);

@@ -1,32 +1,47 @@
-//! CLUSTER:* commands. A node is a single-node cluster until the cluster
-//! issue lands: CLUSTER:STATUS answers for it; membership and HSM changes
-//! answer 501 with the reason.
+//! CLUSTER:* commands: status of every member, membership changes (add,
+//! remove, the operator's `edit`) and the HSMs that seal this node's state.
+
+use std::time::Duration;
 
 use kms_client::{proto, Command};
 use prost::Message;
 
 use super::{decode, ApiError, Ctx};
+use crate::node::Node;
+use crate::replication::core::Role;
+use crate::replication::net::{Call, Reply};
 
-pub fn server_status(ctx: &Ctx<'_>) -> proto::ServerStatusResponse {
-    let node = ctx.node;
+/// This node's status, as CLUSTER:STATUS and `kms stat` report it.
+pub fn server_status(node: &Node) -> proto::ServerStatusResponse {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
+    let v = node.view();
+    let role = match v.role {
+        Role::Leader => "Leader",
+        Role::Follower if !v.members.contains_key(&node.id()) => "Learner",
+        Role::Follower => "Follower",
+        Role::PreCandidate | Role::Candidate => "Candidate",
+    };
     proto::ServerStatusResponse {
         version: env!("CARGO_PKG_VERSION").into(),
         api_version: "v1".into(),
         host: node.addr.clone(),
         up_time: Some(prost_types::Duration::try_from(node.started.elapsed()).unwrap_or_default()),
-        role: "Leader".into(),
-        commit: ctx.st.applied,
-        nodes: [(node.meta.node_id, node.addr.clone())]
-            .into_iter()
-            .collect(),
-        id: node.meta.node_id,
-        leader_id: node.meta.node_id as i64,
-        last_heartbeat: Some(prost_types::Duration::default()),
-        heartbeat_interval: None,
-        election_timeout: None,
+        role: role.into(),
+        commit: v.applied,
+        nodes: if v.members.is_empty() {
+            [(node.id(), node.addr.clone())].into_iter().collect()
+        } else {
+            v.members.iter().map(|(k, a)| (*k, a.clone())).collect()
+        },
+        id: node.id(),
+        leader_id: v.leader.map_or(-1, i64::from),
+        last_heartbeat: v
+            .leader_contact
+            .and_then(|t| prost_types::Duration::try_from(t.elapsed()).ok()),
+        heartbeat_interval: prost_types::Duration::try_from(node.timing.heartbeat).ok(),
+        election_timeout: prost_types::Duration::try_from(node.timing.election).ok(),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
         cpus,
@@ -36,6 +51,43 @@ pub fn server_status(ctx: &Ctx<'_>) -> proto::ServerStatusResponse {
         hsms: node.hsm_entries(),
         configured_hsms: node.configured_names(),
     }
+}
+
+/// Every member's status: this node's, and the others' asked over the
+/// inter-node connections (a member that does not answer within a second is down).
+pub async fn cluster_status(node: &Node) -> proto::ClusterStatusResponse {
+    let me = server_status(node);
+    let members = node.view().members.clone();
+    let mut asks = Vec::new();
+    for (id, addr) in members {
+        if id == node.id() {
+            continue;
+        }
+        let peers = node.peers.clone();
+        asks.push((
+            id,
+            addr,
+            tokio::spawn(async move { peers.call(id, Call::Status, Duration::from_secs(1)).await }),
+        ));
+    }
+    let mut out = proto::ClusterStatusResponse::default();
+    out.nodes_up.insert(me.id, me);
+    for (id, addr, task) in asks {
+        match task.await {
+            Ok(Ok(Reply::Status(b))) => match proto::ServerStatusResponse::decode(b.as_slice()) {
+                Ok(s) => {
+                    out.nodes_up.insert(id, s);
+                }
+                Err(_) => {
+                    out.nodes_down.insert(id, addr);
+                }
+            },
+            _ => {
+                out.nodes_down.insert(id, addr);
+            }
+        }
+    }
+    out
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
@@ -53,12 +105,41 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
     match cmd {
         Command::ClusterStatus => {
             let _: proto::ClusterStatusRequest = decode(cmd, payload)?;
-            let me = server_status(ctx);
-            Ok(proto::ClusterStatusResponse {
-                nodes_up: [(me.id, me)].into_iter().collect(),
-                nodes_down: Default::default(),
+            Ok(cluster_status(ctx.node).await.encode_to_vec())
+        }
+        Command::ClusterAddNode => {
+            let req: proto::AddClusterNodeRequest = decode(cmd, payload)?;
+            if req.host.trim().is_empty() {
+                return Err(ApiError::bad("the node address must not be empty"));
             }
-            .encode_to_vec())
+            let r = ctx.node.add_node(&req.host).await.map_err(ApiError::from);
+            audit(ctx, cmd, &req.host, &r);
+            r.map(|()| Vec::new())
+        }
+        Command::ClusterRemoveNode => {
+            let req: proto::RemoveClusterNodeRequest = decode(cmd, payload)?;
+            let r = ctx
+                .node
+                .remove_node(&req.host)
+                .await
+                .map_err(ApiError::from);
+            audit(ctx, cmd, &req.host, &r);
+            r.map(|()| Vec::new())
+        }
+        Command::ClusterEdit => {
+            let req: proto::EditClusterRequest = decode(cmd, payload)?;
+            if req.remove_ids.is_empty() {
+                return Err(ApiError::bad("no node ids to remove"));
+            }
+            let ids = req
+                .remove_ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let r = ctx.node.edit(req.remove_ids).await.map_err(ApiError::from);
+            audit(ctx, cmd, &ids, &r);
+            r.map(|()| Vec::new())
         }
         Command::ClusterAddHsm => {
             let req: proto::AddHsmRequest = decode(cmd, payload)?;
@@ -109,7 +190,17 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
         }
         _ => Err(ApiError::new(
             501,
-            format!("{cmd} is not supported yet: this node runs as a single-node cluster"),
+            format!("{cmd} is not a cluster command"),
         )),
     }
+}
+
+fn audit(ctx: &Ctx<'_>, cmd: Command, subject: &str, r: &Result<(), ApiError>) {
+    crate::audit::change(
+        &ctx.caller.identity,
+        cmd,
+        None,
+        subject,
+        r.as_ref().map(|_| ()).map_err(|e| e.message.clone()),
+    );
 }

@@ -7,6 +7,7 @@
 //! (one file per command family), each authorized on its own.
 
 mod cluster;
+pub use cluster::server_status;
 mod enclave;
 mod identity;
 mod key;
@@ -67,6 +68,8 @@ impl From<ProposeError> for ApiError {
         match e {
             ProposeError::Apply(a) => a.into(),
             ProposeError::Unavailable(m) => Self::new(503, m),
+            ProposeError::NotLeader(_) => Self::new(503, "no leader"),
+            ProposeError::Failed { status, message } => Self::new(status, message),
         }
     }
 }
@@ -281,10 +284,15 @@ pub async fn route(
     let (parts, body) = req.into_parts();
     let json = wants_json(&parts);
     let path = parts.uri.path().to_string();
+    if let Some(why) = node.view().removed.clone() {
+        if path != "/version" && path != "/v1/health/live" {
+            return error_response(&ApiError::new(503, why), json);
+        }
+    }
     let result = match (&parts.method, path.as_str()) {
         (&Method::GET, "/version") => Ok(version(&node, json)),
         (&Method::GET, "/v1/health/live") => Ok(response(200, "text/plain", Bytes::new())),
-        (&Method::GET, "/v1/health/ready") => Ok(ready(&node)),
+        (&Method::GET, "/v1/health/ready") => Ok(ready(&node, &parts).await),
         (&Method::GET, "/v1/health/metrics") => Ok(metrics(&node)),
         (&Method::GET, "/v1/db") => backup(&node, &identity),
         (&Method::PUT, "/v1/db") => restore(&node, &identity, &parts, body).await,
@@ -340,22 +348,32 @@ fn version(node: &Node, json: bool) -> Response<Body> {
     }
 }
 
-fn ready(node: &Node) -> Response<Body> {
-    // A single-node cluster that is serving has unsealed its state; it can
-    // write as long as its writer runs. `?write` is answered the same way.
-    if node.writer_alive() {
-        response(200, "text/plain", Bytes::new())
-    } else {
-        response(
+/// Ready: the node serves reads (it is unsealed and a member). With
+/// `?write`: a write could also succeed now (a leader is known and every
+/// member is reachable from it); otherwise 503 with the reason.
+async fn ready(node: &Node, parts: &http::request::Parts) -> Response<Body> {
+    if !node.writer_alive() {
+        return response(
             503,
             "text/plain",
-            Bytes::from_static(b"the writer has stopped: state changes are not possible"),
-        )
+            Bytes::from_static(b"the node is shutting down: state changes are not possible"),
+        );
     }
+    let write = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "write" || p.starts_with("write="))
+    });
+    if write {
+        if let Some(why) = node.write_blocker().await {
+            return response(503, "text/plain", Bytes::from(why));
+        }
+    }
+    response(200, "text/plain", Bytes::new())
 }
 
 fn metrics(node: &Node) -> Response<Body> {
     let st = node.state();
+    let v = node.view();
     let up = node.started.elapsed().as_secs_f64();
     let body = node.metrics.render(&[
         ("kms_uptime_seconds", "Seconds since the node started.", up),
@@ -366,13 +384,46 @@ fn metrics(node: &Node) -> Response<Body> {
         ),
         ("kms_enclaves", "Enclaves.", st.enclaves.len() as f64),
         ("kms_keys", "Keys in all enclaves.", st.key_count() as f64),
-        ("kms_cluster_nodes", "Members of the cluster.", 1.0),
         (
-            "kms_cluster_nodes_up",
-            "Members reachable from this node.",
-            1.0,
+            "kms_cluster_nodes",
+            "Members of the cluster.",
+            v.members.len() as f64,
         ),
-        ("kms_is_leader", "1 if this node is the leader.", 1.0),
+        (
+            "kms_cluster_nodes_down",
+            "Members the leader has not heard from within an election timeout (on the leader).",
+            v.down.len() as f64,
+        ),
+        (
+            "kms_is_leader",
+            "1 if this node is the leader.",
+            f64::from(u8::from(v.role == crate::replication::core::Role::Leader)),
+        ),
+        ("kms_raft_term", "Current election term.", v.term as f64),
+        (
+            "kms_raft_commit_index",
+            "Highest log index known committed on every member.",
+            v.commit as f64,
+        ),
+        (
+            "kms_raft_last_index",
+            "Last index of this node's log.",
+            v.last_index as f64,
+        ),
+        (
+            "kms_replication_lag_entries",
+            "On the leader: the largest number of entries a member or learner is behind.",
+            v.progress
+                .values()
+                .map(|(m, _)| v.last_index.saturating_sub(*m))
+                .max()
+                .unwrap_or(0) as f64,
+        ),
+        (
+            "kms_leader_contact_seconds",
+            "Seconds since this node last heard from the leader (0 on the leader).",
+            v.leader_contact.map_or(-1.0, |t| t.elapsed().as_secs_f64()),
+        ),
     ]);
     response(200, "text/plain; version=0.0.4", Bytes::from(body))
 }

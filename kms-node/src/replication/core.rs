@@ -13,18 +13,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 pub type NodeId = u32;
 pub type Term = u64;
 pub type Index = u64;
 
 /// A log entry; `payload` `None` is the no-op a new leader appends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry<P> {
     pub term: Term,
     pub payload: Option<P>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg<P> {
     PreVote {
         term: Term,
@@ -57,6 +59,19 @@ pub enum Msg<P> {
         matched: Index,
         applied: Index,
     },
+    /// The leader's whole applied state up to `index` follows (carried by
+    /// the shell next to this message): a joining node starts from it.
+    Snapshot {
+        term: Term,
+        index: Index,
+        last_term: Term,
+    },
+    /// Answer to a node that is not a member of the sender's configuration
+    /// `epoch`: if that is newer than the receiver's, the receiver was removed.
+    Removed {
+        term: Term,
+        epoch: u64,
+    },
 }
 
 impl<P> Msg<P> {
@@ -67,7 +82,9 @@ impl<P> Msg<P> {
             | Msg::Vote { term, .. }
             | Msg::VoteResp { term, .. }
             | Msg::Append { term, .. }
-            | Msg::AppendResp { term, .. } => *term,
+            | Msg::AppendResp { term, .. }
+            | Msg::Snapshot { term, .. }
+            | Msg::Removed { term, .. } => *term,
         }
     }
 }
@@ -80,6 +97,9 @@ pub enum Reject {
     /// Not every member applied the entry in time. It stays in the log and
     /// may still commit: the outcome is unknown to the client.
     Unavailable { missing: Vec<NodeId> },
+    /// Members were not heard from within an election timeout: the proposal
+    /// was refused before it entered the log (it will never apply).
+    Down { missing: Vec<NodeId> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +123,32 @@ pub enum Action<P> {
     /// (a commit needs every member), so no one will ask for them again.
     Compact {
         to: Index,
+        term: Term,
     },
     /// Answer proposal `id`.
     Reply {
         id: u64,
         result: Result<Index, Reject>,
+    },
+    /// Send `to` the applied state (at index `index`, whose entry has term
+    /// `last_term`) with `Msg::Snapshot`.
+    SendSnapshot {
+        to: NodeId,
+        term: Term,
+        index: Index,
+        last_term: Term,
+    },
+    /// Replace the whole state by the received snapshot, applied up to
+    /// `index`; the log is empty after it.
+    InstallSnapshot {
+        index: Index,
+        last_term: Term,
+    },
+    /// A member with a newer configuration (`epoch`) says this node is not
+    /// a member any more.
+    Removed {
+        by: NodeId,
+        epoch: u64,
     },
 }
 
@@ -196,12 +237,23 @@ struct Progress {
     next: Index,
     matched: Index,
     applied: Index,
+    /// A learner that must receive the whole state first.
+    needs_snapshot: bool,
+    /// When the last snapshot was sent (ticks), to pace resends.
+    snapshot_at: Option<u64>,
+    /// When this node last answered (ticks).
+    last_heard: u64,
 }
 
 #[derive(Debug)]
 pub struct Core<P> {
     pub id: NodeId,
     members: Vec<NodeId>,
+    /// Nodes that receive the log but neither vote nor count for commits
+    /// (joining nodes, until their membership entry is applied).
+    learners: BTreeSet<NodeId>,
+    /// Version of the membership configuration.
+    epoch: u64,
     cfg: Config,
     d: Durable<P>,
     role: Role,
@@ -223,6 +275,8 @@ impl<P: Clone> Core<P> {
         let mut c = Core {
             id,
             members,
+            learners: BTreeSet::new(),
+            epoch: 0,
             rng: cfg.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
             cfg,
             commit: durable.applied,
@@ -258,7 +312,19 @@ impl<P: Clone> Core<P> {
     pub fn applied(&self) -> Index {
         self.d.applied
     }
-    /// (member, next, matched, applied) as the leader sees them.
+    pub fn commit(&self) -> Index {
+        self.commit
+    }
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn is_member(&self) -> bool {
+        self.members.contains(&self.id)
+    }
+    /// (member or learner, next, matched, applied) as the leader sees them.
     pub fn progress(&self) -> Vec<(NodeId, Index, Index, Index)> {
         self.progress
             .iter()
@@ -271,7 +337,7 @@ impl<P: Clone> Core<P> {
     }
     /// The term of entry `i`; entries before the compaction point are
     /// committed and report 0 (callers treat them as matching).
-    fn term_at(&self, i: Index) -> Term {
+    pub fn term_at(&self, i: Index) -> Term {
         if i == 0 || i < self.d.snap_index {
             0
         } else if i == self.d.snap_index {
@@ -407,12 +473,14 @@ impl<P: Clone> Core<P> {
                     m,
                     Progress {
                         next,
-                        matched: 0,
-                        applied: 0,
+                        last_heard: self.now,
+                        ..Progress::default()
                     },
                 )
             })
             .collect();
+        // Learners are added again by the shell (`add_learner`) if still joining.
+        self.learners.clear();
         // A no-op of the new term commits the entries of earlier terms.
         self.append_local(Entry {
             term: self.d.term,
@@ -433,9 +501,29 @@ impl<P: Clone> Core<P> {
     }
 
     fn send_append(&mut self, to: NodeId) {
-        let Some(p) = self.progress.get(&to) else {
+        let now = self.now;
+        let pace = self.cfg.election_ticks.0;
+        let (applied, term) = (self.d.applied, self.d.term);
+        let last_term = self.term_at(applied);
+        let Some(p) = self.progress.get_mut(&to) else {
             return;
         };
+        if p.needs_snapshot {
+            if p.snapshot_at.is_some_and(|t| now < t + pace) {
+                return;
+            }
+            p.needs_snapshot = false;
+            p.snapshot_at = Some(now);
+            p.next = applied + 1;
+            self.out.push(Action::SendSnapshot {
+                to,
+                term,
+                index: applied,
+                last_term,
+            });
+            return;
+        }
+        let p = &self.progress[&to];
         // Entries up to the compaction point are on every member already.
         let prev_index = p
             .next
@@ -456,9 +544,18 @@ impl<P: Clone> Core<P> {
     }
 
     fn broadcast(&mut self) {
-        for m in self.others() {
+        let to: Vec<NodeId> = self.progress.keys().copied().collect();
+        for m in to {
             self.send_append(m);
         }
+    }
+
+    /// Progress of the voting members only (learners do not count).
+    fn member_progress(&self) -> impl Iterator<Item = &Progress> {
+        self.progress
+            .iter()
+            .filter(|(m, _)| !self.learners.contains(m))
+            .map(|(_, p)| p)
     }
 
     fn apply_to(&mut self, to: Index) {
@@ -473,13 +570,16 @@ impl<P: Clone> Core<P> {
             self.d.snap_term = self.term_at(to);
             self.d.log.drain(..(to - self.d.snap_index) as usize);
             self.d.snap_index = to;
-            self.out.push(Action::Compact { to });
+            self.out.push(Action::Compact {
+                to,
+                term: self.d.snap_term,
+            });
         }
     }
 
     /// Commits what every member (or, broken on purpose, a majority) persisted.
     fn advance_commit(&mut self) {
-        let mut matched: Vec<Index> = self.progress.values().map(|p| p.matched).collect();
+        let mut matched: Vec<Index> = self.member_progress().map(|p| p.matched).collect();
         matched.push(self.last_index());
         matched.sort_unstable();
         #[cfg(test)]
@@ -500,7 +600,7 @@ impl<P: Clone> Core<P> {
 
     /// Acknowledges proposals that every member has applied.
     fn answer_pending(&mut self) {
-        let mut applied: Vec<Index> = self.progress.values().map(|p| p.applied).collect();
+        let mut applied: Vec<Index> = self.member_progress().map(|p| p.applied).collect();
         applied.push(self.d.applied);
         applied.sort_unstable();
         #[cfg(test)]
@@ -541,7 +641,7 @@ impl<P: Clone> Core<P> {
                     let missing = self
                         .progress
                         .iter()
-                        .filter(|(_, p)| p.applied < i)
+                        .filter(|(m, p)| p.applied < i && !self.learners.contains(m))
                         .map(|(m, _)| *m)
                         .collect();
                     self.out.push(Action::Reply {
@@ -551,7 +651,7 @@ impl<P: Clone> Core<P> {
                 }
             }
             _ => {
-                if self.elapsed >= self.timeout {
+                if self.elapsed >= self.timeout && self.is_member() {
                     self.start_pre_vote();
                 }
             }
@@ -559,8 +659,32 @@ impl<P: Clone> Core<P> {
         std::mem::take(&mut self.out)
     }
 
+    /// Members the leader has not heard from within the shortest election
+    /// timeout (empty on a follower).
+    pub fn down(&self) -> Vec<NodeId> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        self.progress
+            .iter()
+            .filter(|(m, p)| {
+                !self.learners.contains(m)
+                    && self.now.saturating_sub(p.last_heard) > self.cfg.election_ticks.0
+            })
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
     /// Proposes a state change; answered later by `Action::Reply { id, .. }`.
     pub fn propose(&mut self, id: u64, payload: P) -> Vec<Action<P>> {
+        let down = self.down();
+        if !down.is_empty() {
+            self.out.push(Action::Reply {
+                id,
+                result: Err(Reject::Down { missing: down }),
+            });
+            return std::mem::take(&mut self.out);
+        }
         if self.role != Role::Leader {
             self.out.push(Action::Reply {
                 id,
@@ -579,10 +703,152 @@ impl<P: Clone> Core<P> {
         std::mem::take(&mut self.out)
     }
 
+    /// Proposes several state changes as one replication round (group commit).
+    pub fn propose_many(&mut self, batch: Vec<(u64, P)>) -> Vec<Action<P>> {
+        let down = self.down();
+        if !down.is_empty() {
+            for (id, _) in batch {
+                self.out.push(Action::Reply {
+                    id,
+                    result: Err(Reject::Down {
+                        missing: down.clone(),
+                    }),
+                });
+            }
+            return std::mem::take(&mut self.out);
+        }
+        if self.role != Role::Leader {
+            for (id, _) in batch {
+                self.out.push(Action::Reply {
+                    id,
+                    result: Err(Reject::NotLeader(self.leader)),
+                });
+            }
+            return std::mem::take(&mut self.out);
+        }
+        let from = self.last_index() + 1;
+        let deadline = self.now + self.cfg.write_timeout_ticks;
+        let mut entries = Vec::with_capacity(batch.len());
+        for (k, (id, payload)) in batch.into_iter().enumerate() {
+            let e = Entry {
+                term: self.d.term,
+                payload: Some(payload),
+            };
+            self.d.log.push(e.clone());
+            entries.push(e);
+            self.pending.insert(from + k as Index, (id, deadline));
+        }
+        if !entries.is_empty() {
+            self.out.push(Action::Append { from, entries });
+            self.broadcast();
+            self.advance_commit();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Starts an election now (a member that is not the leader): a node that
+    /// is the only member of its cluster need not wait for a timeout.
+    pub fn campaign(&mut self) -> Vec<Action<P>> {
+        if self.is_member() && self.role != Role::Leader {
+            self.start_pre_vote();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Adds `id` as a learner (leader only): it receives a snapshot, then the
+    /// log, but neither votes nor counts for commits until a membership entry
+    /// that names it is applied.
+    pub fn add_learner(&mut self, id: NodeId) -> Vec<Action<P>> {
+        if self.role == Role::Leader && !self.members.contains(&id) && id != self.id {
+            self.learners.insert(id);
+            self.progress.insert(
+                id,
+                Progress {
+                    needs_snapshot: true,
+                    last_heard: self.now,
+                    ..Progress::default()
+                },
+            );
+            self.send_append(id);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Drops learner `id` (a join that was abandoned).
+    pub fn remove_learner(&mut self, id: NodeId) {
+        if self.learners.remove(&id) {
+            self.progress.remove(&id);
+        }
+    }
+
+    /// (matched, applied) of a member or learner, as the leader sees it.
+    pub fn progress_of(&self, id: NodeId) -> Option<(Index, Index)> {
+        self.progress.get(&id).map(|p| (p.matched, p.applied))
+    }
+
+    /// Sets the membership configuration `epoch` (applied from the log, or
+    /// an operator's `edit`). A leader that is no longer a member steps down.
+    pub fn set_members(&mut self, members: Vec<NodeId>, epoch: u64) -> Vec<Action<P>> {
+        let mut members = members;
+        members.sort_unstable();
+        members.dedup();
+        self.members = members;
+        self.epoch = self.epoch.max(epoch);
+        self.learners.retain(|l| !self.members.contains(l));
+        if self.role == Role::Leader {
+            if !self.is_member() {
+                self.become_follower(self.d.term, None);
+                return std::mem::take(&mut self.out);
+            }
+            let next = self.last_index() + 1;
+            let now = self.now;
+            for m in self.others() {
+                self.progress.entry(m).or_insert(Progress {
+                    next,
+                    last_heard: now,
+                    ..Progress::default()
+                });
+            }
+            let keep: BTreeSet<NodeId> = self
+                .members
+                .iter()
+                .chain(self.learners.iter())
+                .copied()
+                .collect();
+            self.progress.retain(|m, _| keep.contains(m));
+            self.advance_commit();
+        } else if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            self.votes.retain(|v| self.members.contains(v));
+        }
+        std::mem::take(&mut self.out)
+    }
+
     /// Handles a message from `from`.
     pub fn step(&mut self, from: NodeId, msg: Msg<P>) -> Vec<Action<P>> {
-        if !self.members.contains(&from) || from == self.id {
+        if from == self.id {
             return Vec::new();
+        }
+        if let Msg::Removed { epoch, .. } = msg {
+            if epoch > self.epoch && self.members.contains(&from) {
+                self.out.push(Action::Removed { by: from, epoch });
+            }
+            return std::mem::take(&mut self.out);
+        }
+        let known = self.members.contains(&from)
+            || (self.role == Role::Leader && self.learners.contains(&from));
+        if !known {
+            // A node outside this configuration: tell it, if this node's
+            // configuration is the newer one (it then knows it was removed).
+            if self.is_member() && !matches!(msg, Msg::Removed { .. }) {
+                self.out.push(Action::Send(
+                    from,
+                    Msg::Removed {
+                        term: self.d.term,
+                        epoch: self.epoch,
+                    },
+                ));
+            }
+            return std::mem::take(&mut self.out);
         }
         // Pre-votes carry a prospective term and never change ours.
         if !matches!(msg, Msg::PreVote { .. } | Msg::PreVoteResp { .. }) && msg.term() > self.d.term
@@ -645,6 +911,12 @@ impl<P: Clone> Core<P> {
                 entries,
                 commit,
             } => self.on_append(from, term, prev_index, prev_term, entries, commit),
+            Msg::Snapshot {
+                term,
+                index,
+                last_term,
+            } => self.on_snapshot(from, term, index, last_term),
+            Msg::Removed { .. } => {}
             Msg::AppendResp {
                 term,
                 success,
@@ -653,10 +925,15 @@ impl<P: Clone> Core<P> {
             } => {
                 if self.role == Role::Leader && term == self.d.term {
                     if let Some(p) = self.progress.get_mut(&from) {
+                        p.last_heard = self.now;
                         p.applied = p.applied.max(applied);
                         if success {
                             p.matched = p.matched.max(matched);
                             p.next = p.matched + 1;
+                        } else if matched == 0 && self.learners.contains(&from) {
+                            // A learner without the state: (re)send the snapshot.
+                            p.needs_snapshot = true;
+                            self.send_append(from);
                         } else {
                             p.next = (matched + 1).min(p.next.saturating_sub(1)).max(1);
                             self.send_append(from);
@@ -667,6 +944,42 @@ impl<P: Clone> Core<P> {
             }
         }
         std::mem::take(&mut self.out)
+    }
+
+    fn on_snapshot(&mut self, from: NodeId, term: Term, index: Index, last_term: Term) {
+        if term < self.d.term {
+            self.out.push(Action::Send(
+                from,
+                Msg::AppendResp {
+                    term: self.d.term,
+                    success: false,
+                    matched: 0,
+                    applied: self.d.applied,
+                },
+            ));
+            return;
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(term, Some(from));
+        }
+        self.elapsed = 0;
+        if index > self.d.applied {
+            self.d.log.clear();
+            self.d.snap_index = index;
+            self.d.snap_term = last_term;
+            self.d.applied = index;
+            self.commit = self.commit.max(index);
+            self.out.push(Action::InstallSnapshot { index, last_term });
+        }
+        self.out.push(Action::Send(
+            from,
+            Msg::AppendResp {
+                term,
+                success: true,
+                matched: self.d.applied,
+                applied: self.d.applied,
+            },
+        ));
     }
 
     fn on_append(

@@ -2,9 +2,11 @@
 //! seeded deterministic simulator that drives several cores through message
 //! loss, reordering, duplication, delays, crashes and partitions.
 //!
-//! Not yet wired into the node: see docs/cluster-design.md.
+//! The I/O shell around the core is `node.rs` (the driver) and `net.rs` (the
+//! transport); docs/cluster-design.md describes the whole.
 
 pub mod core;
+pub mod net;
 pub mod tls;
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl Sim {
                     }
                     d.applied = to;
                 }
-                Action::Compact { to } => {
+                Action::Compact { to, .. } => {
                     let d = &mut self.nodes.get_mut(&id).expect("node").durable;
                     if to > d.applied || to < d.snap_index {
                         return Err(format!(
@@ -194,6 +194,11 @@ impl Sim {
                     let k = (to - d.snap_index) as usize;
                     d.log.drain(..k);
                     d.snap_index = to;
+                }
+                Action::SendSnapshot { .. }
+                | Action::InstallSnapshot { .. }
+                | Action::Removed { .. } => {
+                    return Err(format!("node {id}: unexpected {a:?} in a fixed membership"));
                 }
                 Action::Reply { id: pid, result } => {
                     if let Ok(i) = result {
@@ -326,12 +331,23 @@ impl Sim {
             }
             // A client proposes at some node (often not the leader).
             85..=97 => {
-                let payload = self.rng.next();
-                let pid = self.next_id;
-                self.next_id += 1;
-                self.proposals.insert(pid, payload);
+                // Sometimes several at once, as the shell's group commit does.
+                let n = if self.rng.below(4) == 0 {
+                    1 + self.rng.below(4)
+                } else {
+                    1
+                };
+                let mut batch = Vec::new();
+                for _ in 0..n {
+                    let payload = self.rng.next();
+                    let pid = self.next_id;
+                    self.next_id += 1;
+                    self.proposals.insert(pid, payload);
+                    batch.push((pid, payload));
+                }
                 let actions = match &mut self.nodes.get_mut(&pick).expect("node").core {
-                    Some(c) => c.propose(pid, payload),
+                    Some(c) if batch.len() == 1 => c.propose(batch[0].0, batch[0].1),
+                    Some(c) => c.propose_many(batch),
                     None => return Ok(()),
                 };
                 self.run(pick, actions)?;
@@ -459,8 +475,10 @@ fn sim_safety_and_liveness_under_faults() {
     // The faults must not have made the run vacuous.
     eprintln!("{acked} writes acknowledged across all seeds; {compacted} log entries compacted");
     assert!(compacted > 0, "compaction was never exercised");
+    // A proposal while a member is silent for an election timeout is refused
+    // before it enters the log (`Reject::Down`), so faults cost acknowledgements.
     assert!(
-        acked > 10_000,
+        acked > 5_000,
         "only {acked} writes acknowledged across all seeds"
     );
 }

@@ -89,19 +89,21 @@ impl ClusterTls {
             spki: x.tbs_certificate.subject_pki.raw.to_vec(),
             provider: provider.clone(),
         });
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(vec![cert.clone()], pk.clone_key())
             .map_err(|e| e.to_string())?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(vec![cert], pk)
             .map_err(|e| e.to_string())?;
+        server.alpn_protocols = vec![super::net::ALPN.to_vec()];
+        client.alpn_protocols = vec![super::net::ALPN.to_vec()];
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
