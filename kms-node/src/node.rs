@@ -147,6 +147,10 @@ pub struct View {
     pub removed: Option<String>,
     /// When the leader was last heard from (a follower) or now (the leader).
     pub leader_contact: Option<Instant>,
+    /// Per enclave, the highest log index touching it that is not published
+    /// yet; the key "" stands for every enclave (the leader's entries
+    /// applied but not yet applied everywhere).
+    pub pending: HashMap<String, u64>,
 }
 
 type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
@@ -229,7 +233,8 @@ impl Node {
                 .collect()
         };
         let (log_lo, log_hi) = (c.durable().snap_index + 1, c.durable().last_index());
-        let state = Arc::new(ArcSwap::from_pointee(st));
+        let current = Arc::new(st);
+        let state = Arc::new(ArcSwap::new(current.clone()));
         let view = Arc::new(ArcSwap::from_pointee(View {
             role: c.role(),
             term: c.term(),
@@ -243,6 +248,7 @@ impl Node {
             down: Vec::new(),
             removed: None,
             leader_contact: None,
+            pending: HashMap::new(),
         }));
         let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
         let mut d = Driver {
@@ -263,6 +269,7 @@ impl Node {
             snapshot_in: None,
             restore: None,
             learners: BTreeMap::new(),
+            current,
             removed: None,
             genesis_sent: false,
             leader_contact: None,
@@ -362,6 +369,43 @@ impl Node {
     /// The replication view of the last round.
     pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
         self.view.load()
+    }
+
+    /// Waits until the entries touching `enclave` that this node holds but
+    /// has not published yet are published or resolved, for at most two
+    /// election timeouts (then it serves what it has). A read that starts
+    /// after another node served a write therefore sees it too.
+    pub async fn fence(&self, enclave: &str) {
+        let target = {
+            let v = self.view();
+            match (v.pending.get(enclave), v.pending.get("")) {
+                (None, None) => return,
+                (a, b) => a.copied().max(b.copied()).unwrap_or(0),
+            }
+        };
+        let until = Instant::now() + self.timing.election * 2;
+        loop {
+            if self.state().applied >= target {
+                return;
+            }
+            {
+                let v = self.view();
+                let still = v.pending.get(enclave).is_some_and(|i| *i >= target)
+                    || v.pending.get("").is_some_and(|i| *i >= target);
+                if !still {
+                    return;
+                }
+            }
+            if Instant::now() > until {
+                tracing::warn!(
+                    enclave,
+                    target,
+                    "read served with an unresolved write in doubt"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
     }
 
     /// `id (addr)` for messages.
@@ -804,6 +848,8 @@ struct Driver {
     snapshot_in: Option<Records>,
     restore: Option<Box<State>>,
     learners: BTreeMap<NodeId, String>,
+    /// The applied state (published as `state` per `publish_state`).
+    current: Arc<State>,
     removed: Option<String>,
     genesis_sent: bool,
     leader_contact: Option<Instant>,
@@ -868,13 +914,13 @@ impl Driver {
                     }
                     Event::AddLearner(id, addr) => {
                         self.learners.insert(id, addr);
-                        self.update_peers(&self.state.load().cluster.members.clone());
+                        self.update_peers(&self.current.cluster.members.clone());
                         acts.extend(self.core.add_learner(id));
                     }
                     Event::RemoveLearner(id) => {
                         self.learners.remove(&id);
                         self.core.remove_learner(id);
-                        self.update_peers(&self.state.load().cluster.members.clone());
+                        self.update_peers(&self.current.cluster.members.clone());
                     }
                     Event::Edit(ids, reply) => {
                         let r = self.edit(&ids);
@@ -900,6 +946,7 @@ impl Driver {
             }
             self.execute(acts);
             self.genesis();
+            self.publish_state();
             self.publish();
             if stop {
                 break;
@@ -911,7 +958,7 @@ impl Driver {
     fn genesis(&mut self) {
         if self.genesis_sent
             || self.core.role() != Role::Leader
-            || !self.state.load().cluster.members.is_empty()
+            || !self.current.cluster.members.is_empty()
         {
             return;
         }
@@ -936,8 +983,25 @@ impl Driver {
         self.peers.update(&all);
     }
 
+    /// Publishes the applied state for reads. A leader publishes an entry
+    /// only once every member has applied it (when its proposal is also
+    /// answered): a read anywhere can then never see a write that a later
+    /// read elsewhere misses. Followers publish what they apply, and fence
+    /// reads of an enclave with entries not applied yet (`View::pending`).
+    fn publish_state(&mut self) {
+        let published = self.state.load().applied;
+        if self.current.applied == published && Arc::ptr_eq(&self.current, &self.state.load()) {
+            return;
+        }
+        if self.core.role() != Role::Leader
+            || self.core.applied_everywhere() >= self.current.applied
+        {
+            self.state.store(self.current.clone());
+        }
+    }
+
     fn publish(&self) {
-        let st = self.state.load();
+        let st = &self.current;
         let leader = self.core.role() == Role::Leader;
         self.view.store(Arc::new(View {
             role: self.core.role(),
@@ -963,6 +1027,20 @@ impl Driver {
                 Some(Instant::now())
             } else {
                 self.leader_contact
+            },
+            pending: {
+                let published = self.state.load().applied;
+                let mut p: HashMap<String, u64> = HashMap::new();
+                for (i, e) in self.unapplied.iter() {
+                    if let Some(en) = e.payload.as_ref().and_then(|c| c.subject().0) {
+                        p.insert(en.to_string(), *i);
+                    }
+                }
+                if self.current.applied > published {
+                    // Applied on the leader, not yet everywhere: fenced as well.
+                    p.insert(String::new(), self.current.applied);
+                }
+                p
             },
         }));
     }
@@ -1013,7 +1091,7 @@ impl Driver {
                     staged = true;
                 }
                 Action::Apply { to } => {
-                    let st = next.get_or_insert_with(|| (**self.state.load()).clone());
+                    let st = next.get_or_insert_with(|| (*self.current).clone());
                     for i in st.applied + 1..=to {
                         let Some(e) = self.unapplied.remove(&i) else {
                             self.fatal(format!("log entry {i} is missing"));
@@ -1106,7 +1184,7 @@ impl Driver {
                     index,
                     last_term,
                 } => {
-                    let st = next.get_or_insert_with(|| (**self.state.load()).clone());
+                    let st = next.get_or_insert_with(|| (*self.current).clone());
                     if st.applied != index {
                         continue;
                     }
@@ -1150,10 +1228,11 @@ impl Driver {
             }
         }
         if let Some(st) = next {
-            self.state.store(Arc::new(st));
+            self.current = Arc::new(st);
         }
+        self.publish_state();
         if membership {
-            self.update_peers(&self.state.load().cluster.members.clone());
+            self.update_peers(&self.current.cluster.members.clone());
         }
         if let Some(r) = &self.removed {
             if self.store.removed().ok().flatten().is_none() {
@@ -1228,7 +1307,7 @@ impl Driver {
                 "a node cannot force-remove itself; run `kms edit` on the nodes that stay".into(),
             );
         }
-        let mut st = (**self.state.load()).clone();
+        let mut st = (*self.current).clone();
         let unknown: Vec<String> = ids
             .iter()
             .filter(|i| !st.cluster.members.contains_key(i))
@@ -1247,8 +1326,9 @@ impl Driver {
         let members = Self::members_of(&st);
         let epoch = st.cluster.epoch;
         tracing::warn!(removed = ?ids, epoch, "membership edited by the operator");
-        self.state.store(Arc::new(st));
-        self.update_peers(&self.state.load().cluster.members.clone());
+        self.current = Arc::new(st);
+        self.publish_state();
+        self.update_peers(&self.current.cluster.members.clone());
         let mut acts = self.core.set_members(members, epoch);
         if self.core.members() == [self.me] {
             acts.extend(self.core.campaign());
@@ -1316,7 +1396,8 @@ impl Driver {
         let acts = self
             .core
             .set_members(members.keys().copied().collect(), epoch);
-        self.state.store(Arc::new(fresh));
+        self.current = Arc::new(fresh);
+        self.state.store(self.current.clone());
         self.update_peers(&members);
         self.genesis_sent = true;
         self.execute(acts);

@@ -545,6 +545,10 @@ async fn kms(
             "a request must not mix commands that change state with commands that do not",
         ));
     }
+    if !first.is_write() && !enclave.is_empty() {
+        // Reads wait for writes to this enclave that are in flight here.
+        node.fence(enclave).await;
+    }
     let st = node.state();
     let Some(caller) = Caller::from_state(node, &st, identity) else {
         crate::audit::denied(

@@ -315,6 +315,18 @@ impl<P: Clone> Core<P> {
     pub fn commit(&self) -> Index {
         self.commit
     }
+    /// The highest index every member has applied (the leader knows; a
+    /// follower answers its own applied index).
+    pub fn applied_everywhere(&self) -> Index {
+        if self.role != Role::Leader {
+            return self.d.applied;
+        }
+        self.member_progress()
+            .map(|p| p.applied)
+            .chain([self.d.applied])
+            .min()
+            .unwrap_or(self.d.applied)
+    }
     pub fn members(&self) -> &[NodeId] {
         &self.members
     }
