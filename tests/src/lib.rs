@@ -68,6 +68,8 @@ pub struct Server {
     /// The root API key of the server's primary HSM.
     pub root_key: ApiKey,
     pub stdout: String,
+    /// The network namespace the server runs in (partition tests).
+    pub netns: Option<String>,
 }
 
 impl Server {
@@ -92,7 +94,17 @@ impl Server {
         env: &[(String, String)],
         extra: &[&str],
     ) -> Result<Server, String> {
-        Self::launch(dir, env, "127.0.0.1:0", extra)
+        Self::launch(dir, env, "127.0.0.1:0", extra, None)
+    }
+
+    /// Starts a server inside network namespace `netns` on `addr`.
+    pub fn start_in_netns(
+        netns: &str,
+        dir: &Path,
+        env: &[(String, String)],
+        addr: &str,
+    ) -> Result<Server, String> {
+        Self::launch(dir, env, addr, &[], Some(netns))
     }
 
     /// Starts the server again on the same address and data directory.
@@ -104,7 +116,7 @@ impl Server {
         let mut last = String::new();
         // The old socket may linger for a moment.
         for _ in 0..50 {
-            match Self::launch(&self.dir, &self.env, &self.addr, &[]) {
+            match Self::launch(&self.dir, &self.env, &self.addr, &[], self.netns.as_deref()) {
                 Ok(s) => {
                     *self = s;
                     return;
@@ -129,13 +141,23 @@ impl Server {
         env: &[(String, String)],
         addr: &str,
         extra: &[&str],
+        netns: Option<&str>,
     ) -> Result<Server, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.with_extension("log"))
             .expect("log file");
-        let mut child = Command::new(kms_bin())
+        let mut cmd = match netns {
+            // `ip netns exec` execs the program: the child is the server itself.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(kms_bin());
+                c
+            }
+            None => Command::new(kms_bin()),
+        };
+        let mut child = cmd
             .arg("server")
             .args(["--addr", addr])
             .args(extra)
@@ -193,6 +215,7 @@ impl Server {
             env: env.to_vec(),
             root_key,
             stdout: banner,
+            netns: netns.map(str::to_string),
         })
     }
 
@@ -246,8 +269,15 @@ impl Server {
     /// Runs the `kms` CLI against this server as `key` (root if None).
     pub fn cli(&self, key: Option<&ApiKey>, args: &[&str]) -> Output {
         let key = key.cloned().unwrap_or_else(|| self.root_key.clone());
-        Command::new(kms_bin())
-            .args(args)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(kms_bin());
+                c
+            }
+            None => Command::new(kms_bin()),
+        };
+        cmd.args(args)
             .env("KMS_SERVER", self.url())
             .env("KMS_API_KEY", &*key.to_secret_string())
             .env("KMS_INSECURE", "1")

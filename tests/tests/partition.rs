@@ -1,0 +1,243 @@
+//! Network partitions with Linux network namespaces made by the test: three
+//! nodes, each in its own namespace, joined by a bridge in a fourth. Cutting
+//! a node's link on the bridge partitions it from the others (the CLI runs
+//! inside the node's namespace, so reads on a cut-off node can be checked).
+//!
+//! Needs root (`ip netns`). If namespaces cannot be created the test fails
+//! with the reason, unless `KMS_TEST_SKIP_NETNS=1` is set, in which case it
+//! prints SKIPPED and returns: never silently green.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kms_tests::*;
+
+struct Net {
+    hub: String,
+    nodes: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+impl Net {
+    /// Namespaces `<prefix>-h` (the bridge) and `<prefix>-0..n` with
+    /// addresses 10.77.<subnet>.(1+i)/24.
+    fn create(n: usize, subnet: u8) -> Result<Net, String> {
+        let prefix = format!("kms{}", std::process::id());
+        let net = Net {
+            hub: format!("{prefix}-h"),
+            nodes: (0..n).map(|i| format!("{prefix}-{i}")).collect(),
+        };
+        ip(&["netns", "add", &net.hub])?;
+        ip(&["-n", &net.hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &net.hub, "link", "set", "br0", "up"])?;
+        for (i, ns) in net.nodes.iter().enumerate() {
+            ip(&["netns", "add", ns])?;
+            let (v, h) = (format!("v{i}"), format!("h{i}"));
+            ip(&[
+                "-n", &net.hub, "link", "add", &h, "type", "veth", "peer", "name", &v, "netns", ns,
+            ])?;
+            ip(&["-n", &net.hub, "link", "set", &h, "master", "br0", "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.77.{subnet}.{}/24", i + 1),
+                "dev",
+                &v,
+            ])?;
+            ip(&["-n", ns, "link", "set", &v, "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn cut(&self, i: usize) {
+        ip(&["-n", &self.hub, "link", "set", &format!("h{i}"), "down"]).unwrap();
+    }
+
+    fn heal(&self, i: usize) {
+        ip(&["-n", &self.hub, "link", "set", &format!("h{i}"), "up"]).unwrap();
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.nodes.iter().chain([&self.hub]) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+fn setup(n: usize, subnet: u8) -> Option<Net> {
+    match Net::create(n, subnet) {
+        Ok(net) => Some(net),
+        Err(e) => {
+            if std::env::var("KMS_TEST_SKIP_NETNS").is_ok_and(|v| v == "1") {
+                eprintln!("SKIPPED: cannot create network namespaces ({e})");
+                None
+            } else {
+                panic!(
+                    "cannot create network namespaces ({e}); run as root, or set \
+                     KMS_TEST_SKIP_NETNS=1 to skip this test explicitly"
+                );
+            }
+        }
+    }
+}
+
+fn start(net: &Net, tmp: &tempfile::TempDir, subnet: u8) -> Vec<Server> {
+    let env = fast_timing(SEED_HSM_KEY);
+    let nodes: Vec<Server> = net
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            Server::start_in_netns(
+                ns,
+                &tmp.path().join(format!("n{i}")),
+                &env,
+                &format!("10.77.{subnet}.{}:7373", i + 1),
+            )
+            .unwrap_or_else(|e| panic!("node {i}: {e}"))
+        })
+        .collect();
+    for s in &nodes[1..] {
+        ok(&nodes[0].cli(None, &["add", &s.url()]));
+    }
+    nodes
+}
+
+fn leaders(nodes: &[Server]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|s| {
+            let o = s.cli(None, &["--json", "ls"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            let me = v["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["address"] == s.addr.as_str())?
+                .clone();
+            (me["role"] == "Leader").then(|| s.addr.clone())
+        })
+        .collect()
+}
+
+/// The leader cut off from the others: it cannot acknowledge writes (nor
+/// can the others, since a write needs every member), reads keep working
+/// on every node, there is never more than one leader per side, and after
+/// healing the cluster converges and writes succeed everywhere.
+#[test]
+fn leader_cut_off_then_healed() {
+    let Some(net) = setup(3, 1) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = start(&net, &tmp, 1);
+    ok(&nodes[0].cli(None, &["add-enclave", "e"]));
+    ok(&nodes[0].cli(None, &["add-key", "-e", "e", "before"]));
+    assert_eq!(leaders(&nodes), vec![nodes[0].addr.clone()]);
+
+    net.cut(0);
+    // The old leader: writes refused within about an election timeout, reads work.
+    let t = Instant::now();
+    let err = fails(&nodes[0].cli(None, &["add-key", "-e", "e", "on-old-leader"]));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        err.contains(&nodes[1].addr) || err.contains(&nodes[2].addr),
+        "names the unreachable nodes: {err}"
+    );
+    ok(&nodes[0].cli(None, &["stat-key", "-e", "e", "before"]));
+    ok(&nodes[0].cli(None, &["keygen", "-e", "e", "before"]));
+    // The majority side elects a leader of its own, but cannot acknowledge
+    // writes either: the old leader is still a member.
+    let other = eventually(Duration::from_secs(10), || {
+        let l = leaders(&nodes[1..]);
+        (l.len() == 1).then(|| l[0].clone())
+    })
+    .expect("the majority elects a leader");
+    assert_ne!(other, nodes[0].addr);
+    let err = fails(&nodes[1].cli(None, &["add-key", "-e", "e", "on-majority"]));
+    assert!(err.contains(&nodes[0].addr), "{err}");
+    for s in &nodes {
+        ok(&s.cli(None, &["stat-key", "-e", "e", "before"]));
+        fails(&s.cli(None, &["stat-key", "-e", "e", "on-old-leader"]));
+        fails(&s.cli(None, &["stat-key", "-e", "e", "on-majority"]));
+    }
+
+    net.heal(0);
+    // Converges: one leader, writes succeed and are visible on every node.
+    let done = eventually(Duration::from_secs(15), || {
+        nodes[2]
+            .cli(None, &["add-key", "-e", "e", "after"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(done.is_some(), "writes after healing: {}", nodes[2].log());
+    for s in &nodes {
+        ok(&s.cli(None, &["stat-key", "-e", "e", "after"]));
+        fails(&s.cli(None, &["stat-key", "-e", "e", "on-old-leader"]));
+    }
+    let one = eventually(Duration::from_secs(5), || {
+        (leaders(&nodes).len() == 1).then_some(())
+    });
+    assert!(one.is_some(), "one leader after healing");
+}
+
+/// `edit` while a node is cut off: the others drop it and write again; the
+/// cut-off node serves its (now possibly stale) state while it hears from
+/// no one, and stops serving as soon as it reaches a member again.
+#[test]
+fn node_force_removed_while_cut_off_stops_serving_on_contact() {
+    let Some(net) = setup(3, 2) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = start(&net, &tmp, 2);
+    ok(&nodes[0].cli(None, &["add-enclave", "e"]));
+    let ls: serde_json::Value =
+        serde_json::from_slice(&nodes[0].cli(None, &["--json", "ls"]).stdout).unwrap();
+    let id2 = ls["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["address"] == nodes[2].addr.as_str())
+        .and_then(|n| n["id"].as_u64())
+        .unwrap()
+        .to_string();
+    net.cut(2);
+    for s in &nodes[..2] {
+        ok(&s.cli(None, &["edit", &s.url(), "--rm", &id2]));
+    }
+    let done = eventually(Duration::from_secs(10), || {
+        nodes[0]
+            .cli(None, &["add-key", "-e", "e", "k"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(done.is_some(), "writes after edit: {}", nodes[0].log());
+    // Cut off, the removed node still answers reads from its state (the
+    // documented cost of `edit`): it cannot know yet.
+    ok(&nodes[2].cli(None, &["stat-enclave", "e"]));
+    net.heal(2);
+    let refused = eventually(Duration::from_secs(10), || {
+        let o = nodes[2].cli(None, &["stat-enclave", "e"]);
+        (!o.status.success()).then(|| String::from_utf8_lossy(&o.stderr).into_owned())
+    })
+    .expect("the removed node stops serving once it reaches a member");
+    assert!(refused.contains("removed"), "{refused}");
+}
