@@ -262,3 +262,55 @@ fn ready_write_reports_unreachable_members() {
     .expect("503 once a member is gone");
     assert!(r.1.contains(&gone), "{r:?}");
 }
+
+/// A node added while writes are running ends with every acknowledged
+/// write, and so does every other node.
+#[test]
+fn add_node_while_writes_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = cluster(&tmp, 2, SEED_HSM_KEY);
+    let joining = Server::try_start_env(&tmp.path().join("n3"), &fast_timing(SEED_HSM_KEY), &[])
+        .unwrap();
+    let rt = rt();
+    let c = nodes[1].root();
+    rt.block_on(c.create_enclave("w")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (c.clone(), stop.clone());
+        rt.spawn(async move {
+            let mut acked = Vec::new();
+            let mut failed = 0;
+            for i in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let name = format!("k{i}");
+                match c.create_key("w", &name, "", false).await {
+                    Ok(_) => acked.push(name),
+                    Err(_) => failed += 1,
+                }
+            }
+            (acked, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&nodes[0].cli(None, &["add", &joining.url()]));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = rt.block_on(writer).unwrap();
+    eprintln!("{} writes acknowledged, {failed} failed", acked.len());
+    assert!(acked.len() > 50, "too few writes: {}", acked.len());
+    for s in [&nodes[0], &nodes[1], &joining] {
+        let c = s.root();
+        let listed: std::collections::BTreeSet<String> = rt
+            .block_on(c.list_keys("w", ""))
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        for k in &acked {
+            assert!(listed.contains(k), "{} lacks acknowledged key {k}", s.addr);
+        }
+    }
+    assert_eq!(up_count(&ls_json(&joining)), 3);
+}
