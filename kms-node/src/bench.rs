@@ -19,6 +19,8 @@ pub enum Op {
     Decrypt,
     Mac,
     Status,
+    /// KEY:CREATE of new, unique key names (a write: replicated to every member).
+    Create,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +123,23 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
                 version: 0,
             }),
         ),
+        Op::Create => (Command::KeyCreate, Vec::new()),
+    };
+    // Key names unique to this run, worker and request, for `--op create`.
+    let run_id: u32 = rand::random();
+    let creates = move |worker: usize, seq: u64, batch: usize| -> Bytes {
+        let mut body = bytes::BytesMut::new();
+        for k in 0..batch {
+            let m = prost::Message::encode_to_vec(&proto::CreateKeyRequest {
+                name: format!("bench-{run_id:08x}-{worker}-{seq}-{k}"),
+                r#type: String::new(),
+                add_version: false,
+            });
+            body.extend_from_slice(&(Command::KeyCreate as u16).to_be_bytes());
+            body.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            body.extend_from_slice(&m);
+        }
+        body.freeze()
     };
     // Probe once so that a misconfiguration fails loudly instead of as errors/s.
     let mut body = bytes::BytesMut::new();
@@ -129,7 +148,11 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
         body.extend_from_slice(&(one.len() as u32).to_be_bytes());
         body.extend_from_slice(&one);
     }
-    let body: Bytes = body.freeze();
+    let body: Bytes = if a.op == Op::Create {
+        creates(usize::MAX, 0, a.batch)
+    } else {
+        body.freeze()
+    };
     client
         .send(Some(&enclave), body.clone())
         .await
@@ -143,15 +166,24 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
     let start = Instant::now();
     let deadline = start + a.duration;
     let mut workers = Vec::new();
-    for _ in 0..a.concurrency {
+    for worker in 0..a.concurrency {
         let (client, enclave, body, stats) =
             (client.clone(), enclave.clone(), body.clone(), stats.clone());
         let batch = a.batch as u64;
+        let create = (a.op == Op::Create).then_some(creates);
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
+            let mut seq = 0;
             while Instant::now() < deadline {
+                let body = match &create {
+                    Some(make) => {
+                        seq += 1;
+                        make(worker, seq, batch as usize)
+                    }
+                    None => body.clone(),
+                };
                 let t = Instant::now();
-                match client.send(Some(&enclave), body.clone()).await {
+                match client.send(Some(&enclave), body).await {
                     Ok(resp) => {
                         let frames = frame::frames(&resp).count() as u64;
                         stats.ops.fetch_add(frames.min(batch), Relaxed);

@@ -193,6 +193,9 @@ pub struct Node {
     pub started: Instant,
     pub metrics: Metrics,
     pub max_request_bytes: usize,
+    /// The highest fence target a read gave up waiting for: later reads
+    /// do not wait for it again (see `fence`).
+    fence_expired: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -315,6 +318,7 @@ impl Node {
             started: Instant::now(),
             metrics: Metrics::default(),
             max_request_bytes,
+            fence_expired: Default::default(),
         }))
     }
 
@@ -372,10 +376,13 @@ impl Node {
     }
 
     /// Waits until the entries touching `enclave` that this node holds but
-    /// has not published yet are published or resolved, for at most two
-    /// election timeouts (then it serves what it has). A read that starts
-    /// after another node served a write therefore sees it too.
+    /// has not published yet (and that may be committed) are published or
+    /// resolved, for at most two election timeouts; then it serves what it
+    /// has, and later reads do not wait for those entries again. A read
+    /// that starts after another node served a write therefore sees it too,
+    /// unless the write stays unresolved that long (consistency.md).
     pub async fn fence(&self, enclave: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
         let target = {
             let v = self.view();
             match (v.pending.get(enclave), v.pending.get("")) {
@@ -383,6 +390,9 @@ impl Node {
                 (a, b) => a.copied().max(b.copied()).unwrap_or(0),
             }
         };
+        if target <= self.fence_expired.load(Relaxed) {
+            return;
+        }
         let until = Instant::now() + self.timing.election * 2;
         loop {
             if self.state().applied >= target {
@@ -1031,7 +1041,10 @@ impl Driver {
             pending: {
                 let published = self.state.load().applied;
                 let mut p: HashMap<String, u64> = HashMap::new();
-                for (i, e) in self.unapplied.iter() {
+                // A leader's unapplied entries are past its commit index: no
+                // node can have applied them. A follower's may be committed.
+                let unapplied = if leader { None } else { Some(&self.unapplied) };
+                for (i, e) in unapplied.into_iter().flatten() {
                     if let Some(en) = e.payload.as_ref().and_then(|c| c.subject().0) {
                         p.insert(en.to_string(), *i);
                     }

@@ -269,8 +269,8 @@ fn ready_write_reports_unreachable_members() {
 fn add_node_while_writes_run() {
     let tmp = tempfile::tempdir().unwrap();
     let nodes = cluster(&tmp, 2, SEED_HSM_KEY);
-    let joining = Server::try_start_env(&tmp.path().join("n3"), &fast_timing(SEED_HSM_KEY), &[])
-        .unwrap();
+    let joining =
+        Server::try_start_env(&tmp.path().join("n3"), &fast_timing(SEED_HSM_KEY), &[]).unwrap();
     let rt = rt();
     let c = nodes[1].root();
     rt.block_on(c.create_enclave("w")).unwrap();
