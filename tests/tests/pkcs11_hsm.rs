@@ -324,3 +324,46 @@ fn losing_the_hsm_after_start_does_not_affect_crypto() {
     let g = rt().block_on(c.generate("e", "k2", b"", 32)).unwrap();
     assert_eq!(g.version, 1);
 }
+
+/// Two nodes whose SoftHSM2 tokens hold the same imported key form a
+/// cluster (same inter-node key, same root API key); a node whose token
+/// holds another key cannot join, and says so.
+#[test]
+fn tokens_with_the_same_key_form_a_cluster_another_key_cannot_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("shared.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let other = tmp.path().join("other.key");
+    std::fs::write(&other, [9u8; 32]).unwrap();
+    let fast = |mut env: Vec<(String, String)>| {
+        env.push(("KMS_HEARTBEAT_MS".into(), "50".into()));
+        env.push(("KMS_ELECTION_MS".into(), "500".into()));
+        env
+    };
+    let h1 = fast(softhsm_token(&tmp.path().join("hsm1"), "node1", Some(&key)));
+    let h2 = fast(softhsm_token(&tmp.path().join("hsm2"), "node2", Some(&key)));
+    let h3 = fast(softhsm_token(
+        &tmp.path().join("hsm3"),
+        "node3",
+        Some(&other),
+    ));
+    let s1 = Server::try_start_env(&data_dir(&tmp, "n1"), &h1, &[]).unwrap();
+    let s2 = Server::try_start_env(&data_dir(&tmp, "n2"), &h2, &[]).unwrap();
+    let s3 = Server::try_start_env(&data_dir(&tmp, "n3"), &h3, &[]).unwrap();
+    assert_eq!(s1.root_key.identity(), s2.root_key.identity());
+    assert_ne!(s1.root_key.identity(), s3.root_key.identity());
+    ok(&s1.cli(None, &["add-enclave", "e"]));
+    ok(&s1.cli(None, &["add-key", "-e", "e", "k"]));
+    ok(&s1.cli(None, &["add", &s2.url()]));
+    ok(&s2.cli(None, &["stat-key", "-e", "e", "k"]));
+    ok(&s2.cli(None, &["add-key", "-e", "e", "k2"]));
+    ok(&s1.cli(None, &["stat-key", "-e", "e", "k2"]));
+    let o = s1.cli(None, &["add", &s3.url()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("HSM key differs"), "{err}");
+    let refused = kms_tests::eventually(std::time::Duration::from_secs(5), || {
+        s3.log().contains("another HSM key").then_some(())
+    });
+    assert!(refused.is_some(), "{}", s3.log());
+}
