@@ -18,6 +18,7 @@ if [ "${1:-}" = "--test" ]; then
   have_cmd softhsm2-util || need+=(softhsm2)
   have_cmd pkcs11-tool || need+=(opensc)
   have_cmd p11tool || need+=(gnutls-bin)
+  have_cmd ip || need+=(iproute2)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -429,7 +429,73 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
     let c = client(g)?;
     match cmd {
-        Cmd::Ls | Cmd::Stat => {
+        Cmd::Stat => {
+            let v = with("version", c.version().await)?;
+            let r: proto::ClusterStatusResponse = with(
+                "cluster status",
+                c.call(
+                    None,
+                    Command::ClusterStatus,
+                    &proto::ClusterStatusRequest {},
+                )
+                .await,
+            )?;
+            let Some(s) = r.nodes_up.values().find(|s| s.host == v.host) else {
+                return Err(format!("stat: no status for node {}", v.host));
+            };
+            let secs = |d: &Option<prost_types::Duration>| {
+                d.as_ref()
+                    .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+            };
+            if g.json {
+                println!(
+                    "{}",
+                    json!({
+                        "id": s.id, "address": s.host, "role": s.role, "leader_id": s.leader_id,
+                        "commit": s.commit, "version": s.version, "uptime_s": secs(&s.up_time),
+                        "last_heartbeat_s": secs(&s.last_heartbeat),
+                        "heartbeat_interval_s": secs(&s.heartbeat_interval),
+                        "election_timeout_s": secs(&s.election_timeout),
+                        "members": s.nodes, "hsms": s.hsms, "configured_hsms": s.configured_hsms,
+                        "nodes_up": r.nodes_up.len(), "nodes_down": r.nodes_down.len(),
+                    })
+                );
+                return Ok(());
+            }
+            let leader = if s.leader_id < 0 {
+                "none known".to_string()
+            } else {
+                let id = s.leader_id as u32;
+                format!("{id} ({})", s.nodes.get(&id).cloned().unwrap_or_default())
+            };
+            let fmt = |d: Option<f64>| d.map_or("-".into(), |d| format!("{d:.3} s"));
+            let rows = [
+                ("node", format!("{} ({})", s.id, s.host)),
+                ("role", s.role.clone()),
+                ("leader", leader),
+                ("commit", s.commit.to_string()),
+                (
+                    "members",
+                    format!(
+                        "{} ({} up, {} down)",
+                        s.nodes.len(),
+                        r.nodes_up.len(),
+                        r.nodes_down.len()
+                    ),
+                ),
+                ("last heartbeat", fmt(secs(&s.last_heartbeat))),
+                ("heartbeat", fmt(secs(&s.heartbeat_interval))),
+                ("election timeout", fmt(secs(&s.election_timeout))),
+                ("uptime", fmt(secs(&s.up_time))),
+                ("version", s.version.clone()),
+                ("HSMs", s.configured_hsms.join(", ")),
+            ];
+            for (k, v) in rows {
+                println!("{k:<17} {v}");
+            }
+            Ok(())
+        }
+        Cmd::Ls => {
             let r: proto::ClusterStatusResponse = with(
                 "cluster status",
                 c.call(

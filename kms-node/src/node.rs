@@ -919,6 +919,11 @@ impl Driver {
                     }
                     Event::Tick => {
                         if self.removed.is_none() {
+                            if self.core.role() == Role::Leader {
+                                for id in self.peers.unreachable() {
+                                    self.core.mark_unreachable(id);
+                                }
+                            }
                             acts.extend(self.core.tick());
                         }
                     }
@@ -952,6 +957,11 @@ impl Driver {
                 }
             }
             if !proposals.is_empty() {
+                if self.core.role() == Role::Leader {
+                    for id in self.peers.unreachable() {
+                        self.core.mark_unreachable(id);
+                    }
+                }
                 acts.extend(self.core.propose_many(proposals));
             }
             self.execute(acts);

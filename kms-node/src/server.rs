@@ -83,6 +83,9 @@ pub async fn run(
                 }
             };
             if is_peer {
+                // Peer connections live as long as the node: shutdown does not
+                // wait for them (the protocol tolerates a cut connection).
+                drop(watcher);
                 crate::node::serve_peer(tls, node).await;
                 return;
             }

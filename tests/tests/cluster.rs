@@ -50,6 +50,13 @@ fn walkthrough_1_three_nodes() {
         "{table}"
     );
 
+    // `kms stat` describes the node it talks to.
+    let stat = ok(&s2.cli(None, &["stat"]));
+    assert!(
+        stat.contains("Follower") && stat.contains(&s1.addr),
+        "{stat}"
+    );
+    assert!(stat.contains("3 (3 up, 0 down)"), "{stat}");
     // Another node answers for the key created before it joined.
     let stat = ok(&s2.cli(None, &["stat-key", "--enclave", "enclave-1", "key-1"]));
     assert!(stat.contains("key-1"), "{stat}");
@@ -84,6 +91,9 @@ fn walkthrough_1_three_nodes() {
     );
     // Nothing half-applied: the key does not exist.
     fails(&s1.cli(None, &["stat-key", "--enclave", "enclave-1", "key-3"]));
+    // The stopped nodes' connections are refused: the leader knows they are
+    // down at once and refuses the write before it enters the log.
+    assert!(err.contains("nothing was applied"), "{err}\n{}", s1.log());
 
     // Restart them: the write succeeds.
     s2.restart();

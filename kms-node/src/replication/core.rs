@@ -243,6 +243,8 @@ struct Progress {
     snapshot_at: Option<u64>,
     /// When this node last answered (ticks).
     last_heard: u64,
+    /// The transport reported it unreachable since it last answered.
+    unreachable: bool,
 }
 
 #[derive(Debug)]
@@ -671,6 +673,15 @@ impl<P: Clone> Core<P> {
         std::mem::take(&mut self.out)
     }
 
+    /// The transport reports that member `id` cannot be reached (its
+    /// connection is refused or lost): count it as down now instead of
+    /// after an election timeout. Hearing from it again clears this.
+    pub fn mark_unreachable(&mut self, id: NodeId) {
+        if let Some(p) = self.progress.get_mut(&id) {
+            p.unreachable = true;
+        }
+    }
+
     /// Members the leader has not heard from within the shortest election
     /// timeout (empty on a follower).
     pub fn down(&self) -> Vec<NodeId> {
@@ -681,7 +692,8 @@ impl<P: Clone> Core<P> {
             .iter()
             .filter(|(m, p)| {
                 !self.learners.contains(m)
-                    && self.now.saturating_sub(p.last_heard) > self.cfg.election_ticks.0
+                    && (p.unreachable
+                        || self.now.saturating_sub(p.last_heard) > self.cfg.election_ticks.0)
             })
             .map(|(m, _)| *m)
             .collect()
@@ -938,6 +950,7 @@ impl<P: Clone> Core<P> {
                 if self.role == Role::Leader && term == self.d.term {
                     if let Some(p) = self.progress.get_mut(&from) {
                         p.last_heard = self.now;
+                        p.unreachable = false;
                         p.applied = p.applied.max(applied);
                         if success {
                             p.matched = p.matched.max(matched);

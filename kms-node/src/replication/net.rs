@@ -202,6 +202,8 @@ pub struct Peers {
     next_call: AtomicU64,
     rt: tokio::runtime::Handle,
     inbox: Inbox,
+    /// Peers whose connection is down (dial failing or lost).
+    unreachable: Arc<Mutex<std::collections::HashSet<NodeId>>>,
 }
 
 impl Peers {
@@ -213,7 +215,13 @@ impl Peers {
             next_call: AtomicU64::new(1),
             rt,
             inbox: Default::default(),
+            unreachable: Default::default(),
         }
+    }
+
+    /// Peers whose connection is down right now.
+    pub fn unreachable(&self) -> Vec<NodeId> {
+        self.unreachable.lock().iter().copied().collect()
     }
 
     /// Sets where protocol messages answered on outbound connections go
@@ -275,6 +283,7 @@ impl Peers {
             rx,
             pending.clone(),
             self.inbox.clone(),
+            self.unreachable.clone(),
         ));
         Peer {
             addr,
@@ -349,12 +358,14 @@ async fn run_peer(
     mut rx: mpsc::Receiver<Wire>,
     pending: Pending,
     inbox: Inbox,
+    unreachable: Arc<Mutex<std::collections::HashSet<NodeId>>>,
 ) {
     let mut backoff = Duration::from_millis(20);
     let mut logged = false;
     loop {
         match dial(&addr, &tls).await {
             Ok(s) => {
+                unreachable.lock().remove(&id);
                 backoff = Duration::from_millis(20);
                 if logged {
                     tracing::info!(peer = id, %addr, "connected to peer");
@@ -404,9 +415,11 @@ async fn run_peer(
                     }
                 }
                 reader.abort();
+                unreachable.lock().insert(id);
                 fail_pending(&pending, &format!("connection to node {id} ({addr}) lost"));
             }
             Err(e) => {
+                unreachable.lock().insert(id);
                 if !logged {
                     tracing::warn!(peer = id, %addr, error = %e, "cannot reach peer");
                     logged = true;
