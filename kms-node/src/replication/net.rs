@@ -276,14 +276,16 @@ impl Peers {
         let (tx, rx) = mpsc::channel(QUEUE);
         let pending: Pending = Default::default();
         let task = self.rt.spawn(run_peer(
-            self.me,
-            id,
-            addr.clone(),
-            self.tls.clone(),
+            Link {
+                me: self.me,
+                id,
+                addr: addr.clone(),
+                tls: self.tls.clone(),
+                pending: pending.clone(),
+                inbox: self.inbox.clone(),
+                unreachable: self.unreachable.clone(),
+            },
             rx,
-            pending.clone(),
-            self.inbox.clone(),
-            self.unreachable.clone(),
         ));
         Peer {
             addr,
@@ -349,17 +351,28 @@ fn fail_pending(pending: &Pending, why: &str) {
     }
 }
 
-/// Keeps one connection to a peer: dials, sends queued frames, reads answers.
-async fn run_peer(
+/// What a peer's connection task works with.
+struct Link {
     me: NodeId,
     id: NodeId,
     addr: String,
     tls: Arc<rustls::ClientConfig>,
-    mut rx: mpsc::Receiver<Wire>,
     pending: Pending,
     inbox: Inbox,
     unreachable: Arc<Mutex<std::collections::HashSet<NodeId>>>,
-) {
+}
+
+/// Keeps one connection to a peer: dials, sends queued frames, reads answers.
+async fn run_peer(link: Link, mut rx: mpsc::Receiver<Wire>) {
+    let Link {
+        me,
+        id,
+        addr,
+        tls,
+        pending,
+        inbox,
+        unreachable,
+    } = link;
     let mut backoff = Duration::from_millis(20);
     let mut logged = false;
     loop {
