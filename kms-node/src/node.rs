@@ -1375,9 +1375,14 @@ impl Driver {
                 self.me
             ));
         }
-        if !st.enclaves.is_empty()
-            || !st.identities.is_empty()
-            || st.cluster.members.keys().any(|m| *m != self.me)
+        // A learner of the same cluster whose join did not finish (the
+        // leader gave up, or the answer was lost) may join again.
+        let learner_of_it = !st.cluster.members.contains_key(&self.me)
+            && st.cluster.members.keys().any(|m| members.contains_key(m));
+        if !learner_of_it
+            && (!st.enclaves.is_empty()
+                || !st.identities.is_empty()
+                || st.cluster.members.keys().any(|m| *m != self.me))
         {
             return Err(format!(
                 "node {} ({}) is not empty: it holds {} enclave(s), {} identities and a cluster of {} node(s). \
