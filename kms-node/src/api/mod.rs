@@ -284,9 +284,19 @@ pub async fn route(
     let (parts, body) = req.into_parts();
     let json = wants_json(&parts);
     let path = parts.uri.path().to_string();
-    if let Some(why) = node.view().removed.clone() {
-        if path != "/version" && path != "/v1/health/live" {
-            return error_response(&ApiError::new(503, why), json);
+    {
+        let v = node.view();
+        let why = v.removed.clone().or_else(|| {
+            // A learner holds a partial state until its membership entry is
+            // applied (by then it has every acknowledged write): no reads yet.
+            (!v.members.is_empty() && !v.members.contains_key(&node.id())).then(|| {
+                "this node is joining a cluster and does not serve until it is a member".into()
+            })
+        });
+        if let Some(why) = why {
+            if path != "/version" && path != "/v1/health/live" {
+                return error_response(&ApiError::new(503, why), json);
+            }
         }
     }
     let result = match (&parts.method, path.as_str()) {
