@@ -519,10 +519,13 @@ impl<P: Clone> Core<P> {
         let pace = self.cfg.election_ticks.0;
         let (applied, term) = (self.d.applied, self.d.term);
         let last_term = self.term_at(applied);
+        let snap_index = self.d.snap_index;
         let Some(p) = self.progress.get_mut(&to) else {
             return;
         };
-        if p.needs_snapshot {
+        // A follower that needs compacted entries gets the whole state: a
+        // node that joined lacks the entries committed while it was a learner.
+        if p.needs_snapshot || (snap_index > 0 && p.next <= snap_index) {
             if p.snapshot_at.is_some_and(|t| now < t + pace) {
                 return;
             }
@@ -538,7 +541,7 @@ impl<P: Clone> Core<P> {
             return;
         }
         let p = &self.progress[&to];
-        // Entries up to the compaction point are on every member already.
+        // Past the snapshot branch above, `next` is after the compaction point.
         let prev_index = p
             .next
             .saturating_sub(1)

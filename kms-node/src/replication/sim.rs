@@ -44,6 +44,13 @@ struct Node {
     /// The state machine: the payloads applied, in order (durable, never
     /// compacted). Reads are answered from it.
     applied: Vec<Option<u64>>,
+    /// The membership in this node's applied state.
+    members: Vec<NodeId>,
+    /// Whether this node counts itself a member (it serves reads): the
+    /// original members, and a joiner once it applied its own membership.
+    member: bool,
+    /// A snapshot received with the message being handled.
+    snapshot_in: Option<Vec<Option<u64>>>,
 }
 
 struct InFlight {
@@ -51,6 +58,8 @@ struct InFlight {
     from: NodeId,
     to: NodeId,
     msg: Msg<u64>,
+    /// The applied payloads a `Msg::Snapshot` carries.
+    snap: Option<Vec<Option<u64>>>,
 }
 
 struct Sim {
@@ -69,6 +78,14 @@ struct Sim {
     /// Fault rates in percent.
     drop: u64,
     dup: u64,
+    /// Payloads that add a member (payload -> node id).
+    adds: BTreeMap<u64, NodeId>,
+    /// A node joining: (id, step it started, membership proposed).
+    joining: Option<(NodeId, u64, bool)>,
+    /// Whether this run adds a node.
+    join: bool,
+    /// The original members.
+    initial: Vec<NodeId>,
 }
 
 impl Sim {
@@ -100,6 +117,9 @@ impl Sim {
                         core: Some(core),
                         durable: Durable::default(),
                         applied: Vec::new(),
+                        members: members.clone(),
+                        member: true,
+                        snapshot_in: None,
                     },
                 )
             })
@@ -107,6 +127,7 @@ impl Sim {
         Sim {
             rng: Rng(seed),
             cfg,
+            initial: members.clone(),
             members,
             nodes,
             net: Vec::new(),
@@ -118,7 +139,125 @@ impl Sim {
             next_id: 1,
             drop: 5,
             dup: 3,
+            adds: BTreeMap::new(),
+            joining: None,
+            join: false,
         }
+    }
+
+    /// The membership a list of applied payloads describes.
+    fn members_after(&self, applied: &[Option<u64>]) -> Vec<NodeId> {
+        let mut m = self.initial.clone();
+        for p in applied.iter().flatten() {
+            if let Some(j) = self.adds.get(p) {
+                m.push(*j);
+            }
+        }
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+
+    /// A core restarting node `id` from its durable state, with the
+    /// membership of its applied state (as the shell does).
+    fn restart(&self, id: NodeId, seed: u64) -> Core<u64> {
+        let n = &self.nodes[&id];
+        let mut c = Core::new(
+            id,
+            n.members.clone(),
+            Config {
+                seed,
+                ..self.cfg.clone()
+            },
+            n.durable.clone(),
+        );
+        let epoch = n.members.len() as u64;
+        let _ = c.set_members(n.members.clone(), epoch);
+        c
+    }
+
+    fn leader_core(&mut self, leader: NodeId) -> &mut Core<u64> {
+        self.nodes
+            .get_mut(&leader)
+            .and_then(|n| n.core.as_mut())
+            .expect("a live leader")
+    }
+
+    /// Starts or advances the join of one more node: a fresh core that the
+    /// leader adds as a learner (snapshot, then log); once it holds what is
+    /// committed, the leader proposes the entry that makes it a member.
+    fn drive_join(&mut self) -> Result<(), String> {
+        let leader = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.core.as_ref().is_some_and(|c| c.role() == Role::Leader))
+            .map(|(id, _)| *id);
+        let Some(leader) = leader else {
+            return Ok(());
+        };
+        match self.joining {
+            None => {
+                let j = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+                let members = self.nodes[&leader].members.clone();
+                let term = self.nodes[&leader].durable.term;
+                let d = Durable {
+                    term,
+                    ..Durable::default()
+                };
+                let mut core = Core::new(
+                    j,
+                    members.clone(),
+                    Config {
+                        seed: self.cfg.seed ^ 0x5EED ^ u64::from(j),
+                        ..self.cfg.clone()
+                    },
+                    d.clone(),
+                );
+                let _ = core.set_members(members.clone(), members.len() as u64);
+                self.nodes.insert(
+                    j,
+                    Node {
+                        core: Some(core),
+                        durable: d,
+                        applied: Vec::new(),
+                        members,
+                        member: false,
+                        snapshot_in: None,
+                    },
+                );
+                self.joining = Some((j, self.now, false));
+                let acts = self.leader_core(leader).add_learner(j);
+                self.run(leader, acts)?;
+            }
+            Some((j, started, false)) => {
+                let c = self.leader_core(leader);
+                match c.progress_of(j) {
+                    Some((matched, _)) if matched >= c.commit() && matched > 0 => {
+                        let payload = self.rng.next();
+                        self.adds.insert(payload, j);
+                        let pid = self.next_id;
+                        self.next_id += 1;
+                        self.proposals.insert(pid, payload);
+                        self.joining = Some((j, started, true));
+                        let acts = self.leader_core(leader).propose(pid, payload);
+                        self.run(leader, acts)?;
+                    }
+                    // A new leader does not know the learner: add it again.
+                    None if !self.members.contains(&j) => {
+                        let acts = self.leader_core(leader).add_learner(j);
+                        self.run(leader, acts)?;
+                    }
+                    _ => {}
+                }
+            }
+            Some((j, started, true)) => {
+                // The membership entry may have been refused or lost: propose again.
+                if self.now > started + 400 && !self.members.contains(&j) {
+                    self.joining = Some((j, self.now, false));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn connected(&self, a: NodeId, b: NodeId) -> bool {
@@ -130,7 +269,8 @@ impl Sim {
 
     /// Carries out a node's actions: persistence first-class, sends queued.
     fn run(&mut self, id: NodeId, actions: Vec<Action<u64>>) -> Result<(), String> {
-        for a in actions {
+        let mut queue: std::collections::VecDeque<Action<u64>> = actions.into();
+        while let Some(a) = queue.pop_front() {
             match a {
                 Action::Send(to, msg) => {
                     let delay = 1 + self.rng.below(4);
@@ -139,6 +279,7 @@ impl Sim {
                         from: id,
                         to,
                         msg,
+                        snap: None,
                     });
                 }
                 Action::SaveHardState { term, voted_for } => {
@@ -177,10 +318,32 @@ impl Sim {
                             d.log.len()
                         ));
                     }
+                    let mut changed = false;
                     for i in d.applied + 1..=to {
-                        n.applied.push(d.log[d.pos(i)].payload);
+                        let p = d.log[d.pos(i)].payload;
+                        n.applied.push(p);
+                        if let Some(j) = p.and_then(|p| self.adds.get(&p)) {
+                            changed = true;
+                            if !n.members.contains(j) {
+                                n.members.push(*j);
+                                n.members.sort_unstable();
+                            }
+                            if *j == id {
+                                n.member = true;
+                            }
+                            if !self.members.contains(j) {
+                                self.members.push(*j);
+                            }
+                        }
                     }
                     d.applied = to;
+                    if changed {
+                        let members = n.members.clone();
+                        let epoch = members.len() as u64;
+                        if let Some(c) = n.core.as_mut() {
+                            queue.extend(c.set_members(members, epoch));
+                        }
+                    }
                 }
                 Action::Compact { to, .. } => {
                     let d = &mut self.nodes.get_mut(&id).expect("node").durable;
@@ -195,10 +358,61 @@ impl Sim {
                     d.log.drain(..k);
                     d.snap_index = to;
                 }
-                Action::SendSnapshot { .. }
-                | Action::InstallSnapshot { .. }
-                | Action::Removed { .. } => {
-                    return Err(format!("node {id}: unexpected {a:?} in a fixed membership"));
+                Action::SendSnapshot {
+                    to,
+                    term,
+                    index,
+                    last_term,
+                } => {
+                    let applied = &self.nodes[&id].applied;
+                    if applied.len() as Index != index {
+                        return Err(format!(
+                            "node {id} snapshots at {index} but applied {}",
+                            applied.len()
+                        ));
+                    }
+                    let snap = Some(applied.clone());
+                    let delay = 1 + self.rng.below(4);
+                    self.net.push(InFlight {
+                        at: self.now + delay,
+                        from: id,
+                        to,
+                        msg: Msg::Snapshot {
+                            term,
+                            index,
+                            last_term,
+                        },
+                        snap,
+                    });
+                }
+                Action::InstallSnapshot { index, last_term } => {
+                    let members = {
+                        let n = &self.nodes[&id];
+                        let Some(snap) = &n.snapshot_in else {
+                            return Err(format!("node {id} installed a snapshot it did not get"));
+                        };
+                        if snap.len() as Index != index {
+                            return Err(format!("node {id}: snapshot of the wrong length"));
+                        }
+                        self.members_after(snap)
+                    };
+                    let n = self.nodes.get_mut(&id).expect("node");
+                    n.applied = n.snapshot_in.take().expect("checked");
+                    n.durable.log.clear();
+                    n.durable.snap_index = index;
+                    n.durable.snap_term = last_term;
+                    n.durable.applied = index;
+                    n.members = members.clone();
+                    if members.contains(&id) {
+                        n.member = true;
+                    }
+                    let epoch = members.len() as u64;
+                    if let Some(c) = n.core.as_mut() {
+                        queue.extend(c.set_members(members, epoch));
+                    }
+                }
+                Action::Removed { .. } => {
+                    return Err(format!("node {id}: unexpected {a:?}: nothing is removed"));
                 }
                 Action::Reply { id: pid, result } => {
                     if let Ok(i) = result {
@@ -228,7 +442,7 @@ impl Sim {
 
     /// Invariant 2 for one acknowledged write, on every member, alive or not.
     fn check_acked(&self, i: Index, payload: u64) -> Result<(), String> {
-        for (id, n) in &self.nodes {
+        for (id, n) in self.nodes.iter().filter(|(_, n)| n.member) {
             let d = &n.durable;
             if d.applied < i {
                 return Err(format!(
@@ -277,6 +491,9 @@ impl Sim {
     }
 
     fn step(&mut self, faults: bool) -> Result<(), String> {
+        if self.join && self.now > 30 && self.rng.chance(2) {
+            self.drive_join()?;
+        }
         // Deliver first when the network is backed up: clients that saturate
         // a cluster get no answers in reality either (backpressure).
         let due = self.net.iter().filter(|m| m.at <= self.now).count();
@@ -304,6 +521,7 @@ impl Sim {
                         from: m.from,
                         to: m.to,
                         msg: m.msg.clone(),
+                        snap: m.snap.clone(),
                     });
                 }
                 if (faults && self.rng.chance(self.drop)) || !self.connected(m.from, m.to) {
@@ -312,7 +530,11 @@ impl Sim {
                 if std::env::var("SIM_TRACE").is_ok() && !faults {
                     eprintln!("t={} {} -> {}: {:?}", self.now, m.from, m.to, m.msg);
                 }
-                let actions = match &mut self.nodes.get_mut(&m.to).expect("node").core {
+                let node = self.nodes.get_mut(&m.to).expect("node");
+                if m.snap.is_some() {
+                    node.snapshot_in = m.snap;
+                }
+                let actions = match &mut node.core {
                     Some(c) => c.step(m.from, m.msg),
                     None => return Ok(()),
                 };
@@ -354,19 +576,12 @@ impl Sim {
             }
             // Crash, or restart from durable state.
             98 if faults => {
-                let n = self.nodes.get_mut(&pick).expect("node");
-                if n.core.take().is_none() {
+                if self.nodes[&pick].core.is_none() {
                     let seed = self.cfg.seed ^ self.now ^ u64::from(pick);
-                    n.core = Some(Core::new(
-                        pick,
-                        self.members.clone(),
-                        Config {
-                            seed,
-                            ..self.cfg.clone()
-                        },
-                        n.durable.clone(),
-                    ));
+                    let c = self.restart(pick, seed);
+                    self.nodes.get_mut(&pick).expect("node").core = Some(c);
                 } else {
+                    self.nodes.get_mut(&pick).expect("node").core = None;
                     self.net.retain(|m| m.to != pick && m.from != pick);
                 }
             }
@@ -396,17 +611,9 @@ impl Sim {
         }
         self.partition = None;
         for id in self.members.clone() {
-            let n = self.nodes.get_mut(&id).expect("node");
-            if n.core.is_none() {
-                n.core = Some(Core::new(
-                    id,
-                    self.members.clone(),
-                    Config {
-                        seed: self.cfg.seed ^ 7 ^ u64::from(id),
-                        ..self.cfg.clone()
-                    },
-                    n.durable.clone(),
-                ));
+            if self.nodes[&id].core.is_none() {
+                let c = self.restart(id, self.cfg.seed ^ 7 ^ u64::from(id));
+                self.nodes.get_mut(&id).expect("node").core = Some(c);
             }
         }
         // Liveness: something proposed after healing gets applied everywhere.
@@ -419,7 +626,11 @@ impl Sim {
             + 1;
         for _ in 0..20_000 {
             self.step(false)?;
-            if self.nodes.values().all(|n| n.durable.applied >= target) {
+            if self
+                .members
+                .iter()
+                .all(|id| self.nodes[id].durable.applied >= target)
+            {
                 return Ok(());
             }
         }
@@ -560,4 +771,30 @@ fn sim_pre_vote_keeps_a_healthy_leader() {
             "seed {seed}: the returning node disturbed the leader"
         );
     }
+}
+
+/// Membership under faults: one more node joins each run (learner, snapshot,
+/// log, then a membership entry) while the others crash, partition and lose
+/// messages. The invariants hold for the joiner from the moment it counts
+/// itself a member: it then has every acknowledged write.
+#[test]
+fn sim_join_under_faults() {
+    let mut joined = 0;
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(s) => vec![s],
+        None => (1..=500).collect(),
+    };
+    for seed in seeds {
+        let n = 3 + (seed % 2) as u32;
+        let mut sim = Sim::new(seed, n, false);
+        sim.join = true;
+        if let Err(e) = sim.run_seed(3000) {
+            panic!("seed {seed} ({n} nodes + 1 joining) failed: {e}\nreplay: SIM_SEED={seed}");
+        }
+        if sim.members.len() > n as usize {
+            joined += 1;
+        }
+    }
+    eprintln!("{joined} runs completed a join");
+    assert!(joined > 100, "only {joined} runs completed a join");
 }
