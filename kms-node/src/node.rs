@@ -1123,7 +1123,10 @@ impl Driver {
                         let change = e.payload.unwrap_or(Change::Noop);
                         let outcome = match (&change, self.restore.take()) {
                             (Change::Restored { .. }, Some(new)) => {
+                                // A restore replaces the data, not the membership.
+                                let cluster = std::mem::take(&mut st.cluster);
                                 *st = *new;
+                                st.cluster = cluster;
                                 st.applied = i;
                                 self.store.stage_replace_all(&mut wb, st);
                                 Ok(vec![Touch::Cluster])
