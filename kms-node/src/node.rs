@@ -221,6 +221,13 @@ impl Node {
         } else {
             st.cluster.members.keys().copied().collect()
         };
+        // What is on disk, before the core acts (it may elect itself,
+        // append and compact in `first` below).
+        let unapplied: BTreeMap<u64, core::Entry<Change>> = (durable.applied + 1
+            ..=durable.last_index())
+            .map(|i| (i, durable.log[durable.pos(i)].clone()))
+            .collect();
+        let (log_lo, log_hi) = (durable.snap_index + 1, durable.last_index());
         let mut c = Core::new(me, members, timing.core_config(rand::random()), durable);
         let mut first = c.set_members(c.members().to_vec(), st.cluster.epoch);
         if c.members() == [me] {
@@ -229,13 +236,6 @@ impl Node {
         let rt = tokio::runtime::Handle::current();
         let peers = Arc::new(Peers::new(me, peer_tls, rt));
         peers.update(&st.cluster.members);
-        let unapplied = {
-            let d = c.durable();
-            (d.applied + 1..=d.last_index())
-                .map(|i| (i, d.log[d.pos(i)].clone()))
-                .collect()
-        };
-        let (log_lo, log_hi) = (c.durable().snap_index + 1, c.durable().last_index());
         let current = Arc::new(st);
         let state = Arc::new(ArcSwap::new(current.clone()));
         let view = Arc::new(ArcSwap::from_pointee(View {
