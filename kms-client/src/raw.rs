@@ -3,7 +3,7 @@
 //! and the PKCS#11 module (on session keys held in its memory):
 //!
 //! - AES-GCM with the caller's 12-byte IV, associated data and a tag of
-//!   12..=16 bytes (NIST SP 800-38D; output `ciphertext || tag`);
+//!   4..=16 bytes (as SoftHSM2 allows; 12 or more recommended) (NIST SP 800-38D; output `ciphertext || tag`);
 //! - AES-CBC with PKCS#7 padding and the caller's 16-byte IV;
 //! - AES key wrap (RFC 3394) and key wrap with padding (RFC 5649);
 //! - HMAC-SHA256.
@@ -55,7 +55,7 @@ pub enum RawError {
     KeyLength(usize),
     #[error("invalid IV: {0}")]
     Iv(String),
-    #[error("invalid tag length {0}: use 12 to 16 bytes")]
+    #[error("invalid tag length {0}: use 4 to 16 bytes (12 or more recommended)")]
     TagLength(usize),
     #[error("invalid input length {0} for this mechanism")]
     DataLength(usize),
@@ -161,7 +161,7 @@ fn gcm_check(p: &Params<'_>) -> Result<(), RawError> {
             p.iv.len()
         )));
     }
-    if !(12..=16).contains(&p.tag_len) {
+    if !(4..=16).contains(&p.tag_len) {
         return Err(RawError::TagLength(p.tag_len));
     }
     Ok(())
@@ -220,7 +220,33 @@ where
         14 => open_with::<C, U14>(key, p, buf, tag),
         15 => open_with::<C, U15>(key, p, buf, tag),
         16 => open_with::<C, U16>(key, p, buf, tag),
+        4..=11 => open_short::<C>(key, p, buf, tag),
         n => Err(RawError::TagLength(n)),
+    }
+}
+
+/// Opens with a tag shorter than the AEAD crate verifies (4..=11 bytes).
+/// GCM's keystream depends on key and IV only, so sealing the ciphertext
+/// yields the plaintext; sealing that plaintext yields the ciphertext again
+/// and its full tag, whose first bytes must equal `tag` (compared in
+/// constant time). The plaintext is released only after the check.
+fn open_short<C>(key: &[u8], p: &Params<'_>, buf: &mut [u8], tag: &[u8]) -> Result<(), RawError>
+where
+    C: aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+        + aes::cipher::BlockEncrypt
+        + KeyInit,
+{
+    let ct = buf.to_vec();
+    seal_with::<C>(key, p, buf)?;
+    let mut again = Zeroizing::new(buf.to_vec());
+    let full = seal_with::<C>(key, p, &mut again)?;
+    debug_assert_eq!(&again[..], &ct[..]);
+    if mac_eq(&full[..tag.len()], tag) {
+        Ok(())
+    } else {
+        buf.copy_from_slice(&ct);
+        Err(RawError::Auth)
     }
 }
 
@@ -424,8 +450,26 @@ mod tests {
                 RawError::Auth
             );
         }
-        let p11 = Params { tag_len: 11, ..p };
-        assert!(encrypt(RawMechanism::AesGcm, &key, &p11, &pt).is_err());
+        // Short tags (4..=11 bytes) are verified too.
+        for t in [4usize, 8, 11] {
+            let p = Params { tag_len: t, ..p };
+            let ct = encrypt(RawMechanism::AesGcm, &key, &p, &pt).unwrap();
+            assert_eq!(ct.len(), pt.len() + t);
+            assert_eq!(*decrypt(RawMechanism::AesGcm, &key, &p, &ct).unwrap(), pt);
+            let mut bad = ct.clone();
+            bad[0] ^= 1;
+            assert_eq!(
+                decrypt(RawMechanism::AesGcm, &key, &p, &bad).unwrap_err(),
+                RawError::Auth
+            );
+            let mut bad = ct.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            assert!(decrypt(RawMechanism::AesGcm, &key, &p, &bad).is_err());
+        }
+        for t in [3usize, 17] {
+            let p = Params { tag_len: t, ..p };
+            assert!(encrypt(RawMechanism::AesGcm, &key, &p, &pt).is_err());
+        }
     }
 
     #[test]

@@ -83,9 +83,10 @@ impl Mech {
                 if iv.len() != 12 {
                     return bad(format!("AES-GCM takes a 12-byte IV, not {}", iv.len()));
                 }
-                if !(96..=128).contains(tag_bits) || tag_bits % 8 != 0 {
+                if !(32..=128).contains(tag_bits) || tag_bits % 8 != 0 {
                     return bad(format!(
-                        "AES-GCM tag length {tag_bits} bits: use 96, 104, 112, 120 or 128"
+                        "AES-GCM tag length {tag_bits} bits: use a multiple of 8 from 32 to 128 \
+                         (96 or more recommended)"
                     ));
                 }
                 Ok(())
@@ -153,7 +154,9 @@ mod tests {
         assert!(g(12, 128).check_params().is_ok());
         assert!(g(12, 96).check_params().is_ok());
         assert!(g(16, 128).check_params().is_err());
-        assert!(g(12, 64).check_params().is_err());
+        assert!(g(12, 64).check_params().is_ok());
+        assert!(g(12, 24).check_params().is_err());
+        assert!(g(12, 136).check_params().is_err());
         assert!(g(12, 100).check_params().is_err());
         assert!(Mech::AesCbcPad { iv: vec![0; 8] }.check_params().is_err());
     }

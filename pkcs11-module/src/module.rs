@@ -647,8 +647,8 @@ impl Module {
         self.store_key(sh, &t, key_type, value, false)
     }
 
-    /// Stores a key made by create, generate or unwrap: in the cluster
-    /// (`CKA_TOKEN` true) or in memory.
+    /// Stores a key made by create or unwrap: in the cluster (`CKA_TOKEN`
+    /// true, KEY:IMPORT) or in memory.
     pub fn store_key(
         &self,
         sh: CK_SESSION_HANDLE,
@@ -663,6 +663,10 @@ impl Module {
             return Err(Error::Ck(CKR_USER_NOT_LOGGED_IN));
         }
         if t.token == Some(true) {
+            // An import: the bytes become the secret of the cluster key's
+            // first version. PKCS#11 mechanisms on cluster keys use keys
+            // derived from that secret (docs/pkcs11.md), as KEY:ENCRYPT and
+            // KEY:MAC do.
             if !s.rw {
                 return Err(Error::Ck(CKR_SESSION_READ_ONLY));
             }

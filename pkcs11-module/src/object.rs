@@ -349,7 +349,8 @@ impl KeyTemplate {
     }
 
     /// Checks that a template for a cluster key asks nothing the cluster
-    /// cannot give: a sensitive, unextractable key with every usage.
+    /// cannot give: an unextractable key with every usage (it is always
+    /// sensitive; asking for an unsensitive one is not an error).
     pub fn check_cluster_key(&self) -> Result<()> {
         let inconsistent = |why: &str| {
             Err(Error::invalid(
@@ -358,9 +359,8 @@ impl KeyTemplate {
                 format!("cluster keys {why}"),
             ))
         };
-        if self.sensitive == Some(false) {
-            return inconsistent("are always sensitive");
-        }
+        // CKA_SENSITIVE false is accepted: the key is better protected than
+        // asked (tools such as pkcs11-tool send it by default).
         if self.extractable == Some(true) {
             return inconsistent("are never extractable");
         }

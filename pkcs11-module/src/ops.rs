@@ -152,6 +152,25 @@ impl Module {
         Ok(())
     }
 
+    /// Whether an operation of `kind` is active (for size queries of
+    /// `*Update`, which never return output).
+    pub fn op_active(&self, sh: CK_SESSION_HANDLE, kind: Kind) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        s.ops
+            .slot(kind)
+            .as_ref()
+            .map(drop)
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    /// Ends an operation (after an error that PKCS#11 says ends it).
+    pub fn op_cancel(&self, sh: CK_SESSION_HANDLE, kind: Kind) {
+        if let Ok(sess) = self.session(sh) {
+            *sess.lock().ops.slot(kind) = None;
+        }
+    }
+
     /// `C_EncryptUpdate`, `C_DecryptUpdate`, `C_SignUpdate`, `C_VerifyUpdate`,
     /// `C_DigestUpdate`: collects input; returns no output.
     pub fn op_update(&self, sh: CK_SESSION_HANDLE, kind: Kind, data: &[u8]) -> Result<()> {

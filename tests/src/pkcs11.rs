@@ -45,7 +45,7 @@ pub fn softhsm_module() -> PathBuf {
 pub fn write_config(path: &Path, servers: &[String], key: &ApiKey, extra: &str) {
     let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     let text = format!(
-        "servers = [{}]\napi_key = \"{}\"\ninsecure = true\ntimeout_ms = 5000\n{extra}",
+        "servers = [{}]\napi_key = \"{}\"\ninsecure = true\n{extra}",
         servers.join(", "),
         &*key.to_secret_string()
     );

@@ -290,14 +290,9 @@ fn envelope_encryption_with_a_cluster_key() {
     let c = load(&node.config);
     let s = rw(&c);
     let kek = token_key(&s, "kek");
-    for mech in [
-        Mechanism::AesKeyWrap,
-        Mechanism::AesKeyWrapPad,
-        Mechanism::VendorDefined(VendorDefinedMechanism::new::<u8>(
-            MechanismType::new_vendor_defined(CKM_AES_KEY_WRAP_KWP).unwrap(),
-            None,
-        )),
-    ] {
+    // (CKM_AES_KEY_WRAP_KWP, 0x210B, which cryptoki cannot name, is tested
+    // through the C interface in hostile_callers_get_error_codes.)
+    for mech in [Mechanism::AesKeyWrap, Mechanism::AesKeyWrapPad] {
         let dk = session_key(&s);
         let wrapped = s.wrap_key(&mech, kek, dk).unwrap();
         assert_eq!(wrapped.len(), 40);
@@ -333,8 +328,18 @@ fn envelope_encryption_with_a_cluster_key() {
         rv(s.wrap_key(&Mechanism::AesKeyWrap, kek, other)),
         RvError::KeyUnextractable
     );
-    // Unwrapping into a token key imports it into the cluster.
-    let dk = session_key(&s);
+    // Unwrapping into a token key imports the bytes as a cluster key's
+    // secret: KEY:MAC under it is HMAC(HMAC(bytes, "kms/v1/mac"), message).
+    let known = [0x5cu8; 32];
+    let dk = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(known.to_vec()),
+            Attribute::Extractable(true),
+        ])
+        .unwrap();
     let wrapped = s.wrap_key(&Mechanism::AesKeyWrap, kek, dk).unwrap();
     let imported = s
         .unwrap_key(
@@ -350,12 +355,22 @@ fn envelope_encryption_with_a_cluster_key() {
         )
         .unwrap();
     assert!(ls_key(&node).contains("imported"));
-    // The imported cluster key is the session key: a wrap under each agrees.
-    let probe = session_key(&s);
-    assert_eq!(
-        s.wrap_key(&Mechanism::AesKeyWrap, dk, probe).unwrap(),
-        s.wrap_key(&Mechanism::AesKeyWrap, imported, probe).unwrap()
+    let mac = s.sign(&Mechanism::Sha256Hmac, imported, b"msg").unwrap();
+    let mac_key = kms_client::raw::hmac_sha256(&known, b"kms/v1/mac");
+    assert_eq!(mac, kms_client::raw::hmac_sha256(&mac_key, b"msg"));
+    // A cluster key that exists cannot be imported again.
+    let r = s.unwrap_key(
+        &Mechanism::AesKeyWrap,
+        kek,
+        &wrapped,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Label(b"imported".to_vec()),
+        ],
     );
+    assert!(r.is_err());
 }
 
 /// Failover: a loop of encrypt/decrypt through the module while all but one
@@ -635,7 +650,7 @@ fn hostile_callers_get_error_codes() {
         assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len), CKR_OK);
         assert_eq!(out_len, 48);
         assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len), CKR_OPERATION_NOT_INITIALIZED);
-        assert_eq!(f.C_Encrypt.unwrap()(h, null_mut(), 32, out.as_mut_ptr(), &mut out_len), CKR_OPERATION_NOT_INITIALIZED);
+        assert_eq!(f.C_Encrypt.unwrap()(h, null_mut(), 32, out.as_mut_ptr(), &mut out_len), CKR_ARGUMENTS_BAD);
         // A decrypt of a tampered ciphertext; the operation ends.
         assert_eq!(f.C_DecryptInit.unwrap()(h, &mut m, key), CKR_OK);
         out[0] ^= 1;
@@ -646,6 +661,46 @@ fn hostile_callers_get_error_codes() {
         // Random: NULL buffer.
         assert_eq!(f.C_GenerateRandom.unwrap()(h, null_mut(), 16), CKR_ARGUMENTS_BAD);
         assert_eq!(f.C_GenerateRandom.unwrap()(h, out.as_mut_ptr(), 16), CKR_OK);
+        // CKM_AES_KEY_WRAP_KWP (0x210B): wrap a second session key with the
+        // two-call convention, unwrap it, and compare.
+        let mut key2: CK_OBJECT_HANDLE = 0;
+        let mut ext = 1u8;
+        let mut no = 0u8;
+        let mut tmpl2 = [
+            CK_ATTRIBUTE { type_: CKA_VALUE_LEN, pValue: &mut len as *mut _ as *mut _, ulValueLen: 8 },
+            CK_ATTRIBUTE { type_: CKA_TOKEN, pValue: &mut f_ as *mut _ as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE { type_: CKA_EXTRACTABLE, pValue: &mut ext as *mut _ as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE { type_: CKA_SENSITIVE, pValue: &mut no as *mut _ as *mut _, ulValueLen: 1 },
+        ];
+        assert_eq!(f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl2.as_mut_ptr(), 4, &mut key2), CKR_OK);
+        let mut kwp = CK_MECHANISM { mechanism: CKM_AES_KEY_WRAP_KWP, pParameter: null_mut(), ulParameterLen: 0 };
+        let mut wlen: CK_ULONG = 0;
+        assert_eq!(f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, null_mut(), &mut wlen), CKR_OK);
+        assert_eq!(wlen, 40);
+        let mut wrapped = [0u8; 40];
+        wlen = 39;
+        assert_eq!(f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, wrapped.as_mut_ptr(), &mut wlen), CKR_BUFFER_TOO_SMALL);
+        wlen = 40;
+        assert_eq!(f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, wrapped.as_mut_ptr(), &mut wlen), CKR_OK);
+        let mut class = CKO_SECRET_KEY;
+        let mut kt = CKK_AES;
+        let mut ut = [
+            CK_ATTRIBUTE { type_: CKA_CLASS, pValue: &mut class as *mut _ as *mut _, ulValueLen: 8 },
+            CK_ATTRIBUTE { type_: CKA_KEY_TYPE, pValue: &mut kt as *mut _ as *mut _, ulValueLen: 8 },
+            CK_ATTRIBUTE { type_: CKA_EXTRACTABLE, pValue: &mut ext as *mut _ as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE { type_: CKA_SENSITIVE, pValue: &mut no as *mut _ as *mut _, ulValueLen: 1 },
+        ];
+        let mut back: CK_OBJECT_HANDLE = 0;
+        assert_eq!(f.C_UnwrapKey.unwrap()(h, &mut kwp, key, wrapped.as_mut_ptr(), 40, ut.as_mut_ptr(), 4, &mut back), CKR_OK);
+        let (mut v1, mut v2) = ([0u8; 32], [0u8; 32]);
+        let mut a1 = [CK_ATTRIBUTE { type_: CKA_VALUE, pValue: v1.as_mut_ptr() as *mut _, ulValueLen: 32 }];
+        let mut a2 = [CK_ATTRIBUTE { type_: CKA_VALUE, pValue: v2.as_mut_ptr() as *mut _, ulValueLen: 32 }];
+        assert_eq!(f.C_GetAttributeValue.unwrap()(h, key2, a1.as_mut_ptr(), 1), CKR_OK);
+        assert_eq!(f.C_GetAttributeValue.unwrap()(h, back, a2.as_mut_ptr(), 1), CKR_OK);
+        assert_eq!(v1, v2);
+        wrapped[3] ^= 1;
+        assert_eq!(f.C_UnwrapKey.unwrap()(h, &mut kwp, key, wrapped.as_mut_ptr(), 40, ut.as_mut_ptr(), 2, &mut back), CKR_WRAPPED_KEY_INVALID);
+        assert_eq!(f.C_UnwrapKey.unwrap()(h, &mut kwp, key, wrapped.as_mut_ptr(), 13, ut.as_mut_ptr(), 2, &mut back), CKR_WRAPPED_KEY_LEN_RANGE);
         // Unsupported functions answer so.
         assert_eq!(f.C_DigestKey.unwrap()(h, key), CKR_FUNCTION_NOT_SUPPORTED);
         assert_eq!(f.C_GenerateKeyPair.unwrap()(h, null_mut(), null_mut(), 0, null_mut(), 0, null_mut(), null_mut()), CKR_FUNCTION_NOT_SUPPORTED);

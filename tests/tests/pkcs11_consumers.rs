@@ -80,10 +80,10 @@ fn pkcs11_tool() {
     let enc = dir.join("enc.bin");
     let dec = dir.join("dec.txt");
     let iv = "000102030405060708090a0b0c0d0e0f";
-    let supports_iv = run(Command::new("pkcs11-tool").arg("--help"))
-        .stderr
-        .windows(4)
-        .any(|w| w == b"--iv");
+    let help = run(Command::new("pkcs11-tool").arg("--help"));
+    let supports_iv = [help.stdout, help.stderr]
+        .iter()
+        .any(|o| o.windows(4).any(|w| w == b"--iv"));
     let mut e = tool(&node);
     e.args(["--token-label", ENCLAVE, "--encrypt", "--label", "k1", "-m", "AES-CBC-PAD"]);
     if supports_iv {
@@ -99,6 +99,50 @@ fn pkcs11_tool() {
     }
     success(d.arg("-i").arg(&enc).arg("-o").arg(&dec));
     assert_eq!(std::fs::read(&dec).unwrap(), std::fs::read(&plain).unwrap());
+
+    // Unwrap: a key wrapped under k1 elsewhere (here by PyKCS11 through the
+    // module) becomes a cluster key. Wrap: pkcs11-tool can only wrap a token
+    // key, and cluster keys are never extractable: a clean error.
+    let wrapped = dir.join("wrapped.bin");
+    let script = r#"
+import sys, PyKCS11
+lib = PyKCS11.PyKCS11Lib(); lib.load(sys.argv[1])
+slot = [s for s in lib.getSlotList(tokenPresent=True) if lib.getTokenInfo(s).label.strip() == 'p11'][0]
+s = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+kek = s.findObjects([(PyKCS11.CKA_LABEL, 'k1')])[0]
+sk = s.createObject([(PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_AES),
+                     (PyKCS11.CKA_TOKEN, False), (PyKCS11.CKA_VALUE, bytes(range(32))), (PyKCS11.CKA_EXTRACTABLE, True)])
+open(sys.argv[2], 'wb').write(bytes(s.wrapKey(kek, sk, PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP, None))))
+"#;
+    success(
+        Command::new("python3")
+            .env("KMS_PKCS11_CONFIG", &node.config)
+            .args(["-c", script])
+            .arg(module_path())
+            .arg(&wrapped),
+    );
+    // CKA_ID of a cluster key is its name: "k1" is 6b31.
+    success(
+        tool(&node)
+            .args(["--token-label", ENCLAVE, "--login", "--pin", "1234", "--unwrap"])
+            .args(["-m", "AES-KEY-WRAP", "--id", "6b31", "--key-type", "AES:", "--label", "unwrapped"])
+            .arg("-i")
+            .arg(&wrapped),
+    );
+    // (pkcs11-tool 0.23 puts no label in the unwrap template: the module
+    // names such a key p11-<random hex>.)
+    let keys = ok(&node.server.cli(None, &["ls-key", "-e", ENCLAVE]));
+    assert!(
+        keys.contains("unwrapped") || keys.contains("p11-"),
+        "no imported key: {keys}"
+    );
+    let out = run(tool(&node)
+        .args(["--token-label", ENCLAVE, "--login", "--pin", "1234", "--wrap"])
+        .args(["-m", "AES-KEY-WRAP", "--id", "6b31", "--application-id", "6b31"])
+        .arg("-o")
+        .arg(dir.join("nope.bin")));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("CKR_KEY_UNEXTRACTABLE"), "{text}");
 
     // --test runs pkcs11-tool's own checks on what the token offers.
     let t = success(tool(&node).args(["--token-label", ENCLAVE, "--login", "--pin", "1234", "--test"]));

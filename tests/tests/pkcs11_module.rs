@@ -243,13 +243,19 @@ fn aes_gcm(t: Target) {
     let pt = hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
     let ct = s.encrypt(&gcm(&mut iv, &aad, 128), kh, &pt).unwrap();
     assert_eq!(&ct[pt.len()..], &hex("76fc6ece0f4e1768cddf8853bb2d551b")[..]);
-    // An invalid IV length is a parameter error at init (a 12-byte IV is the
-    // only one both modules must support; 96-bit tags the shortest).
+    // A tag longer than 128 bits is a parameter error.
     let mut iv = [0u8; 12];
     assert!(s
-        .encrypt_init(&gcm(&mut iv, b"", 64), k)
+        .encrypt_init(&gcm(&mut iv, b"", 136), k)
         .and_then(|_| s.encrypt_final())
         .is_err());
+    // A 64-bit tag works (both modules allow it; 96 or more is recommended).
+    let ct = s.encrypt(&gcm(&mut iv, b"", 64), k, b"short tag").unwrap();
+    assert_eq!(ct.len(), 9 + 8);
+    assert_eq!(s.decrypt(&gcm(&mut iv, b"", 64), k, &ct).unwrap(), b"short tag");
+    let mut bad = ct.clone();
+    bad[16] ^= 1;
+    assert!(s.decrypt(&gcm(&mut iv, b"", 64), k, &bad).is_err());
 }
 
 fn aes_cbc_pad(t: Target) {
@@ -326,19 +332,19 @@ fn key_wrap_and_unwrap(t: Target) {
 
 fn hmac_sha256(t: Target) {
     let s = t.session();
-    // RFC 4231 test case 2.
+    // RFC 4231 test case 6 (a 131-byte key: SoftHSM2 wants at least 32).
     let k = s
         .create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
             Attribute::Token(false),
-            Attribute::Value(b"Jefe".to_vec()),
+            Attribute::Value(vec![0xaa; 131]),
             Attribute::Sign(true),
             Attribute::Verify(true),
         ])
         .unwrap();
-    let msg = b"what do ya want for nothing?";
-    let want = hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    let msg = b"Test Using Larger Than Block-Size Key - Hash Key First";
+    let want = hex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
     assert_eq!(s.sign(&Mechanism::Sha256Hmac, k, msg).unwrap(), want);
     s.verify(&Mechanism::Sha256Hmac, k, msg, &want).unwrap();
     let mut bad = want.clone();
@@ -455,7 +461,11 @@ fn sessions_and_login(t: Target) {
     assert!(rw.get_session_info().unwrap().read_write());
     rw.logout().unwrap();
     assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoPublic);
-    assert_eq!(rv(rw.logout()), RvError::UserNotLoggedIn);
+    // PKCS#11 says CKR_USER_NOT_LOGGED_IN; SoftHSM2 answers CKR_OK.
+    assert!(matches!(
+        rw.logout(),
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _))
+    ));
     // A session key dies with its session.
     ro.login(UserType::User, Some(&pin)).unwrap();
     let k = aes_key(&rw, 16, "dies");

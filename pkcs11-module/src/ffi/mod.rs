@@ -37,9 +37,9 @@ fn entry(name: &'static str, f: impl FnOnce() -> Result<CK_RV>) -> CK_RV {
             let rv = e.rv();
             match &e {
                 Error::Ck(_) | Error::BufferTooSmall(_) => {
-                    crate::log!(Level::Debug, "{name}: {}", rv_name(rv))
+                    crate::log!(Level::Debug, "{name}: {} ({rv:#x})", rv_name(rv))
                 }
-                _ => crate::log!(Level::Info, "{name}: {} ({e})", rv_name(rv)),
+                _ => crate::log!(Level::Info, "{name}: {} ({rv:#x}): {e}", rv_name(rv)),
             }
             rv
         }
@@ -584,24 +584,29 @@ unsafe fn op_finish(
         let m = m()?;
         m.session(s)?;
         // SAFETY: checked by the helpers.
-        unsafe {
+        let args = unsafe {
             let data = match data {
-                Some((p, n)) => Some(input(p, n)?),
-                None => None,
+                Some((p, n)) => input(p, n).map(Some),
+                None => Ok(None),
             };
-            let cap = capacity(out, out_len)?;
-            deliver(m.op_finish(s, kind, data, cap), out, out_len)
-        }
+            data.and_then(|d| Ok((d, capacity(out, out_len)?)))
+        };
+        // Bad arguments end the operation, like every error but
+        // CKR_BUFFER_TOO_SMALL.
+        let (data, cap) = args.inspect_err(|_| m.op_cancel(s, kind))?;
+        // SAFETY: `capacity` checked the pointers.
+        unsafe { deliver(m.op_finish(s, kind, data, cap), out, out_len) }
     })
 }
 
-/// An `*Update` call that may return output (encrypt, decrypt): it never does.
+/// An `*Update` call that may return output (encrypt, decrypt): it never
+/// does. With a NULL output buffer it is a size query and consumes nothing.
 unsafe fn op_update_out(
     name: &'static str,
     s: CK_SESSION_HANDLE,
     data: *const CK_BYTE,
     n: CK_ULONG,
-    _out: *mut CK_BYTE,
+    out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
     kind: Kind,
 ) -> CK_RV {
@@ -613,7 +618,11 @@ unsafe fn op_update_out(
         }
         // SAFETY: checked by `input`.
         let data = unsafe { input(data, n) }?;
-        m.op_update(s, kind, data)?;
+        if out.is_null() {
+            m.op_active(s, kind)?;
+        } else {
+            m.op_update(s, kind, data)?;
+        }
         // SAFETY: non-NULL.
         unsafe { put(out_len, 0) }?;
         Ok(CKR_OK)
@@ -777,7 +786,8 @@ pub unsafe extern "C" fn C_Verify(
         let m = m()?;
         m.session(s)?;
         // SAFETY: checked by `input`.
-        let (data, sig) = unsafe { (input(data, n)?, input(sig, sig_len)?) };
+        let args = unsafe { input(data, n).and_then(|d| Ok((d, input(sig, sig_len)?))) };
+        let (data, sig) = args.inspect_err(|_| m.op_cancel(s, Kind::Verify))?;
         ok(m.verify_finish(s, Some(data), sig))
     })
 }
@@ -793,7 +803,7 @@ pub unsafe extern "C" fn C_VerifyFinal(s: CK_SESSION_HANDLE, sig: *mut CK_BYTE, 
         let m = m()?;
         m.session(s)?;
         // SAFETY: checked by `input`.
-        let sig = unsafe { input(sig, sig_len) }?;
+        let sig = unsafe { input(sig, sig_len) }.inspect_err(|_| m.op_cancel(s, Kind::Verify))?;
         ok(m.verify_finish(s, None, sig))
     })
 }
