@@ -115,11 +115,7 @@ mod tests {
             assert_eq!(Command::from_id(c as u16), Some(c));
             assert_eq!(Command::from_name(c.name()), Some(c));
             assert_eq!(Command::from_name(&c.name().to_lowercase()), Some(c));
-            assert_eq!(
-                (c as u16) < EXTENSION_RANGE_START,
-                !c.is_extension(),
-                "{c}"
-            );
+            assert_eq!((c as u16) < EXTENSION_RANGE_START, !c.is_extension(), "{c}");
             if c.is_extension() {
                 assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8200);
             } else {

@@ -299,7 +299,7 @@ fn cbc_encrypt(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, RawError> 
 fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>, RawError> {
     use cbc::cipher::block_padding::Pkcs7;
     let iv = cbc_iv(iv)?;
-    if data.is_empty() || data.len() % 16 != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(16) {
         return Err(RawError::DataLength(data.len()));
     }
     let mut buf = Zeroizing::new(data.to_vec());
@@ -326,10 +326,17 @@ fn kw_wrap(key: &[u8], data: &[u8], pad: bool) -> Result<Vec<u8>, RawError> {
         if data.is_empty() {
             return Err(RawError::DataLength(0));
         }
-    } else if data.len() < 16 || data.len() % 8 != 0 {
+    } else if data.len() < 16 || !data.len().is_multiple_of(8) {
         return Err(RawError::DataLength(data.len()));
     }
-    let mut out = vec![0u8; if pad { data.len().div_ceil(8) * 8 + 8 } else { data.len() + 8 }];
+    let mut out = vec![
+        0u8;
+        if pad {
+            data.len().div_ceil(8) * 8 + 8
+        } else {
+            data.len() + 8
+        }
+    ];
     macro_rules! wrap {
         ($kek:ty) => {{
             let kek = <$kek>::try_from(key).map_err(|_| RawError::KeyLength(key.len()))?;
@@ -351,7 +358,7 @@ fn kw_wrap(key: &[u8], data: &[u8], pad: bool) -> Result<Vec<u8>, RawError> {
 }
 
 fn kw_unwrap(key: &[u8], data: &[u8], pad: bool) -> Result<Zeroizing<Vec<u8>>, RawError> {
-    if data.len() < 16 || data.len() % 8 != 0 {
+    if data.len() < 16 || !data.len().is_multiple_of(8) {
         return Err(RawError::DataLength(data.len()));
     }
     let mut out = Zeroizing::new(vec![0u8; data.len() - 8]);
@@ -397,7 +404,8 @@ mod tests {
         // RFC 3394 4.6: 256 bits of key data with a 256-bit KEK.
         let kek = hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F");
         let data = hex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
-        let want = hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
+        let want =
+            hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
         let w = encrypt(RawMechanism::AesKeyWrap, &kek, &NO, &data).unwrap();
         assert_eq!(w, want);
         assert_eq!(
@@ -410,7 +418,13 @@ mod tests {
     fn rfc5649_vector() {
         // RFC 5649 6: 7 octets of key data with a 192-bit KEK.
         let kek = hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8");
-        let w = encrypt(RawMechanism::AesKeyWrapPad, &kek, &NO, &hex("466f7250617369")).unwrap();
+        let w = encrypt(
+            RawMechanism::AesKeyWrapPad,
+            &kek,
+            &NO,
+            &hex("466f7250617369"),
+        )
+        .unwrap();
         assert_eq!(w, hex("afbeb0f07dfbf5419200f2ccb50bb24f"));
         let mut bad = w.clone();
         bad[3] ^= 1;
@@ -485,7 +499,10 @@ mod tests {
             let pt = vec![0x5a; n];
             let ct = encrypt(RawMechanism::AesCbcPad, &key, &p, &pt).unwrap();
             assert_eq!(ct.len(), encrypted_len(RawMechanism::AesCbcPad, &p, n));
-            assert_eq!(*decrypt(RawMechanism::AesCbcPad, &key, &p, &ct).unwrap(), pt);
+            assert_eq!(
+                *decrypt(RawMechanism::AesCbcPad, &key, &p, &ct).unwrap(),
+                pt
+            );
         }
         assert!(decrypt(RawMechanism::AesCbcPad, &key, &p, &[0u8; 15]).is_err());
         assert!(encrypt(RawMechanism::AesCbcPad, &[0u8; 31], &p, b"x").is_err());

@@ -30,7 +30,9 @@ fn main() {
     let threads: usize = a[5].parse().expect("THREADS");
     let secs: u64 = a[6].parse().expect("SECONDS");
     let token = a[7] == "token";
-    let config = a.get(8).map(|c| std::ffi::CString::new(c.as_str()).unwrap());
+    let config = a
+        .get(8)
+        .map(|c| std::ffi::CString::new(c.as_str()).unwrap());
 
     let p11 = Pkcs11::new(module).expect("load module");
     let args = match &config {
@@ -72,7 +74,9 @@ fn main() {
                                 let mut iv = [0u8; 12];
                                 iv[..4].copy_from_slice(&(t as u32).to_be_bytes());
                                 iv[4..].copy_from_slice(&i.to_be_bytes());
-                                let m = Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap());
+                                let m = Mechanism::AesGcm(
+                                    GcmParams::new(&mut iv, b"", 128.into()).unwrap(),
+                                );
                                 let ct = s.encrypt(&m, key, &data).unwrap();
                                 assert_eq!(ct.len(), 48);
                             }
@@ -95,7 +99,10 @@ fn main() {
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
         "module={} op={op} key={} threads={threads} ops={} ops/s={:.0} p50={}us p99={}us max={}us",
-        std::path::Path::new(module).file_name().unwrap().to_string_lossy(),
+        std::path::Path::new(module)
+            .file_name()
+            .unwrap()
+            .to_string_lossy(),
         if token { "token" } else { "session" },
         lat.len(),
         lat.len() as f64 / elapsed,
@@ -107,7 +114,9 @@ fn main() {
 
 fn make_key(s: &Session, op: &str, token: bool) -> ObjectHandle {
     if token {
-        let found = s.find_objects(&[Attribute::Label(b"bench".to_vec()), Attribute::Token(true)]).unwrap();
+        let found = s
+            .find_objects(&[Attribute::Label(b"bench".to_vec()), Attribute::Token(true)])
+            .unwrap();
         if let Some(k) = found.first() {
             return *k;
         }

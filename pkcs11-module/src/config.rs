@@ -97,8 +97,8 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let f: File = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let f: File =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         Self::build(f, format!("file {}", path.display()))
     }
 
@@ -184,8 +184,9 @@ impl Config {
                     "{source}: give ca or insecure, not both"
                 )))
             }
-            (Some(ca), false) => Trust::from_ca_file(&ca)
-                .map_err(|e| Error::Config(format!("{source}: {e}")))?,
+            (Some(ca), false) => {
+                Trust::from_ca_file(&ca).map_err(|e| Error::Config(format!("{source}: {e}")))?
+            }
             (None, true) => Trust::Insecure,
             (None, false) => Trust::System,
         };
@@ -271,7 +272,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.endpoints, vec!["https://127.0.0.1:1", "https://h:2"]);
-        assert_eq!(c.enclaves.as_deref(), Some(&["a".to_string(), "b".into()][..]));
+        assert_eq!(
+            c.enclaves.as_deref(),
+            Some(&["a".to_string(), "b".into()][..])
+        );
         assert_eq!(c.timeout, Duration::from_millis(5));
         assert_eq!(c.refresh, Duration::from_millis(7));
         assert_eq!(c.log_level, Level::Debug);
@@ -284,11 +288,17 @@ mod tests {
         for (text, why) in [
             ("servers = [\"h:1\"]\n", "no API key"),
             ("api_key = \"x\"\n", "'servers' is missing"),
-            ("servers = [\"h:1\"]\napi_key = \"k1:nope\"\n", "not a valid k1"),
+            (
+                "servers = [\"h:1\"]\napi_key = \"k1:nope\"\n",
+                "not a valid k1",
+            ),
             ("servers = [\"http://h:1\"]\n", "only https"),
             ("servers = []\n", "no server"),
             ("servers = [\"h:1\"]\nbogus = 1\n", "unknown field"),
-            ("servers = [\"h:1\"]\nlogin = \"api-key\"\n", "enclaves must be listed"),
+            (
+                "servers = [\"h:1\"]\nlogin = \"api-key\"\n",
+                "enclaves must be listed",
+            ),
             (
                 &format!("servers = [\"h:1\"]\napi_key = \"{KEY}\"\ntimeout_ms = 0\n"),
                 "timeout_ms",

@@ -20,7 +20,11 @@ pub enum Error {
     Config(String),
     /// A mechanism parameter or template value that is invalid, and why.
     #[error("{what}: {why}")]
-    Invalid { rv: CK_RV, what: &'static str, why: String },
+    Invalid {
+        rv: CK_RV,
+        what: &'static str,
+        why: String,
+    },
     /// The cluster answered with an error or could not be reached.
     #[error("cluster: {0}")]
     Remote(#[from] kms_client::Error),

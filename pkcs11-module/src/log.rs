@@ -53,7 +53,11 @@ pub fn configure(level: Level, file: Option<&std::path::Path>) {
     let mut f = FILE.lock();
     *f = None;
     if let Some(p) = file {
-        match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
             Ok(h) => *f = Some(h),
             Err(e) => eprintln!(
                 "kms-pkcs11 ERROR: cannot open log file {}: {e}; logging to stderr",

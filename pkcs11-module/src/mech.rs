@@ -77,13 +77,19 @@ impl Mech {
 
     /// Checks the parameters of a cipher mechanism (at `*Init`).
     pub fn check_params(&self) -> Result<()> {
-        let bad = |why: String| Err(Error::invalid(CKR_MECHANISM_PARAM_INVALID, "mechanism", why));
+        let bad = |why: String| {
+            Err(Error::invalid(
+                CKR_MECHANISM_PARAM_INVALID,
+                "mechanism",
+                why,
+            ))
+        };
         match self {
             Mech::AesGcm { iv, tag_bits, .. } => {
                 if iv.len() != 12 {
                     return bad(format!("AES-GCM takes a 12-byte IV, not {}", iv.len()));
                 }
-                if !(32..=128).contains(tag_bits) || tag_bits % 8 != 0 {
+                if !(32..=128).contains(tag_bits) || !tag_bits.is_multiple_of(8) {
                     return bad(format!(
                         "AES-GCM tag length {tag_bits} bits: use a multiple of 8 from 32 to 128 \
                          (96 or more recommended)"

@@ -513,9 +513,10 @@ impl Module {
         }
         let h = self.handle();
         let private = self.cfg.login == LoginMode::ApiKey;
-        self.objects
-            .write()
-            .insert(h, Arc::new(KeyObject::cluster(slot, name, "AES256", private)));
+        self.objects.write().insert(
+            h,
+            Arc::new(KeyObject::cluster(slot, name, "AES256", private)),
+        );
         cache.keys.insert(name.to_string(), h);
         h
     }
@@ -558,9 +559,10 @@ impl Module {
         }
         // Only secret keys exist: a search for another class finds nothing
         // without asking the cluster.
-        let wants_token = !template
-            .iter()
-            .any(|a| (a.ty == CKA_TOKEN && a.value == [0]) || (a.ty == CKA_CLASS && a.value != CKO_SECRET_KEY.to_ne_bytes()));
+        let wants_token = !template.iter().any(|a| {
+            (a.ty == CKA_TOKEN && a.value == [0])
+                || (a.ty == CKA_CLASS && a.value != CKO_SECRET_KEY.to_ne_bytes())
+        });
         if wants_token {
             self.refresh(s.slot, false)?;
         }
@@ -625,13 +627,25 @@ impl Module {
 
     /// `C_CreateObject`: a session secret key from its value, or a cluster
     /// key imported from its 32 bytes (`CKA_TOKEN` true).
-    pub fn create_object(&self, sh: CK_SESSION_HANDLE, template: &[Attr]) -> Result<CK_OBJECT_HANDLE> {
+    pub fn create_object(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        template: &[Attr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let t = KeyTemplate::parse(template)?;
         if t.class.is_none() {
-            return Err(Error::invalid(CKR_TEMPLATE_INCOMPLETE, "template", "CKA_CLASS is missing"));
+            return Err(Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_CLASS is missing",
+            ));
         }
         let key_type = t.key_type.ok_or_else(|| {
-            Error::invalid(CKR_TEMPLATE_INCOMPLETE, "template", "CKA_KEY_TYPE is missing")
+            Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_KEY_TYPE is missing",
+            )
         })?;
         let value = t.value.clone().ok_or_else(|| {
             Error::invalid(CKR_TEMPLATE_INCOMPLETE, "template", "CKA_VALUE is missing")
@@ -685,7 +699,11 @@ impl Module {
                 key: value.to_vec(),
             };
             let _: proto::Empty = self.call(s.slot, Command::KeyImport, &req)?;
-            crate::log!(Level::Info, "imported cluster key '{name}' in slot {}", s.slot);
+            crate::log!(
+                Level::Info,
+                "imported cluster key '{name}' in slot {}",
+                s.slot
+            );
             return Ok(self.add_cluster_key(s.slot, &name));
         }
         let obj = t.session_key(s.slot, key_type, value, sh, local);
@@ -721,7 +739,11 @@ impl Module {
             ));
         }
         let len = t.value_len.ok_or_else(|| {
-            Error::invalid(CKR_TEMPLATE_INCOMPLETE, "template", "CKA_VALUE_LEN is missing")
+            Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_VALUE_LEN is missing",
+            )
         })?;
         check_value(key_type, len).map_err(|_| {
             Error::invalid(
@@ -751,7 +773,11 @@ impl Module {
                 add_version: false,
             };
             let _: proto::Empty = self.call(s.slot, Command::KeyCreate, &req)?;
-            crate::log!(Level::Info, "created cluster key '{name}' in slot {}", s.slot);
+            crate::log!(
+                Level::Info,
+                "created cluster key '{name}' in slot {}",
+                s.slot
+            );
             return Ok(self.add_cluster_key(s.slot, &name));
         }
         let mut value = zeroize::Zeroizing::new(vec![0u8; len]);
@@ -775,7 +801,11 @@ impl Module {
                 all_versions: true,
             };
             let _: proto::Empty = self.call(s.slot, Command::KeyDelete, &req)?;
-            crate::log!(Level::Info, "deleted cluster key '{name}' in slot {}", s.slot);
+            crate::log!(
+                Level::Info,
+                "deleted cluster key '{name}' in slot {}",
+                s.slot
+            );
             self.slots[s.slot].cache.lock().keys.remove(name);
         }
         self.objects.write().remove(&h);
@@ -848,7 +878,9 @@ fn check_value(key_type: CK_KEY_TYPE, len: usize) -> Result<()> {
             return Err(Error::invalid(
                 CKR_ATTRIBUTE_VALUE_INVALID,
                 "CKA_KEY_TYPE",
-                format!("key type {key_type:#x} is not supported: use CKK_AES or CKK_GENERIC_SECRET"),
+                format!(
+                    "key type {key_type:#x} is not supported: use CKK_AES or CKK_GENERIC_SECRET"
+                ),
             ))
         }
     };
@@ -911,7 +943,10 @@ mod tests {
 
     #[test]
     fn not_initialized() {
-        assert_eq!(get().err().map(|e| e.rv()), Some(CKR_CRYPTOKI_NOT_INITIALIZED));
+        assert_eq!(
+            get().err().map(|e| e.rv()),
+            Some(CKR_CRYPTOKI_NOT_INITIALIZED)
+        );
         assert_eq!(finalize().unwrap_err().rv(), CKR_CRYPTOKI_NOT_INITIALIZED);
     }
 }

@@ -237,7 +237,10 @@ impl KeyTemplate {
     pub fn parse(template: &[Attr]) -> Result<Self> {
         let mut t = KeyTemplate::default();
         for (i, a) in template.iter().enumerate() {
-            if template[..i].iter().any(|p| p.ty == a.ty && p.value != a.value) {
+            if template[..i]
+                .iter()
+                .any(|p| p.ty == a.ty && p.value != a.value)
+            {
                 return Err(Error::invalid(
                     CKR_TEMPLATE_INCONSISTENT,
                     "template",
@@ -267,7 +270,10 @@ impl KeyTemplate {
                 CKA_SIGN => t.sign = Some(a.as_bool()?),
                 CKA_VERIFY => t.verify = Some(a.as_bool()?),
                 // Accepted when they state what the module does anyway.
-                CKA_DERIVE | CKA_MODIFIABLE | CKA_COPYABLE | CKA_TRUSTED
+                CKA_DERIVE
+                | CKA_MODIFIABLE
+                | CKA_COPYABLE
+                | CKA_TRUSTED
                 | CKA_WRAP_WITH_TRUSTED => {
                     if a.as_bool()? {
                         return Err(Error::invalid(
@@ -287,7 +293,9 @@ impl KeyTemplate {
                     }
                 }
                 CKA_START_DATE | CKA_END_DATE => {}
-                CKA_LOCAL | CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE
+                CKA_LOCAL
+                | CKA_ALWAYS_SENSITIVE
+                | CKA_NEVER_EXTRACTABLE
                 | CKA_KEY_GEN_MECHANISM => {
                     return Err(Error::invalid(
                         CKR_ATTRIBUTE_READ_ONLY,
@@ -390,12 +398,18 @@ mod tests {
     #[test]
     fn cluster_key_attributes() {
         let k = KeyObject::cluster(0, "k1", "AES256", false);
-        assert_eq!(k.get(CKA_CLASS), AttrOut::Value(CKO_SECRET_KEY.to_ne_bytes().to_vec()));
+        assert_eq!(
+            k.get(CKA_CLASS),
+            AttrOut::Value(CKO_SECRET_KEY.to_ne_bytes().to_vec())
+        );
         assert_eq!(k.get(CKA_LABEL), AttrOut::Value(b"k1".to_vec()));
         assert_eq!(k.get(CKA_VALUE), AttrOut::Sensitive);
         assert_eq!(k.get(CKA_EXTRACTABLE), AttrOut::Value(vec![0]));
         assert_eq!(k.get(CKA_MODULUS), AttrOut::Invalid);
-        assert!(k.matches(&[Attr::ulong(CKA_CLASS, CKO_SECRET_KEY), Attr::bool(CKA_TOKEN, true)]));
+        assert!(k.matches(&[
+            Attr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+            Attr::bool(CKA_TOKEN, true)
+        ]));
         assert!(!k.matches(&[Attr::new(CKA_LABEL, b"k2".to_vec())]));
         assert!(!k.matches(&[Attr::new(CKA_VALUE, vec![0; 32])]));
         let c = KeyObject::cluster(0, "c", "ChaCha20", false);
@@ -415,8 +429,14 @@ mod tests {
         assert_eq!(t.value_len, Some(32));
         assert!(t.check_cluster_key().is_ok());
         let rv = |a: &[Attr]| KeyTemplate::parse(a).unwrap_err().rv();
-        assert_eq!(rv(&[Attr::new(CKA_TOKEN, vec![1, 2])]), CKR_ATTRIBUTE_VALUE_INVALID);
-        assert_eq!(rv(&[Attr::new(CKA_MODULUS, vec![1])]), CKR_ATTRIBUTE_TYPE_INVALID);
+        assert_eq!(
+            rv(&[Attr::new(CKA_TOKEN, vec![1, 2])]),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(
+            rv(&[Attr::new(CKA_MODULUS, vec![1])]),
+            CKR_ATTRIBUTE_TYPE_INVALID
+        );
         assert_eq!(rv(&[Attr::bool(CKA_LOCAL, true)]), CKR_ATTRIBUTE_READ_ONLY);
         assert_eq!(
             rv(&[Attr::ulong(CKA_CLASS, CKO_PUBLIC_KEY)]),
@@ -427,6 +447,9 @@ mod tests {
             CKR_TEMPLATE_INCONSISTENT
         );
         let t = KeyTemplate::parse(&[Attr::bool(CKA_EXTRACTABLE, true)]).unwrap();
-        assert_eq!(t.check_cluster_key().unwrap_err().rv(), CKR_TEMPLATE_INCONSISTENT);
+        assert_eq!(
+            t.check_cluster_key().unwrap_err().rv(),
+            CKR_TEMPLATE_INCONSISTENT
+        );
     }
 }

@@ -89,9 +89,10 @@ fn check_key(key: &KeyObject, mech: &Mech, kind: Kind) -> Result<()> {
         return Err(Error::Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
     }
     let type_ok = match mech {
-        Mech::AesGcm { .. } | Mech::AesCbcPad { .. } | Mech::AesKeyWrap | Mech::AesKeyWrapPad(_) => {
-            key.key_type == CKK_AES
-        }
+        Mech::AesGcm { .. }
+        | Mech::AesCbcPad { .. }
+        | Mech::AesKeyWrap
+        | Mech::AesKeyWrapPad(_) => key.key_type == CKK_AES,
         Mech::Sha256Hmac => true,
         Mech::KmsCiphertext { .. } => key.is_token(),
         _ => false,
@@ -104,7 +105,9 @@ fn check_key(key: &KeyObject, mech: &Mech, kind: Kind) -> Result<()> {
 
 fn mech_for(kind: Kind, mech: &Mech) -> Result<()> {
     let ok = match kind {
-        Kind::Encrypt | Kind::Decrypt => mech.raw().is_some() || matches!(mech, Mech::KmsCiphertext { .. }),
+        Kind::Encrypt | Kind::Decrypt => {
+            mech.raw().is_some() || matches!(mech, Mech::KmsCiphertext { .. })
+        }
         Kind::Sign | Kind::Verify => *mech == Mech::Sha256Hmac,
         Kind::Digest => *mech == Mech::Sha256,
     };
@@ -177,7 +180,9 @@ impl Module {
         let sess = self.session(sh)?;
         let mut s = sess.lock();
         let slot = s.ops.slot(kind);
-        let op = slot.as_mut().ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
+        let op = slot
+            .as_mut()
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
         if op.output.is_some() {
             *slot = None;
             return Err(Error::Ck(CKR_OPERATION_ACTIVE));
@@ -209,7 +214,9 @@ impl Module {
         let mut s = sess.lock();
         let slot_idx = s.slot;
         let slot = s.ops.slot(kind);
-        let op = slot.as_mut().ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
+        let op = slot
+            .as_mut()
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
         if op.output.is_none() {
             if data.is_some() && op.multi {
                 *slot = None;
@@ -307,19 +314,25 @@ impl Module {
         let s = sess.lock();
         let (m, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
         mech.check_params()?;
-        let wk = self.object(&s, wrapping).map_err(|_| Error::Ck(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
+        let wk = self
+            .object(&s, wrapping)
+            .map_err(|_| Error::Ck(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
         if !wk.wrap {
             return Err(Error::Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
         if wk.key_type != CKK_AES {
             return Err(Error::Ck(CKR_WRAPPING_KEY_TYPE_INCONSISTENT));
         }
-        let k = self.object(&s, key).map_err(|_| Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+        let k = self
+            .object(&s, key)
+            .map_err(|_| Error::Ck(CKR_KEY_HANDLE_INVALID))?;
         let value = match k.value() {
             Some(v) if k.extractable => v,
             _ => return Err(Error::Ck(CKR_KEY_UNEXTRACTABLE)),
         };
-        if m == raw::RawMechanism::AesKeyWrap && (value.len() % 8 != 0 || value.len() < 16) {
+        if m == raw::RawMechanism::AesKeyWrap
+            && (!value.len().is_multiple_of(8) || value.len() < 16)
+        {
             return Err(Error::Ck(CKR_KEY_SIZE_RANGE));
         }
         let len = raw::encrypted_len(m, &params, value.len());
@@ -330,7 +343,9 @@ impl Module {
             return Err(Error::BufferTooSmall(len));
         }
         let out = match (wk.value(), wk.cluster_name()) {
-            (Some(w), _) => raw::encrypt(m, w, &params, value).map_err(|e| raw_err(e, Kind::Encrypt))?,
+            (Some(w), _) => {
+                raw::encrypt(m, w, &params, value).map_err(|e| raw_err(e, Kind::Encrypt))?
+            }
             (None, Some(name)) => self.raw_remote(s.slot, name, &mech, true, value)?.to_vec(),
             (None, None) => return Err(Error::Ck(CKR_WRAPPING_KEY_HANDLE_INVALID)),
         };
@@ -351,10 +366,18 @@ impl Module {
         let (m, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
         mech.check_params()?;
         let key_type = t.key_type.ok_or_else(|| {
-            Error::invalid(CKR_TEMPLATE_INCOMPLETE, "template", "CKA_KEY_TYPE is missing")
+            Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_KEY_TYPE is missing",
+            )
         })?;
         if t.class.is_none() {
-            return Err(Error::invalid(CKR_TEMPLATE_INCOMPLETE, "template", "CKA_CLASS is missing"));
+            return Err(Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_CLASS is missing",
+            ));
         }
         if t.value.is_some() {
             return Err(Error::Ck(CKR_ATTRIBUTE_READ_ONLY));
@@ -380,9 +403,10 @@ impl Module {
                 (None, Some(name)) => self
                     .raw_remote(s.slot, name, &mech, false, wrapped)
                     .map_err(|e| match e {
-                        Error::Invalid { rv: CKR_ENCRYPTED_DATA_INVALID, .. } => {
-                            Error::Ck(CKR_WRAPPED_KEY_INVALID)
-                        }
+                        Error::Invalid {
+                            rv: CKR_ENCRYPTED_DATA_INVALID,
+                            ..
+                        } => Error::Ck(CKR_WRAPPED_KEY_INVALID),
                         e => e,
                     })?,
                 (None, None) => return Err(Error::Ck(CKR_UNWRAPPING_KEY_HANDLE_INVALID)),
@@ -458,7 +482,13 @@ fn raw_err(e: RawError, kind: Kind) -> Error {
 }
 
 /// Computes an operation's output over `data`.
-fn compute(m: &Module, slot: usize, op: &mut Op, kind: Kind, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+fn compute(
+    m: &Module,
+    slot: usize,
+    op: &mut Op,
+    kind: Kind,
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(d) = op.digest.take() {
         let mut d = d;
         d.update(data);
@@ -483,7 +513,9 @@ fn compute(m: &Module, slot: usize, op: &mut Op, kind: Kind, data: &[u8]) -> Res
             (None, None) => Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
         },
         (Kind::Encrypt | Kind::Decrypt, Mech::KmsCiphertext { aad }) => {
-            let name = key.cluster_name().ok_or(Error::Ck(CKR_KEY_TYPE_INCONSISTENT))?;
+            let name = key
+                .cluster_name()
+                .ok_or(Error::Ck(CKR_KEY_TYPE_INCONSISTENT))?;
             if kind == Kind::Encrypt {
                 let r: proto::EncryptResponse = m.call(
                     slot,

@@ -81,13 +81,37 @@ fn call() -> impl Strategy<Value = Call> {
 }
 
 const ATTRS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_ID, CKA_VALUE, CKA_VALUE_LEN,
-    CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN,
-    CKA_VERIFY, CKA_LOCAL, CKA_MODULUS, 0x8000_0001,
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_LABEL,
+    CKA_ID,
+    CKA_VALUE,
+    CKA_VALUE_LEN,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_LOCAL,
+    CKA_MODULUS,
+    0x8000_0001,
 ];
 const MECHS: &[CK_MECHANISM_TYPE] = &[
-    CKM_AES_GCM, CKM_AES_CBC_PAD, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP,
-    CKM_SHA256_HMAC, CKM_SHA256, CKM_AES_KEY_GEN, CKM_RSA_PKCS, 0xCB4D_0001,
+    CKM_AES_GCM,
+    CKM_AES_CBC_PAD,
+    CKM_AES_KEY_WRAP,
+    CKM_AES_KEY_WRAP_PAD,
+    CKM_AES_KEY_WRAP_KWP,
+    CKM_SHA256_HMAC,
+    CKM_SHA256,
+    CKM_AES_KEY_GEN,
+    CKM_RSA_PKCS,
+    0xCB4D_0001,
 ];
 
 /// State of the run: handles seen, to pick from (or a bogus one).
@@ -118,12 +142,14 @@ impl World {
 /// Attribute values of the right size for the type, or raw bytes.
 fn attr_value(ty: CK_ATTRIBUTE_TYPE, raw: &[u8]) -> Vec<u8> {
     match ty {
-        CKA_CLASS | CKA_KEY_TYPE | CKA_VALUE_LEN if raw.len() % 2 == 0 => {
-            (raw.first().copied().unwrap_or(0) as CK_ULONG % 48).to_ne_bytes().to_vec()
+        CKA_CLASS | CKA_KEY_TYPE | CKA_VALUE_LEN if raw.len().is_multiple_of(2) => {
+            (raw.first().copied().unwrap_or(0) as CK_ULONG % 48)
+                .to_ne_bytes()
+                .to_vec()
         }
         CKA_TOKEN | CKA_PRIVATE | CKA_SENSITIVE | CKA_EXTRACTABLE | CKA_ENCRYPT | CKA_DECRYPT
         | CKA_WRAP | CKA_UNWRAP | CKA_SIGN | CKA_VERIFY
-            if raw.len() % 3 != 0 =>
+            if !raw.len().is_multiple_of(3) =>
         {
             vec![raw[0] & 1]
         }
@@ -173,22 +199,43 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
             Call::CloseSession(i) => C_CloseSession(w.session(*i)),
             Call::Login(i, u, pin) => {
                 let mut pin = pin.clone();
-                C_Login(w.session(*i), (*u % 4) as CK_ULONG, pin.as_mut_ptr(), pin.len() as CK_ULONG)
+                C_Login(
+                    w.session(*i),
+                    (*u % 4) as CK_ULONG,
+                    pin.as_mut_ptr(),
+                    pin.len() as CK_ULONG,
+                )
             }
             Call::Logout(i) => C_Logout(w.session(*i)),
             Call::GenerateKey(i, token, len) => {
                 let mut m = CK_MECHANISM {
-                    mechanism: if len % 5 == 0 { CKM_GENERIC_SECRET_KEY_GEN } else { CKM_AES_KEY_GEN },
+                    mechanism: if len % 5 == 0 {
+                        CKM_GENERIC_SECRET_KEY_GEN
+                    } else {
+                        CKM_AES_KEY_GEN
+                    },
                     pParameter: null_mut(),
                     ulParameterLen: 0,
                 };
                 let mut vl: CK_ULONG = [16, 24, 32, 7, 0][*len as usize % 5];
                 let mut tok: CK_BBOOL = *token as u8;
-                let mut ext: CK_BBOOL = (len % 2) as u8;
+                let mut ext: CK_BBOOL = len % 2;
                 let mut t = [
-                    CK_ATTRIBUTE { type_: CKA_VALUE_LEN, pValue: &mut vl as *mut _ as *mut _, ulValueLen: 8 },
-                    CK_ATTRIBUTE { type_: CKA_TOKEN, pValue: &mut tok as *mut _ as *mut _, ulValueLen: 1 },
-                    CK_ATTRIBUTE { type_: CKA_EXTRACTABLE, pValue: &mut ext as *mut _ as *mut _, ulValueLen: 1 },
+                    CK_ATTRIBUTE {
+                        type_: CKA_VALUE_LEN,
+                        pValue: &mut vl as *mut _ as *mut _,
+                        ulValueLen: 8,
+                    },
+                    CK_ATTRIBUTE {
+                        type_: CKA_TOKEN,
+                        pValue: &mut tok as *mut _ as *mut _,
+                        ulValueLen: 1,
+                    },
+                    CK_ATTRIBUTE {
+                        type_: CKA_EXTRACTABLE,
+                        pValue: &mut ext as *mut _ as *mut _,
+                        ulValueLen: 1,
+                    },
                 ];
                 let mut h = 0;
                 let rv = C_GenerateKey(w.session(*i), &mut m, t.as_mut_ptr(), 3, &mut h);
@@ -207,7 +254,11 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                     .collect();
                 let mut t: Vec<CK_ATTRIBUTE> = vals
                     .iter_mut()
-                    .map(|(ty, v)| CK_ATTRIBUTE { type_: *ty, pValue: v.as_mut_ptr() as *mut _, ulValueLen: v.len() as CK_ULONG })
+                    .map(|(ty, v)| CK_ATTRIBUTE {
+                        type_: *ty,
+                        pValue: v.as_mut_ptr() as *mut _,
+                        ulValueLen: v.len() as CK_ULONG,
+                    })
                     .collect();
                 let mut h = 0;
                 let rv = C_CreateObject(w.session(*i), t.as_mut_ptr(), t.len() as CK_ULONG, &mut h);
@@ -226,7 +277,11 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                     .collect();
                 let mut t: Vec<CK_ATTRIBUTE> = vals
                     .iter_mut()
-                    .map(|(ty, v)| CK_ATTRIBUTE { type_: *ty, pValue: v.as_mut_ptr() as *mut _, ulValueLen: v.len() as CK_ULONG })
+                    .map(|(ty, v)| CK_ATTRIBUTE {
+                        type_: *ty,
+                        pValue: v.as_mut_ptr() as *mut _,
+                        ulValueLen: v.len() as CK_ULONG,
+                    })
                     .collect();
                 let s = w.session(*i);
                 let rv = C_FindObjectsInit(s, t.as_mut_ptr(), t.len() as CK_ULONG);
@@ -236,31 +291,60 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                 let rv3 = C_FindObjectsFinal(s);
                 assert!(n as usize <= out.len());
                 w.objects.extend(&out[..n as usize]);
-                [rv, rv2, rv3].into_iter().find(|r| *r == CKR_GENERAL_ERROR).unwrap_or(rv)
+                [rv, rv2, rv3]
+                    .into_iter()
+                    .find(|r| *r == CKR_GENERAL_ERROR)
+                    .unwrap_or(rv)
             }
             Call::GetAttributes(i, o, attrs) => {
-                let mut bufs: Vec<Vec<u8>> = attrs.iter().map(|(_, n)| vec![0u8; n.unwrap_or(0) as usize % 40]).collect();
+                let mut bufs: Vec<Vec<u8>> = attrs
+                    .iter()
+                    .map(|(_, n)| vec![0u8; n.unwrap_or(0) as usize % 40])
+                    .collect();
                 let mut t: Vec<CK_ATTRIBUTE> = attrs
                     .iter()
                     .zip(bufs.iter_mut())
                     .map(|((ty, n), b)| CK_ATTRIBUTE {
                         type_: ATTRS[*ty as usize % ATTRS.len()],
-                        pValue: if n.is_some() { b.as_mut_ptr() as *mut _ } else { null_mut() },
+                        pValue: if n.is_some() {
+                            b.as_mut_ptr() as *mut _
+                        } else {
+                            null_mut()
+                        },
                         ulValueLen: b.len() as CK_ULONG,
                     })
                     .collect();
-                C_GetAttributeValue(w.session(*i), w.object(*o), t.as_mut_ptr(), t.len() as CK_ULONG)
+                C_GetAttributeValue(
+                    w.session(*i),
+                    w.object(*o),
+                    t.as_mut_ptr(),
+                    t.len() as CK_ULONG,
+                )
             }
             Call::CryptInit(i, m, k, enc) => {
                 let mut iv = [0u8; 16];
-                let mut g = CK_GCM_PARAMS { pIv: iv.as_mut_ptr(), ulIvLen: 12 + (*m as CK_ULONG % 3 == 2) as CK_ULONG, ulIvBits: 0, pAAD: null_mut(), ulAADLen: 0, ulTagBits: [128, 96, 64][*m as usize % 3] };
+                let mut g = CK_GCM_PARAMS {
+                    pIv: iv.as_mut_ptr(),
+                    ulIvLen: 12 + (*m as CK_ULONG % 3 == 2) as CK_ULONG,
+                    ulIvBits: 0,
+                    pAAD: null_mut(),
+                    ulAADLen: 0,
+                    ulTagBits: [128, 96, 64][*m as usize % 3],
+                };
                 let mech = MECHS[*m as usize % MECHS.len()];
                 let (p, n): (*mut std::ffi::c_void, CK_ULONG) = match mech {
-                    CKM_AES_GCM => (&mut g as *mut _ as *mut _, std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG),
+                    CKM_AES_GCM => (
+                        &mut g as *mut _ as *mut _,
+                        std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+                    ),
                     CKM_AES_CBC_PAD => (iv.as_mut_ptr() as *mut _, 16),
                     _ => (null_mut(), 0),
                 };
-                let mut mm = CK_MECHANISM { mechanism: mech, pParameter: p, ulParameterLen: n };
+                let mut mm = CK_MECHANISM {
+                    mechanism: mech,
+                    pParameter: p,
+                    ulParameterLen: n,
+                };
                 if *enc {
                     C_EncryptInit(w.session(*i), &mut mm, w.object(*k))
                 } else {
@@ -271,9 +355,19 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                 let mut d = data.clone();
                 let mut out = vec![0u8; 128];
                 let mut n: CK_ULONG = cap.unwrap_or(0) as CK_ULONG % 128;
-                let op = if cap.is_some() { out.as_mut_ptr() } else { null_mut() };
+                let op = if cap.is_some() {
+                    out.as_mut_ptr()
+                } else {
+                    null_mut()
+                };
                 let f = if *enc { C_Encrypt } else { C_Decrypt };
-                let rv = f(w.session(*i), d.as_mut_ptr(), d.len() as CK_ULONG, op, &mut n);
+                let rv = f(
+                    w.session(*i),
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    op,
+                    &mut n,
+                );
                 if rv == CKR_OK && cap.is_some() {
                     assert!(n as usize <= (cap.unwrap() as usize % 128));
                 }
@@ -283,65 +377,161 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                 let mut d = data.clone();
                 let mut n: CK_ULONG = 64;
                 let mut out = [0u8; 64];
-                let f = if *enc { C_EncryptUpdate } else { C_DecryptUpdate };
-                f(w.session(*i), d.as_mut_ptr(), d.len() as CK_ULONG, out.as_mut_ptr(), &mut n)
+                let f = if *enc {
+                    C_EncryptUpdate
+                } else {
+                    C_DecryptUpdate
+                };
+                f(
+                    w.session(*i),
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut n,
+                )
             }
             Call::Final(i, cap, enc) => {
                 let mut out = vec![0u8; 128];
                 let mut n: CK_ULONG = cap.unwrap_or(0) as CK_ULONG % 128;
-                let op = if cap.is_some() { out.as_mut_ptr() } else { null_mut() };
+                let op = if cap.is_some() {
+                    out.as_mut_ptr()
+                } else {
+                    null_mut()
+                };
                 let f = if *enc { C_EncryptFinal } else { C_DecryptFinal };
                 f(w.session(*i), op, &mut n)
             }
             Call::Sign(i, k, data) => {
-                let mut m = CK_MECHANISM { mechanism: CKM_SHA256_HMAC, pParameter: null_mut(), ulParameterLen: 0 };
+                let mut m = CK_MECHANISM {
+                    mechanism: CKM_SHA256_HMAC,
+                    pParameter: null_mut(),
+                    ulParameterLen: 0,
+                };
                 let s = w.session(*i);
                 let rv = C_SignInit(s, &mut m, w.object(*k));
                 let mut d = data.clone();
                 let mut out = [0u8; 32];
                 let mut n: CK_ULONG = 32;
-                let rv2 = C_Sign(s, d.as_mut_ptr(), d.len() as CK_ULONG, out.as_mut_ptr(), &mut n);
-                if rv2 == CKR_GENERAL_ERROR { rv2 } else { rv }
+                let rv2 = C_Sign(
+                    s,
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut n,
+                );
+                if rv2 == CKR_GENERAL_ERROR {
+                    rv2
+                } else {
+                    rv
+                }
             }
             Call::Verify(i, k, data, sig) => {
-                let mut m = CK_MECHANISM { mechanism: CKM_SHA256_HMAC, pParameter: null_mut(), ulParameterLen: 0 };
+                let mut m = CK_MECHANISM {
+                    mechanism: CKM_SHA256_HMAC,
+                    pParameter: null_mut(),
+                    ulParameterLen: 0,
+                };
                 let s = w.session(*i);
                 let rv = C_VerifyInit(s, &mut m, w.object(*k));
                 let (mut d, mut g) = (data.clone(), sig.clone());
-                let rv2 = C_Verify(s, d.as_mut_ptr(), d.len() as CK_ULONG, g.as_mut_ptr(), g.len() as CK_ULONG);
-                if rv2 == CKR_GENERAL_ERROR { rv2 } else { rv }
+                let rv2 = C_Verify(
+                    s,
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    g.as_mut_ptr(),
+                    g.len() as CK_ULONG,
+                );
+                if rv2 == CKR_GENERAL_ERROR {
+                    rv2
+                } else {
+                    rv
+                }
             }
             Call::Digest(i, data, cap) => {
-                let mut m = CK_MECHANISM { mechanism: CKM_SHA256, pParameter: null_mut(), ulParameterLen: 0 };
+                let mut m = CK_MECHANISM {
+                    mechanism: CKM_SHA256,
+                    pParameter: null_mut(),
+                    ulParameterLen: 0,
+                };
                 let s = w.session(*i);
                 let rv = C_DigestInit(s, &mut m);
                 let mut d = data.clone();
                 let mut out = [0u8; 64];
                 let mut n: CK_ULONG = cap.unwrap_or(0) as CK_ULONG % 64;
-                let op = if cap.is_some() { out.as_mut_ptr() } else { null_mut() };
+                let op = if cap.is_some() {
+                    out.as_mut_ptr()
+                } else {
+                    null_mut()
+                };
                 let rv2 = C_Digest(s, d.as_mut_ptr(), d.len() as CK_ULONG, op, &mut n);
-                if rv2 == CKR_GENERAL_ERROR { rv2 } else { rv }
+                if rv2 == CKR_GENERAL_ERROR {
+                    rv2
+                } else {
+                    rv
+                }
             }
             Call::Wrap(i, m, kek, key, cap) => {
-                let mech = [CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP, CKM_SHA256][*m as usize % 4];
-                let mut mm = CK_MECHANISM { mechanism: mech, pParameter: null_mut(), ulParameterLen: 0 };
+                let mech = [
+                    CKM_AES_KEY_WRAP,
+                    CKM_AES_KEY_WRAP_PAD,
+                    CKM_AES_KEY_WRAP_KWP,
+                    CKM_SHA256,
+                ][*m as usize % 4];
+                let mut mm = CK_MECHANISM {
+                    mechanism: mech,
+                    pParameter: null_mut(),
+                    ulParameterLen: 0,
+                };
                 let mut out = vec![0u8; 64];
                 let mut n: CK_ULONG = cap.unwrap_or(0) as CK_ULONG % 64;
-                let op = if cap.is_some() { out.as_mut_ptr() } else { null_mut() };
-                C_WrapKey(w.session(*i), &mut mm, w.object(*kek), w.object(*key), op, &mut n)
+                let op = if cap.is_some() {
+                    out.as_mut_ptr()
+                } else {
+                    null_mut()
+                };
+                C_WrapKey(
+                    w.session(*i),
+                    &mut mm,
+                    w.object(*kek),
+                    w.object(*key),
+                    op,
+                    &mut n,
+                )
             }
             Call::Unwrap(i, m, kek, data) => {
-                let mech = [CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP][*m as usize % 3];
-                let mut mm = CK_MECHANISM { mechanism: mech, pParameter: null_mut(), ulParameterLen: 0 };
+                let mech =
+                    [CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP][*m as usize % 3];
+                let mut mm = CK_MECHANISM {
+                    mechanism: mech,
+                    pParameter: null_mut(),
+                    ulParameterLen: 0,
+                };
                 let mut class = CKO_SECRET_KEY;
                 let mut kt = CKK_AES;
                 let mut t = [
-                    CK_ATTRIBUTE { type_: CKA_CLASS, pValue: &mut class as *mut _ as *mut _, ulValueLen: 8 },
-                    CK_ATTRIBUTE { type_: CKA_KEY_TYPE, pValue: &mut kt as *mut _ as *mut _, ulValueLen: 8 },
+                    CK_ATTRIBUTE {
+                        type_: CKA_CLASS,
+                        pValue: &mut class as *mut _ as *mut _,
+                        ulValueLen: 8,
+                    },
+                    CK_ATTRIBUTE {
+                        type_: CKA_KEY_TYPE,
+                        pValue: &mut kt as *mut _ as *mut _,
+                        ulValueLen: 8,
+                    },
                 ];
                 let mut d = data.clone();
                 let mut h = 0;
-                let rv = C_UnwrapKey(w.session(*i), &mut mm, w.object(*kek), d.as_mut_ptr(), d.len() as CK_ULONG, t.as_mut_ptr(), 2, &mut h);
+                let rv = C_UnwrapKey(
+                    w.session(*i),
+                    &mut mm,
+                    w.object(*kek),
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    t.as_mut_ptr(),
+                    2,
+                    &mut h,
+                );
                 if rv == CKR_OK {
                     w.objects.push(h);
                 }

@@ -125,14 +125,18 @@ fn token_keys_are_cluster_keys() {
         assert!(attrs.contains(&a), "{a:?} not in {attrs:?}");
     }
     // A key made with the CLI shows up (the cache is at most 300 ms old).
-    ok(&node.server.cli(None, &["add-key", "-e", ENCLAVE, "from-cli"]));
+    ok(&node
+        .server
+        .cli(None, &["add-key", "-e", ENCLAVE, "from-cli"]));
     std::thread::sleep(Duration::from_millis(400));
     let found = s
         .find_objects(&[Attribute::Label(b"from-cli".to_vec())])
         .unwrap();
     assert_eq!(found.len(), 1);
     // A key deleted with the CLI disappears after the refresh.
-    ok(&node.server.cli(None, &["rm-key", "-e", ENCLAVE, "from-cli"]));
+    ok(&node
+        .server
+        .cli(None, &["rm-key", "-e", ENCLAVE, "from-cli"]));
     std::thread::sleep(Duration::from_millis(400));
     assert!(s
         .find_objects(&[Attribute::Label(b"from-cli".to_vec())])
@@ -219,7 +223,8 @@ fn every_mechanism_on_a_cluster_key() {
         ))
         .unwrap();
     assert_eq!(mac, want.mac);
-    s.verify(&Mechanism::Sha256Hmac, k, b"message", &mac).unwrap();
+    s.verify(&Mechanism::Sha256Hmac, k, b"message", &mac)
+        .unwrap();
     assert_eq!(
         rv(s.verify(&Mechanism::Sha256Hmac, k, b"other", &mac)),
         RvError::SignatureInvalid
@@ -243,7 +248,9 @@ fn every_mechanism_on_a_cluster_key() {
         let dk = session_key(&s);
         (s.wrap_key(&Mechanism::AesKeyWrapPad, k, dk).unwrap(), dk)
     };
-    ok(&node.server.cli(None, &["add-key", "-e", ENCLAVE, "ck", "--version"]));
+    ok(&node
+        .server
+        .cli(None, &["add-key", "-e", ENCLAVE, "ck", "--version"]));
     assert_eq!(s.decrypt(&gcm(&mut iv, b""), k, &old).unwrap(), b"before");
     assert_ne!(s.encrypt(&gcm(&mut iv, b""), k, b"before").unwrap(), old);
     assert_eq!(s.decrypt(&vm, k, &ct).unwrap(), b"versioned");
@@ -485,7 +492,10 @@ fn bad_configurations_fail_c_initialize_cleanly() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "C_Initialize did not return CKR_GENERAL_ERROR: {err}");
+    assert!(
+        out.status.success(),
+        "C_Initialize did not return CKR_GENERAL_ERROR: {err}"
+    );
     assert!(err.contains("no API key"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -510,7 +520,10 @@ fn hostile_callers_get_error_codes() {
         let words = std::slice::from_raw_parts(fl as *const usize, n);
         assert!(words[1..].iter().all(|w| *w != 0), "a NULL entry");
         let mut iface: *mut CK_INTERFACE = null_mut();
-        assert_eq!(lib.C_GetInterface(null_mut(), null_mut(), &mut iface, 0), CKR_OK);
+        assert_eq!(
+            lib.C_GetInterface(null_mut(), null_mut(), &mut iface, 0),
+            CKR_OK
+        );
         let ifl = (*iface).pFunctionList as *mut CK_FUNCTION_LIST_3_0;
         let n3 = std::mem::size_of::<CK_FUNCTION_LIST_3_0>() / std::mem::size_of::<usize>();
         let words = std::slice::from_raw_parts(ifl as *const usize, n3);
@@ -522,23 +535,38 @@ fn hostile_callers_get_error_codes() {
 
         // Before C_Initialize.
         let mut info: CK_INFO = std::mem::zeroed();
-        assert_eq!(f.C_GetInfo.unwrap()(&mut info), CKR_CRYPTOKI_NOT_INITIALIZED);
+        assert_eq!(
+            f.C_GetInfo.unwrap()(&mut info),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
         assert_eq!(
             f.C_GetSlotList.unwrap()(0, null_mut(), &mut count),
             CKR_CRYPTOKI_NOT_INITIALIZED
         );
-        assert_eq!(f.C_OpenSession.unwrap()(1, CKF_SERIAL_SESSION, null_mut(), None, null_mut()), CKR_CRYPTOKI_NOT_INITIALIZED);
-        assert_eq!(f.C_Finalize.unwrap()(null_mut()), CKR_CRYPTOKI_NOT_INITIALIZED);
+        assert_eq!(
+            f.C_OpenSession.unwrap()(1, CKF_SERIAL_SESSION, null_mut(), None, null_mut()),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
+        assert_eq!(
+            f.C_Finalize.unwrap()(null_mut()),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
 
         // Initialize arguments: partial mutex functions; finalize with a pointer.
         let mut args: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
         args.LockMutex = Some(dummy_mutex);
-        assert_eq!(f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
+            CKR_ARGUMENTS_BAD
+        );
         let cfg = CString::new(node.config.to_str().unwrap()).unwrap();
         let mut args: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
         args.flags = CKF_OS_LOCKING_OK;
         args.pReserved = cfg.as_ptr() as *mut _;
-        assert_eq!(f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _), CKR_OK);
+        assert_eq!(
+            f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
+            CKR_OK
+        );
         assert_eq!(
             f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
             CKR_CRYPTOKI_ALREADY_INITIALIZED
@@ -547,119 +575,311 @@ fn hostile_callers_get_error_codes() {
         assert_eq!(f.C_GetInfo.unwrap()(&mut info), CKR_OK);
 
         // Slot list: the two-call convention and a too-small buffer.
-        assert_eq!(f.C_GetSlotList.unwrap()(1, null_mut(), null_mut()), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_GetSlotList.unwrap()(1, null_mut(), null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_GetSlotList.unwrap()(1, null_mut(), &mut count), CKR_OK);
         assert!(count >= 1);
         let mut slots = vec![0 as CK_SLOT_ID; count as usize];
         let mut zero: CK_ULONG = 0;
-        assert_eq!(f.C_GetSlotList.unwrap()(1, slots.as_mut_ptr(), &mut zero), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            f.C_GetSlotList.unwrap()(1, slots.as_mut_ptr(), &mut zero),
+            CKR_BUFFER_TOO_SMALL
+        );
         assert_eq!(zero, count);
-        assert_eq!(f.C_GetSlotList.unwrap()(1, slots.as_mut_ptr(), &mut count), CKR_OK);
+        assert_eq!(
+            f.C_GetSlotList.unwrap()(1, slots.as_mut_ptr(), &mut count),
+            CKR_OK
+        );
         let slot = slots[0];
         let mut ti: CK_TOKEN_INFO = std::mem::zeroed();
-        assert_eq!(f.C_GetTokenInfo.unwrap()(0xdead_beef, &mut ti), CKR_SLOT_ID_INVALID);
-        assert_eq!(f.C_GetTokenInfo.unwrap()(slot, null_mut()), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_GetTokenInfo.unwrap()(0xdead_beef, &mut ti),
+            CKR_SLOT_ID_INVALID
+        );
+        assert_eq!(
+            f.C_GetTokenInfo.unwrap()(slot, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_GetTokenInfo.unwrap()(slot, &mut ti), CKR_OK);
         assert_eq!(&ti.label[..3], b"p11");
         let mut mi: CK_MECHANISM_INFO = std::mem::zeroed();
-        assert_eq!(f.C_GetMechanismInfo.unwrap()(slot, CKM_RSA_PKCS, &mut mi), CKR_MECHANISM_INVALID);
+        assert_eq!(
+            f.C_GetMechanismInfo.unwrap()(slot, CKM_RSA_PKCS, &mut mi),
+            CKR_MECHANISM_INVALID
+        );
 
         // Sessions.
         let mut h: CK_SESSION_HANDLE = 0;
-        assert_eq!(f.C_OpenSession.unwrap()(slot, 0, null_mut(), None, &mut h), CKR_SESSION_PARALLEL_NOT_SUPPORTED);
-        assert_eq!(f.C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION, null_mut(), None, null_mut()), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, null_mut(), None, &mut h), CKR_OK);
-        assert_eq!(f.C_CloseSession.unwrap()(h + 1000), CKR_SESSION_HANDLE_INVALID);
+        assert_eq!(
+            f.C_OpenSession.unwrap()(slot, 0, null_mut(), None, &mut h),
+            CKR_SESSION_PARALLEL_NOT_SUPPORTED
+        );
+        assert_eq!(
+            f.C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION, null_mut(), None, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_OpenSession.unwrap()(
+                slot,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                null_mut(),
+                None,
+                &mut h
+            ),
+            CKR_OK
+        );
+        assert_eq!(
+            f.C_CloseSession.unwrap()(h + 1000),
+            CKR_SESSION_HANDLE_INVALID
+        );
         let mut si: CK_SESSION_INFO = std::mem::zeroed();
-        assert_eq!(f.C_GetSessionInfo.unwrap()(12345, &mut si), CKR_SESSION_HANDLE_INVALID);
-        assert_eq!(f.C_Login.unwrap()(h, CKU_USER, null_mut(), 4), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_Login.unwrap()(h, 77, b"1234".as_ptr() as *mut _, 4), CKR_USER_TYPE_INVALID);
+        assert_eq!(
+            f.C_GetSessionInfo.unwrap()(12345, &mut si),
+            CKR_SESSION_HANDLE_INVALID
+        );
+        assert_eq!(
+            f.C_Login.unwrap()(h, CKU_USER, null_mut(), 4),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_Login.unwrap()(h, 77, b"1234".as_ptr() as *mut _, 4),
+            CKR_USER_TYPE_INVALID
+        );
 
         // Objects: garbage templates and handles.
         let mut oh: CK_OBJECT_HANDLE = 0;
-        assert_eq!(f.C_CreateObject.unwrap()(h, null_mut(), 3, &mut oh), CKR_ARGUMENTS_BAD);
-        let mut bogus = [CK_ATTRIBUTE { type_: CKA_CLASS, pValue: null_mut(), ulValueLen: 8 }];
-        assert_eq!(f.C_CreateObject.unwrap()(h, bogus.as_mut_ptr(), 1, &mut oh), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_CreateObject.unwrap()(h, null_mut(), 3, &mut oh),
+            CKR_ARGUMENTS_BAD
+        );
+        let mut bogus = [CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: null_mut(),
+            ulValueLen: 8,
+        }];
+        assert_eq!(
+            f.C_CreateObject.unwrap()(h, bogus.as_mut_ptr(), 1, &mut oh),
+            CKR_ARGUMENTS_BAD
+        );
         let mut one_byte = 1u8;
-        let mut wrong_len = [CK_ATTRIBUTE { type_: CKA_CLASS, pValue: &mut one_byte as *mut u8 as *mut _, ulValueLen: 1 }];
-        assert_eq!(f.C_CreateObject.unwrap()(h, wrong_len.as_mut_ptr(), 1, &mut oh), CKR_ATTRIBUTE_VALUE_INVALID);
-        let mut weird = [CK_ATTRIBUTE { type_: 0xFFFF_0000, pValue: &mut one_byte as *mut u8 as *mut _, ulValueLen: 1 }];
-        assert_eq!(f.C_CreateObject.unwrap()(h, weird.as_mut_ptr(), 1, &mut oh), CKR_ATTRIBUTE_TYPE_INVALID);
+        let mut wrong_len = [CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: &mut one_byte as *mut u8 as *mut _,
+            ulValueLen: 1,
+        }];
+        assert_eq!(
+            f.C_CreateObject.unwrap()(h, wrong_len.as_mut_ptr(), 1, &mut oh),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        let mut weird = [CK_ATTRIBUTE {
+            type_: 0xFFFF_0000,
+            pValue: &mut one_byte as *mut u8 as *mut _,
+            ulValueLen: 1,
+        }];
+        assert_eq!(
+            f.C_CreateObject.unwrap()(h, weird.as_mut_ptr(), 1, &mut oh),
+            CKR_ATTRIBUTE_TYPE_INVALID
+        );
         let mut buf = [0u8; 8];
-        let mut get = [CK_ATTRIBUTE { type_: CKA_LABEL, pValue: buf.as_mut_ptr() as *mut _, ulValueLen: 8 }];
-        assert_eq!(f.C_GetAttributeValue.unwrap()(h, 999_999, get.as_mut_ptr(), 1), CKR_OBJECT_HANDLE_INVALID);
-        assert_eq!(f.C_DestroyObject.unwrap()(h, 999_999), CKR_OBJECT_HANDLE_INVALID);
-        assert_eq!(f.C_FindObjects.unwrap()(h, null_mut(), 1, &mut count), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_FindObjects.unwrap()(h, &mut oh, 1, &mut count), CKR_OPERATION_NOT_INITIALIZED);
-        assert_eq!(f.C_FindObjectsFinal.unwrap()(h), CKR_OPERATION_NOT_INITIALIZED);
+        let mut get = [CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: buf.as_mut_ptr() as *mut _,
+            ulValueLen: 8,
+        }];
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, 999_999, get.as_mut_ptr(), 1),
+            CKR_OBJECT_HANDLE_INVALID
+        );
+        assert_eq!(
+            f.C_DestroyObject.unwrap()(h, 999_999),
+            CKR_OBJECT_HANDLE_INVALID
+        );
+        assert_eq!(
+            f.C_FindObjects.unwrap()(h, null_mut(), 1, &mut count),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_FindObjects.unwrap()(h, &mut oh, 1, &mut count),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        assert_eq!(
+            f.C_FindObjectsFinal.unwrap()(h),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
 
         // A session key, and the attribute conventions on it.
-        let mut keygen = CK_MECHANISM { mechanism: CKM_AES_KEY_GEN, pParameter: null_mut(), ulParameterLen: 0 };
+        let mut keygen = CK_MECHANISM {
+            mechanism: CKM_AES_KEY_GEN,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
         let mut len: CK_ULONG = 32;
         let mut f_ = 0u8;
         let mut t_ = 1u8;
         let mut tmpl = [
-            CK_ATTRIBUTE { type_: CKA_VALUE_LEN, pValue: &mut len as *mut _ as *mut _, ulValueLen: 8 },
-            CK_ATTRIBUTE { type_: CKA_TOKEN, pValue: &mut f_ as *mut _ as *mut _, ulValueLen: 1 },
-            CK_ATTRIBUTE { type_: CKA_SENSITIVE, pValue: &mut t_ as *mut _ as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE_LEN,
+                pValue: &mut len as *mut _ as *mut _,
+                ulValueLen: 8,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_TOKEN,
+                pValue: &mut f_ as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_SENSITIVE,
+                pValue: &mut t_ as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
         ];
         let mut key: CK_OBJECT_HANDLE = 0;
-        assert_eq!(f.C_GenerateKey.unwrap()(h, null_mut(), tmpl.as_mut_ptr(), 3, &mut key), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl.as_mut_ptr(), 3, null_mut()), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl.as_mut_ptr(), 3, &mut key), CKR_OK);
+        assert_eq!(
+            f.C_GenerateKey.unwrap()(h, null_mut(), tmpl.as_mut_ptr(), 3, &mut key),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl.as_mut_ptr(), 3, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl.as_mut_ptr(), 3, &mut key),
+            CKR_OK
+        );
         // CKA_VALUE of a sensitive key; the size of a label; a too-small buffer.
         let mut label_buf = [0u8; 1];
         let mut attrs = [
-            CK_ATTRIBUTE { type_: CKA_VALUE, pValue: buf.as_mut_ptr() as *mut _, ulValueLen: 8 },
-            CK_ATTRIBUTE { type_: CKA_VALUE_LEN, pValue: null_mut(), ulValueLen: 0 },
-            CK_ATTRIBUTE { type_: CKA_CLASS, pValue: label_buf.as_mut_ptr() as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE,
+                pValue: buf.as_mut_ptr() as *mut _,
+                ulValueLen: 8,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE_LEN,
+                pValue: null_mut(),
+                ulValueLen: 0,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_CLASS,
+                pValue: label_buf.as_mut_ptr() as *mut _,
+                ulValueLen: 1,
+            },
         ];
-        assert_eq!(f.C_GetAttributeValue.unwrap()(h, key, attrs.as_mut_ptr(), 3), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, key, attrs.as_mut_ptr(), 3),
+            CKR_BUFFER_TOO_SMALL
+        );
         assert_eq!(attrs[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
         assert_eq!(attrs[1].ulValueLen, 8);
         assert_eq!(attrs[2].ulValueLen, CK_UNAVAILABLE_INFORMATION);
-        let mut only_value = [CK_ATTRIBUTE { type_: CKA_VALUE, pValue: null_mut(), ulValueLen: 0 }];
-        assert_eq!(f.C_GetAttributeValue.unwrap()(h, key, only_value.as_mut_ptr(), 1), CKR_ATTRIBUTE_SENSITIVE);
+        let mut only_value = [CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: null_mut(),
+            ulValueLen: 0,
+        }];
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, key, only_value.as_mut_ptr(), 1),
+            CKR_ATTRIBUTE_SENSITIVE
+        );
 
         // Mechanism parameters: a GCM parameter of the wrong size; NULL IV.
-        let mut g = CK_GCM_PARAMS { pIv: null_mut(), ulIvLen: 12, ulIvBits: 96, pAAD: null_mut(), ulAADLen: 0, ulTagBits: 128 };
-        let mut m = CK_MECHANISM { mechanism: CKM_AES_GCM, pParameter: &mut g as *mut _ as *mut _, ulParameterLen: 3 };
-        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, key), CKR_MECHANISM_PARAM_INVALID);
+        let mut g = CK_GCM_PARAMS {
+            pIv: null_mut(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: &mut g as *mut _ as *mut _,
+            ulParameterLen: 3,
+        };
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(h, &mut m, key),
+            CKR_MECHANISM_PARAM_INVALID
+        );
         m.ulParameterLen = std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG;
-        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, key), CKR_MECHANISM_PARAM_INVALID);
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(h, &mut m, key),
+            CKR_MECHANISM_PARAM_INVALID
+        );
         let mut iv = [0u8; 12];
         g.pIv = iv.as_mut_ptr();
         m.pParameter = &mut g as *mut _ as *mut _;
-        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, 424_242), CKR_KEY_HANDLE_INVALID);
-        let mut rsa = CK_MECHANISM { mechanism: CKM_RSA_PKCS, pParameter: null_mut(), ulParameterLen: 0 };
-        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut rsa, key), CKR_MECHANISM_INVALID);
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(h, &mut m, 424_242),
+            CKR_KEY_HANDLE_INVALID
+        );
+        let mut rsa = CK_MECHANISM {
+            mechanism: CKM_RSA_PKCS,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(h, &mut rsa, key),
+            CKR_MECHANISM_INVALID
+        );
         assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, key), CKR_OK);
-        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, key), CKR_OPERATION_ACTIVE);
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(h, &mut m, key),
+            CKR_OPERATION_ACTIVE
+        );
         // Encrypt: NULL length pointer, a size query, a too-small buffer, then the data.
         let mut data = *b"0123456789abcdef0123456789abcdef";
         let mut out = [0u8; 64];
-        assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), null_mut()), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, key), CKR_OK);
         let mut out_len: CK_ULONG = 0;
-        assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, null_mut(), &mut out_len), CKR_OK);
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, null_mut(), &mut out_len),
+            CKR_OK
+        );
         assert_eq!(out_len, 48);
         out_len = 10;
-        assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len),
+            CKR_BUFFER_TOO_SMALL
+        );
         assert_eq!(out_len, 48);
         out_len = 64;
-        assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len), CKR_OK);
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len),
+            CKR_OK
+        );
         assert_eq!(out_len, 48);
-        assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len), CKR_OPERATION_NOT_INITIALIZED);
-        assert_eq!(f.C_Encrypt.unwrap()(h, null_mut(), 32, out.as_mut_ptr(), &mut out_len), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, null_mut(), 32, out.as_mut_ptr(), &mut out_len),
+            CKR_ARGUMENTS_BAD
+        );
         // A decrypt of a tampered ciphertext; the operation ends.
         assert_eq!(f.C_DecryptInit.unwrap()(h, &mut m, key), CKR_OK);
         out[0] ^= 1;
         let mut pt = [0u8; 64];
         let mut pt_len: CK_ULONG = 64;
-        assert_eq!(f.C_Decrypt.unwrap()(h, out.as_mut_ptr(), 48, pt.as_mut_ptr(), &mut pt_len), CKR_ENCRYPTED_DATA_INVALID);
-        assert_eq!(f.C_DecryptFinal.unwrap()(h, pt.as_mut_ptr(), &mut pt_len), CKR_OPERATION_NOT_INITIALIZED);
+        assert_eq!(
+            f.C_Decrypt.unwrap()(h, out.as_mut_ptr(), 48, pt.as_mut_ptr(), &mut pt_len),
+            CKR_ENCRYPTED_DATA_INVALID
+        );
+        assert_eq!(
+            f.C_DecryptFinal.unwrap()(h, pt.as_mut_ptr(), &mut pt_len),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
         // Random: NULL buffer.
-        assert_eq!(f.C_GenerateRandom.unwrap()(h, null_mut(), 16), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_GenerateRandom.unwrap()(h, null_mut(), 16),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_GenerateRandom.unwrap()(h, out.as_mut_ptr(), 16), CKR_OK);
         // CKM_AES_KEY_WRAP_KWP (0x210B): wrap a second session key with the
         // two-call convention, unwrap it, and compare.
@@ -667,51 +887,176 @@ fn hostile_callers_get_error_codes() {
         let mut ext = 1u8;
         let mut no = 0u8;
         let mut tmpl2 = [
-            CK_ATTRIBUTE { type_: CKA_VALUE_LEN, pValue: &mut len as *mut _ as *mut _, ulValueLen: 8 },
-            CK_ATTRIBUTE { type_: CKA_TOKEN, pValue: &mut f_ as *mut _ as *mut _, ulValueLen: 1 },
-            CK_ATTRIBUTE { type_: CKA_EXTRACTABLE, pValue: &mut ext as *mut _ as *mut _, ulValueLen: 1 },
-            CK_ATTRIBUTE { type_: CKA_SENSITIVE, pValue: &mut no as *mut _ as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE_LEN,
+                pValue: &mut len as *mut _ as *mut _,
+                ulValueLen: 8,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_TOKEN,
+                pValue: &mut f_ as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_EXTRACTABLE,
+                pValue: &mut ext as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_SENSITIVE,
+                pValue: &mut no as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
         ];
-        assert_eq!(f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl2.as_mut_ptr(), 4, &mut key2), CKR_OK);
-        let mut kwp = CK_MECHANISM { mechanism: CKM_AES_KEY_WRAP_KWP, pParameter: null_mut(), ulParameterLen: 0 };
+        assert_eq!(
+            f.C_GenerateKey.unwrap()(h, &mut keygen, tmpl2.as_mut_ptr(), 4, &mut key2),
+            CKR_OK
+        );
+        let mut kwp = CK_MECHANISM {
+            mechanism: CKM_AES_KEY_WRAP_KWP,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
         let mut wlen: CK_ULONG = 0;
-        assert_eq!(f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, null_mut(), &mut wlen), CKR_OK);
+        assert_eq!(
+            f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, null_mut(), &mut wlen),
+            CKR_OK
+        );
         assert_eq!(wlen, 40);
         let mut wrapped = [0u8; 40];
         wlen = 39;
-        assert_eq!(f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, wrapped.as_mut_ptr(), &mut wlen), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, wrapped.as_mut_ptr(), &mut wlen),
+            CKR_BUFFER_TOO_SMALL
+        );
         wlen = 40;
-        assert_eq!(f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, wrapped.as_mut_ptr(), &mut wlen), CKR_OK);
+        assert_eq!(
+            f.C_WrapKey.unwrap()(h, &mut kwp, key, key2, wrapped.as_mut_ptr(), &mut wlen),
+            CKR_OK
+        );
         let mut class = CKO_SECRET_KEY;
         let mut kt = CKK_AES;
         let mut ut = [
-            CK_ATTRIBUTE { type_: CKA_CLASS, pValue: &mut class as *mut _ as *mut _, ulValueLen: 8 },
-            CK_ATTRIBUTE { type_: CKA_KEY_TYPE, pValue: &mut kt as *mut _ as *mut _, ulValueLen: 8 },
-            CK_ATTRIBUTE { type_: CKA_EXTRACTABLE, pValue: &mut ext as *mut _ as *mut _, ulValueLen: 1 },
-            CK_ATTRIBUTE { type_: CKA_SENSITIVE, pValue: &mut no as *mut _ as *mut _, ulValueLen: 1 },
+            CK_ATTRIBUTE {
+                type_: CKA_CLASS,
+                pValue: &mut class as *mut _ as *mut _,
+                ulValueLen: 8,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_KEY_TYPE,
+                pValue: &mut kt as *mut _ as *mut _,
+                ulValueLen: 8,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_EXTRACTABLE,
+                pValue: &mut ext as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_SENSITIVE,
+                pValue: &mut no as *mut _ as *mut _,
+                ulValueLen: 1,
+            },
         ];
         let mut back: CK_OBJECT_HANDLE = 0;
-        assert_eq!(f.C_UnwrapKey.unwrap()(h, &mut kwp, key, wrapped.as_mut_ptr(), 40, ut.as_mut_ptr(), 4, &mut back), CKR_OK);
+        assert_eq!(
+            f.C_UnwrapKey.unwrap()(
+                h,
+                &mut kwp,
+                key,
+                wrapped.as_mut_ptr(),
+                40,
+                ut.as_mut_ptr(),
+                4,
+                &mut back
+            ),
+            CKR_OK
+        );
         let (mut v1, mut v2) = ([0u8; 32], [0u8; 32]);
-        let mut a1 = [CK_ATTRIBUTE { type_: CKA_VALUE, pValue: v1.as_mut_ptr() as *mut _, ulValueLen: 32 }];
-        let mut a2 = [CK_ATTRIBUTE { type_: CKA_VALUE, pValue: v2.as_mut_ptr() as *mut _, ulValueLen: 32 }];
-        assert_eq!(f.C_GetAttributeValue.unwrap()(h, key2, a1.as_mut_ptr(), 1), CKR_OK);
-        assert_eq!(f.C_GetAttributeValue.unwrap()(h, back, a2.as_mut_ptr(), 1), CKR_OK);
+        let mut a1 = [CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: v1.as_mut_ptr() as *mut _,
+            ulValueLen: 32,
+        }];
+        let mut a2 = [CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: v2.as_mut_ptr() as *mut _,
+            ulValueLen: 32,
+        }];
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, key2, a1.as_mut_ptr(), 1),
+            CKR_OK
+        );
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, back, a2.as_mut_ptr(), 1),
+            CKR_OK
+        );
         assert_eq!(v1, v2);
         wrapped[3] ^= 1;
-        assert_eq!(f.C_UnwrapKey.unwrap()(h, &mut kwp, key, wrapped.as_mut_ptr(), 40, ut.as_mut_ptr(), 2, &mut back), CKR_WRAPPED_KEY_INVALID);
-        assert_eq!(f.C_UnwrapKey.unwrap()(h, &mut kwp, key, wrapped.as_mut_ptr(), 13, ut.as_mut_ptr(), 2, &mut back), CKR_WRAPPED_KEY_LEN_RANGE);
+        assert_eq!(
+            f.C_UnwrapKey.unwrap()(
+                h,
+                &mut kwp,
+                key,
+                wrapped.as_mut_ptr(),
+                40,
+                ut.as_mut_ptr(),
+                2,
+                &mut back
+            ),
+            CKR_WRAPPED_KEY_INVALID
+        );
+        assert_eq!(
+            f.C_UnwrapKey.unwrap()(
+                h,
+                &mut kwp,
+                key,
+                wrapped.as_mut_ptr(),
+                13,
+                ut.as_mut_ptr(),
+                2,
+                &mut back
+            ),
+            CKR_WRAPPED_KEY_LEN_RANGE
+        );
         // Unsupported functions answer so.
         assert_eq!(f.C_DigestKey.unwrap()(h, key), CKR_FUNCTION_NOT_SUPPORTED);
-        assert_eq!(f.C_GenerateKeyPair.unwrap()(h, null_mut(), null_mut(), 0, null_mut(), 0, null_mut(), null_mut()), CKR_FUNCTION_NOT_SUPPORTED);
-        assert_eq!(f.C_InitToken.unwrap()(slot, null_mut(), 0, null_mut()), CKR_FUNCTION_NOT_SUPPORTED);
+        assert_eq!(
+            f.C_GenerateKeyPair.unwrap()(
+                h,
+                null_mut(),
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+                null_mut()
+            ),
+            CKR_FUNCTION_NOT_SUPPORTED
+        );
+        assert_eq!(
+            f.C_InitToken.unwrap()(slot, null_mut(), 0, null_mut()),
+            CKR_FUNCTION_NOT_SUPPORTED
+        );
 
         // After C_Finalize.
-        assert_eq!(f.C_Finalize.unwrap()(1 as *mut _), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Finalize.unwrap()(std::ptr::dangling_mut()),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_Finalize.unwrap()(null_mut()), CKR_OK);
-        assert_eq!(f.C_GetSessionInfo.unwrap()(h, &mut si), CKR_CRYPTOKI_NOT_INITIALIZED);
-        assert_eq!(f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len), CKR_CRYPTOKI_NOT_INITIALIZED);
-        assert_eq!(f.C_Finalize.unwrap()(null_mut()), CKR_CRYPTOKI_NOT_INITIALIZED);
+        assert_eq!(
+            f.C_GetSessionInfo.unwrap()(h, &mut si),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut out_len),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
+        assert_eq!(
+            f.C_Finalize.unwrap()(null_mut()),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
         let _ = null::<u8>();
     }
 }

@@ -26,7 +26,11 @@ fn success(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -52,7 +56,14 @@ fn pkcs11_tool() {
     assert!(slots.contains("token manufacturer : kms"), "{slots}");
 
     let mechs = success(tool(&node).args(["--token-label", ENCLAVE, "-M"]));
-    for m in ["AES-KEY-GEN", "AES-GCM", "AES-CBC-PAD", "AES-KEY-WRAP", "SHA256-HMAC", "SHA256"] {
+    for m in [
+        "AES-KEY-GEN",
+        "AES-GCM",
+        "AES-CBC-PAD",
+        "AES-KEY-WRAP",
+        "SHA256-HMAC",
+        "SHA256",
+    ] {
         assert!(mechs.contains(m), "{m} missing:\n{mechs}");
     }
 
@@ -72,7 +83,10 @@ fn pkcs11_tool() {
     let keys = ok(&node.server.cli(None, &["ls-key", "-e", ENCLAVE]));
     assert!(keys.contains("k1"), "{keys}");
     let objs = success(tool(&node).args(["--token-label", ENCLAVE, "-O"]));
-    assert!(objs.contains("Secret Key Object") && objs.contains("label:      k1"), "{objs}");
+    assert!(
+        objs.contains("Secret Key Object") && objs.contains("label:      k1"),
+        "{objs}"
+    );
 
     // AES-CBC-PAD round trip under the cluster key.
     let plain = dir.join("plain.txt");
@@ -85,7 +99,15 @@ fn pkcs11_tool() {
         .iter()
         .any(|o| o.windows(4).any(|w| w == b"--iv"));
     let mut e = tool(&node);
-    e.args(["--token-label", ENCLAVE, "--encrypt", "--label", "k1", "-m", "AES-CBC-PAD"]);
+    e.args([
+        "--token-label",
+        ENCLAVE,
+        "--encrypt",
+        "--label",
+        "k1",
+        "-m",
+        "AES-CBC-PAD",
+    ]);
     if supports_iv {
         e.args(["--iv", iv]);
     }
@@ -93,7 +115,15 @@ fn pkcs11_tool() {
     let ct = std::fs::read(&enc).unwrap();
     assert_eq!(ct.len(), 48);
     let mut d = tool(&node);
-    d.args(["--token-label", ENCLAVE, "--decrypt", "--label", "k1", "-m", "AES-CBC-PAD"]);
+    d.args([
+        "--token-label",
+        ENCLAVE,
+        "--decrypt",
+        "--label",
+        "k1",
+        "-m",
+        "AES-CBC-PAD",
+    ]);
     if supports_iv {
         d.args(["--iv", iv]);
     }
@@ -124,8 +154,24 @@ open(sys.argv[2], 'wb').write(bytes(s.wrapKey(kek, sk, PyKCS11.Mechanism(PyKCS11
     // CKA_ID of a cluster key is its name: "k1" is 6b31.
     success(
         tool(&node)
-            .args(["--token-label", ENCLAVE, "--login", "--pin", "1234", "--unwrap"])
-            .args(["-m", "AES-KEY-WRAP", "--id", "6b31", "--key-type", "AES:", "--label", "unwrapped"])
+            .args([
+                "--token-label",
+                ENCLAVE,
+                "--login",
+                "--pin",
+                "1234",
+                "--unwrap",
+            ])
+            .args([
+                "-m",
+                "AES-KEY-WRAP",
+                "--id",
+                "6b31",
+                "--key-type",
+                "AES:",
+                "--label",
+                "unwrapped",
+            ])
             .arg("-i")
             .arg(&wrapped),
     );
@@ -137,15 +183,39 @@ open(sys.argv[2], 'wb').write(bytes(s.wrapKey(kek, sk, PyKCS11.Mechanism(PyKCS11
         "no imported key: {keys}"
     );
     let out = run(tool(&node)
-        .args(["--token-label", ENCLAVE, "--login", "--pin", "1234", "--wrap"])
-        .args(["-m", "AES-KEY-WRAP", "--id", "6b31", "--application-id", "6b31"])
+        .args([
+            "--token-label",
+            ENCLAVE,
+            "--login",
+            "--pin",
+            "1234",
+            "--wrap",
+        ])
+        .args([
+            "-m",
+            "AES-KEY-WRAP",
+            "--id",
+            "6b31",
+            "--application-id",
+            "6b31",
+        ])
         .arg("-o")
         .arg(dir.join("nope.bin")));
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && text.contains("CKR_KEY_UNEXTRACTABLE"), "{text}");
+    assert!(
+        !out.status.success() && text.contains("CKR_KEY_UNEXTRACTABLE"),
+        "{text}"
+    );
 
     // --test runs pkcs11-tool's own checks on what the token offers.
-    let t = success(tool(&node).args(["--token-label", ENCLAVE, "--login", "--pin", "1234", "--test"]));
+    let t = success(tool(&node).args([
+        "--token-label",
+        ENCLAVE,
+        "--login",
+        "--pin",
+        "1234",
+        "--test",
+    ]));
     assert!(t.contains("No errors"), "{t}");
 }
 
@@ -169,14 +239,27 @@ fn p11tool_lists_tokens() {
 #[test]
 fn java_keytool_lists_keys() {
     let node = KmsNode::start("");
-    ok(&node.server.cli(None, &["add-key", "-e", ENCLAVE, "java-key"]));
+    ok(&node
+        .server
+        .cli(None, &["add-key", "-e", ENCLAVE, "java-key"]));
     let cfg = node.tmp.path().join("sunpkcs11.cfg");
     write_java_config(&cfg);
     let out = success(
         Command::new("keytool")
             .env("KMS_PKCS11_CONFIG", &node.config)
-            .args(["-J-Djava.security.debug=", "-list", "-keystore", "NONE", "-storetype", "PKCS11"])
-            .args(["-providerClass", "sun.security.pkcs11.SunPKCS11", "-providerArg"])
+            .args([
+                "-J-Djava.security.debug=",
+                "-list",
+                "-keystore",
+                "NONE",
+                "-storetype",
+                "PKCS11",
+            ])
+            .args([
+                "-providerClass",
+                "sun.security.pkcs11.SunPKCS11",
+                "-providerArg",
+            ])
             .arg(&cfg)
             .args(["-storepass", "1234"]),
     );

@@ -78,7 +78,14 @@ fn open(which: Which) -> Target {
                         std::env::set_var(k, v);
                     }
                 }
-                (softhsm_module(), "suite".to_string(), "1234".to_string(), None, None, Some(tmp))
+                (
+                    softhsm_module(),
+                    "suite".to_string(),
+                    "1234".to_string(),
+                    None,
+                    None,
+                    Some(tmp),
+                )
             }
             Which::Kms => {
                 let node = KmsNode::start("");
@@ -199,7 +206,10 @@ fn info_slots_and_mechanisms(t: Target) {
         let mi = t.p11.get_mechanism_info(t.slot, m).unwrap();
         assert!(mi.max_key_size() >= mi.min_key_size(), "{m}");
     }
-    let gcm = t.p11.get_mechanism_info(t.slot, MechanismType::AES_GCM).unwrap();
+    let gcm = t
+        .p11
+        .get_mechanism_info(t.slot, MechanismType::AES_GCM)
+        .unwrap();
     assert!(gcm.encrypt() && gcm.decrypt());
     assert!(t.p11.get_slot_info(t.slot).unwrap().token_present());
 }
@@ -225,7 +235,10 @@ fn aes_gcm(t: Target) {
     let mut iv = [1u8; 12];
     let ct = s.encrypt(&gcm(&mut iv, b"", 128), k, b"").unwrap();
     assert_eq!(ct.len(), 16);
-    assert!(s.decrypt(&gcm(&mut iv, b"", 128), k, &ct).unwrap().is_empty());
+    assert!(s
+        .decrypt(&gcm(&mut iv, b"", 128), k, &ct)
+        .unwrap()
+        .is_empty());
     // A known answer: NIST GCM test case 16's key, IV and AAD.
     let key = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
     let kh = s
@@ -242,7 +255,10 @@ fn aes_gcm(t: Target) {
     let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
     let pt = hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
     let ct = s.encrypt(&gcm(&mut iv, &aad, 128), kh, &pt).unwrap();
-    assert_eq!(&ct[pt.len()..], &hex("76fc6ece0f4e1768cddf8853bb2d551b")[..]);
+    assert_eq!(
+        &ct[pt.len()..],
+        &hex("76fc6ece0f4e1768cddf8853bb2d551b")[..]
+    );
     // A tag longer than 128 bits is a parameter error.
     let mut iv = [0u8; 12];
     assert!(s
@@ -252,7 +268,10 @@ fn aes_gcm(t: Target) {
     // A 64-bit tag works (both modules allow it; 96 or more is recommended).
     let ct = s.encrypt(&gcm(&mut iv, b"", 64), k, b"short tag").unwrap();
     assert_eq!(ct.len(), 9 + 8);
-    assert_eq!(s.decrypt(&gcm(&mut iv, b"", 64), k, &ct).unwrap(), b"short tag");
+    assert_eq!(
+        s.decrypt(&gcm(&mut iv, b"", 64), k, &ct).unwrap(),
+        b"short tag"
+    );
     let mut bad = ct.clone();
     bad[16] ^= 1;
     assert!(s.decrypt(&gcm(&mut iv, b"", 64), k, &bad).is_err());
@@ -397,8 +416,15 @@ fn find_and_attributes(t: Target) {
             ],
         )
         .unwrap();
-    assert_eq!(s.find_objects(&[Attribute::Label(b"find-a".to_vec())]).unwrap(), vec![a]);
-    assert_eq!(s.find_objects(&[Attribute::Id(b"id-b".to_vec())]).unwrap(), vec![b]);
+    assert_eq!(
+        s.find_objects(&[Attribute::Label(b"find-a".to_vec())])
+            .unwrap(),
+        vec![a]
+    );
+    assert_eq!(
+        s.find_objects(&[Attribute::Id(b"id-b".to_vec())]).unwrap(),
+        vec![b]
+    );
     let all = s
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -437,30 +463,48 @@ fn find_and_attributes(t: Target) {
     assert!(v.is_empty(), "{v:?}");
     // An unsensitive, extractable session key shows its value.
     let v = s.get_attributes(a, &[AttributeType::Value]).unwrap();
-    assert!(matches!(&v[..], [Attribute::Value(x)] if x.len() == 16), "{v:?}");
+    assert!(
+        matches!(&v[..], [Attribute::Value(x)] if x.len() == 16),
+        "{v:?}"
+    );
     s.destroy_object(a).unwrap();
     assert_eq!(
         rv(s.get_attributes(a, &[AttributeType::Label])),
         RvError::ObjectHandleInvalid
     );
-    assert!(s.find_objects(&[Attribute::Label(b"find-a".to_vec())]).unwrap().is_empty());
+    assert!(s
+        .find_objects(&[Attribute::Label(b"find-a".to_vec())])
+        .unwrap()
+        .is_empty());
 }
 
 fn sessions_and_login(t: Target) {
     let ro = t.p11.open_ro_session(t.slot).unwrap();
-    assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoPublic);
+    assert_eq!(
+        ro.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
     let pin = AuthPin::new(t.pin.clone().into());
     ro.login(UserType::User, Some(&pin)).unwrap();
-    assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoUser);
+    assert_eq!(
+        ro.get_session_info().unwrap().session_state(),
+        SessionState::RoUser
+    );
     assert_eq!(
         rv(ro.login(UserType::User, Some(&pin))),
         RvError::UserAlreadyLoggedIn
     );
     let rw = t.p11.open_rw_session(t.slot).unwrap();
-    assert_eq!(rw.get_session_info().unwrap().session_state(), SessionState::RwUser);
+    assert_eq!(
+        rw.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
     assert!(rw.get_session_info().unwrap().read_write());
     rw.logout().unwrap();
-    assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoPublic);
+    assert_eq!(
+        ro.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
     // PKCS#11 says CKR_USER_NOT_LOGGED_IN; SoftHSM2 answers CKR_OK.
     assert!(matches!(
         rw.logout(),
@@ -475,7 +519,10 @@ fn sessions_and_login(t: Target) {
     // An operation not initialized, and one already active.
     assert_eq!(rv(ro.encrypt_final()), RvError::OperationNotInitialized);
     ro.digest_init(&Mechanism::Sha256).unwrap();
-    assert_eq!(rv(ro.digest_init(&Mechanism::Sha256)), RvError::OperationActive);
+    assert_eq!(
+        rv(ro.digest_init(&Mechanism::Sha256)),
+        RvError::OperationActive
+    );
     ro.close().unwrap();
 }
 
@@ -488,7 +535,15 @@ fn finalize_and_reinitialize(t: Target) {
         rv(t.p11.initialize(init_args(&t.config))),
         RvError::CryptokiAlreadyInitialized
     );
-    let Target { p11, slot, pin, config, _node, _tmp, _guard } = t;
+    let Target {
+        p11,
+        slot,
+        pin,
+        config,
+        _node,
+        _tmp,
+        _guard,
+    } = t;
     let again = p11.clone();
     p11.finalize().unwrap();
     // After C_Finalize nothing answers but C_Initialize.
@@ -497,7 +552,8 @@ fn finalize_and_reinitialize(t: Target) {
     let s = again.open_rw_session(slot).unwrap();
     assert_ne!(s.handle(), 0);
     let _ = h;
-    s.login(UserType::User, Some(&AuthPin::new(pin.into()))).unwrap();
+    s.login(UserType::User, Some(&AuthPin::new(pin.into())))
+        .unwrap();
     assert!(s.get_attributes(k, &[AttributeType::Label]).is_err());
     let k2 = aes_key(&s, 16, "after");
     let mut iv = [0u8; 12];

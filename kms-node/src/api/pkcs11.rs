@@ -32,9 +32,8 @@ pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, Ap
                     ring.key_type.name()
                 )));
             }
-            let mech = RawMechanism::from_u32(req.mechanism).ok_or_else(|| {
-                ApiError::bad(format!("unknown raw mechanism {}", req.mechanism))
-            })?;
+            let mech = RawMechanism::from_u32(req.mechanism)
+                .ok_or_else(|| ApiError::bad(format!("unknown raw mechanism {}", req.mechanism)))?;
             let params = Params {
                 iv: &req.iv,
                 aad: &req.associated_data,

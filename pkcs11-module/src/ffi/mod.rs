@@ -117,7 +117,10 @@ pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
             put(
                 info,
                 CK_INFO {
-                    cryptokiVersion: CK_VERSION { major: 2, minor: 40 },
+                    cryptokiVersion: CK_VERSION {
+                        major: 2,
+                        minor: 40,
+                    },
                     manufacturerID: padded("kms"),
                     flags: 0,
                     libraryDescription: padded("KMS cluster PKCS#11 module"),
@@ -256,7 +259,11 @@ pub unsafe extern "C" fn C_InitToken(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_InitPIN(s: CK_SESSION_HANDLE, _p: *mut CK_UTF8CHAR, _n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_InitPIN(
+    s: CK_SESSION_HANDLE,
+    _p: *mut CK_UTF8CHAR,
+    _n: CK_ULONG,
+) -> CK_RV {
     entry("C_InitPIN", || {
         m()?.session(s)?;
         Err(Error::Ck(CKR_FUNCTION_NOT_SUPPORTED))
@@ -319,7 +326,10 @@ pub unsafe extern "C" fn C_CloseAllSessions(id: CK_SLOT_ID) -> CK_RV {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GetSessionInfo(s: CK_SESSION_HANDLE, info: *mut CK_SESSION_INFO) -> CK_RV {
+pub unsafe extern "C" fn C_GetSessionInfo(
+    s: CK_SESSION_HANDLE,
+    info: *mut CK_SESSION_INFO,
+) -> CK_RV {
     entry("C_GetSessionInfo", || {
         let m = m()?;
         let sess = m.session(s)?;
@@ -514,7 +524,11 @@ pub unsafe extern "C" fn C_SetAttributeValue(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_FindObjectsInit(s: CK_SESSION_HANDLE, t: *mut CK_ATTRIBUTE, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_FindObjectsInit(
+    s: CK_SESSION_HANDLE,
+    t: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
+) -> CK_RV {
     entry("C_FindObjectsInit", || {
         let m = m()?;
         m.session(s)?;
@@ -646,7 +660,11 @@ unsafe fn op_update(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_EncryptInit(s: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_EncryptInit(
+    s: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     op_init("C_EncryptInit", s, mech, Some(key), Kind::Encrypt)
 }
 
@@ -673,12 +691,20 @@ pub unsafe extern "C" fn C_EncryptUpdate(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_EncryptFinal(s: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_EncryptFinal(
+    s: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
     op_finish("C_EncryptFinal", s, None, out, out_len, Kind::Encrypt)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DecryptInit(s: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_DecryptInit(
+    s: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     op_init("C_DecryptInit", s, mech, Some(key), Kind::Decrypt)
 }
 
@@ -705,7 +731,11 @@ pub unsafe extern "C" fn C_DecryptUpdate(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DecryptFinal(s: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_DecryptFinal(
+    s: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
     op_finish("C_DecryptFinal", s, None, out, out_len, Kind::Decrypt)
 }
 
@@ -726,7 +756,11 @@ pub unsafe extern "C" fn C_Digest(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DigestUpdate(s: CK_SESSION_HANDLE, data: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_DigestUpdate(
+    s: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    n: CK_ULONG,
+) -> CK_RV {
     op_update("C_DigestUpdate", s, data, n, Kind::Digest)
 }
 
@@ -739,12 +773,20 @@ pub unsafe extern "C" fn C_DigestKey(s: CK_SESSION_HANDLE, _key: CK_OBJECT_HANDL
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_DigestFinal(s: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_DigestFinal(
+    s: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
     op_finish("C_DigestFinal", s, None, out, out_len, Kind::Digest)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SignInit(s: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_SignInit(
+    s: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     op_init("C_SignInit", s, mech, Some(key), Kind::Sign)
 }
 
@@ -760,17 +802,29 @@ pub unsafe extern "C" fn C_Sign(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SignUpdate(s: CK_SESSION_HANDLE, data: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SignUpdate(
+    s: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    n: CK_ULONG,
+) -> CK_RV {
     op_update("C_SignUpdate", s, data, n, Kind::Sign)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SignFinal(s: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SignFinal(
+    s: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
     op_finish("C_SignFinal", s, None, out, out_len, Kind::Sign)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_VerifyInit(s: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_VerifyInit(
+    s: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     op_init("C_VerifyInit", s, mech, Some(key), Kind::Verify)
 }
 
@@ -793,12 +847,20 @@ pub unsafe extern "C" fn C_Verify(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_VerifyUpdate(s: CK_SESSION_HANDLE, data: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_VerifyUpdate(
+    s: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    n: CK_ULONG,
+) -> CK_RV {
     op_update("C_VerifyUpdate", s, data, n, Kind::Verify)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_VerifyFinal(s: CK_SESSION_HANDLE, sig: *mut CK_BYTE, sig_len: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_VerifyFinal(
+    s: CK_SESSION_HANDLE,
+    sig: *mut CK_BYTE,
+    sig_len: CK_ULONG,
+) -> CK_RV {
     entry("C_VerifyFinal", || {
         let m = m()?;
         m.session(s)?;
@@ -887,7 +949,11 @@ pub unsafe extern "C" fn C_UnwrapKey(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_SeedRandom(s: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SeedRandom(
+    s: CK_SESSION_HANDLE,
+    _p: *mut CK_BYTE,
+    _n: CK_ULONG,
+) -> CK_RV {
     entry("C_SeedRandom", || {
         m()?.session(s)?;
         // The operating system's generator takes no seed.
@@ -896,7 +962,11 @@ pub unsafe extern "C" fn C_SeedRandom(s: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _n
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_GenerateRandom(s: CK_SESSION_HANDLE, p: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_GenerateRandom(
+    s: CK_SESSION_HANDLE,
+    p: *mut CK_BYTE,
+    n: CK_ULONG,
+) -> CK_RV {
     entry("C_GenerateRandom", || {
         let m = m()?;
         m.session(s)?;
@@ -929,7 +999,11 @@ pub unsafe extern "C" fn C_CancelFunction(s: CK_SESSION_HANDLE) -> CK_RV {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn C_WaitForSlotEvent(_f: CK_FLAGS, _slot: *mut CK_SLOT_ID, _r: *mut c_void) -> CK_RV {
+pub unsafe extern "C" fn C_WaitForSlotEvent(
+    _f: CK_FLAGS,
+    _slot: *mut CK_SLOT_ID,
+    _r: *mut c_void,
+) -> CK_RV {
     entry("C_WaitForSlotEvent", || {
         m()?;
         Err(Error::Ck(CKR_FUNCTION_NOT_SUPPORTED))

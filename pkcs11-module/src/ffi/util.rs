@@ -98,7 +98,9 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mech> {
             }
         }
         CKM_AES_CBC_PAD => Ok(Mech::AesCbcPad { iv: param.to_vec() }),
-        CKM_KMS_CIPHERTEXT => Ok(Mech::KmsCiphertext { aad: param.to_vec() }),
+        CKM_KMS_CIPHERTEXT => Ok(Mech::KmsCiphertext {
+            aad: param.to_vec(),
+        }),
         CKM_AES_GCM => {
             if m.ulParameterLen as usize != std::mem::size_of::<CK_GCM_PARAMS>() {
                 return Err(bad());
@@ -241,11 +243,22 @@ mod tests {
         // SAFETY: NULL pointers are what is tested; nothing is dereferenced.
         unsafe {
             assert!(input(std::ptr::null(), 0).unwrap().is_empty());
-            assert_eq!(input(std::ptr::null(), 3).unwrap_err().rv(), CKR_ARGUMENTS_BAD);
-            assert_eq!(template(std::ptr::null(), 2).unwrap_err().rv(), CKR_ARGUMENTS_BAD);
-            assert_eq!(mechanism(std::ptr::null()).unwrap_err().rv(), CKR_ARGUMENTS_BAD);
             assert_eq!(
-                capacity(std::ptr::null(), std::ptr::null()).unwrap_err().rv(),
+                input(std::ptr::null(), 3).unwrap_err().rv(),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                template(std::ptr::null(), 2).unwrap_err().rv(),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                mechanism(std::ptr::null()).unwrap_err().rv(),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                capacity(std::ptr::null(), std::ptr::null())
+                    .unwrap_err()
+                    .rv(),
                 CKR_ARGUMENTS_BAD
             );
         }
@@ -293,6 +306,9 @@ mod tests {
             ulParameterLen: 0,
         };
         // SAFETY: no parameter.
-        assert_eq!(unsafe { mechanism(&unknown) }.unwrap_err().rv(), CKR_MECHANISM_INVALID);
+        assert_eq!(
+            unsafe { mechanism(&unknown) }.unwrap_err().rv(),
+            CKR_MECHANISM_INVALID
+        );
     }
 }
