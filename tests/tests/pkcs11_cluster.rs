@@ -1115,3 +1115,83 @@ sys.exit(os.waitstatus_to_exitcode(status))
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `login = "api-key"`: the user PIN is the API key; nothing of the cluster
+/// is visible or usable before C_Login, and a wrong key is CKR_PIN_INCORRECT.
+#[test]
+fn the_pin_can_be_the_api_key() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = KmsNode::start("");
+    let admin = kms_client::ApiKey::generate();
+    ok(&node.server.cli(
+        None,
+        &[
+            "add-identity",
+            "-e",
+            ENCLAVE,
+            "--admin",
+            &admin.identity().to_string(),
+        ],
+    ));
+    ok(&node.server.cli(None, &["add-key", "-e", ENCLAVE, "existing"]));
+    let cfg = node.tmp.path().join("apikey.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "servers = [\"{}\"]\ninsecure = true\nlogin = \"api-key\"\nenclaves = [\"{ENCLAVE}\"]\n",
+            node.server.url()
+        ),
+    )
+    .unwrap();
+    let c = load(&cfg);
+    assert!(c.p11.get_token_info(c.slot).unwrap().login_required());
+    let s = c.p11.open_rw_session(c.slot).unwrap();
+    assert!(s.find_objects(&[]).unwrap().is_empty());
+    let r = s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[Attribute::Token(true), Attribute::ValueLen(32.into())],
+    );
+    assert_eq!(rv(r), RvError::UserNotLoggedIn);
+    // Session keys work without login.
+    assert!(s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::Token(false), Attribute::ValueLen(16.into())],
+        )
+        .is_ok());
+    for bad in ["1234", "k1:not-a-key"] {
+        assert_eq!(
+            rv(s.login(UserType::User, Some(&AuthPin::new(bad.into())))),
+            RvError::PinIncorrect
+        );
+    }
+    let stranger = kms_client::ApiKey::generate();
+    assert_eq!(
+        rv(s.login(
+            UserType::User,
+            Some(&AuthPin::new(stranger.to_secret_string().to_string().into()))
+        )),
+        RvError::PinIncorrect
+    );
+    s.login(
+        UserType::User,
+        Some(&AuthPin::new(admin.to_secret_string().to_string().into())),
+    )
+    .unwrap();
+    let found = s
+        .find_objects(&[Attribute::Label(b"existing".to_vec())])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let attrs = s.get_attributes(found[0], &[AttributeType::Private]).unwrap();
+    assert_eq!(attrs, vec![Attribute::Private(true)]);
+    let k = token_key(&s, "by-admin");
+    let mut iv = [2u8; 12];
+    let ct = s.encrypt(&gcm(&mut iv, b""), k, b"x").unwrap();
+    assert_eq!(s.decrypt(&gcm(&mut iv, b""), k, &ct).unwrap(), b"x");
+    s.logout().unwrap();
+    assert!(s.find_objects(&[]).unwrap().iter().all(|h| *h != k));
+    assert_eq!(
+        rv(s.get_attributes(k, &[AttributeType::Label])),
+        RvError::ObjectHandleInvalid
+    );
+}
