@@ -2,6 +2,12 @@
 //! the Tokio runtime that carries the cluster client's kept-alive
 //! connections, slots (one per enclave), sessions and objects.
 //!
+//! Network I/O runs on the calling thread: each thread that makes a cluster
+//! call gets its own current-thread runtime and client (kept-alive
+//! connections per thread), so a call needs no hand-off between threads. A
+//! caller that is itself inside a Tokio runtime uses the module's shared
+//! runtime from a scoped thread instead.
+//!
 //! Locking: the global state is an `Arc` behind a read-write lock taken only
 //! to clone the `Arc` (and, for writing, by `C_Initialize`/`C_Finalize`).
 //! Sessions have a mutex each; the object table and each slot's key cache
@@ -96,14 +102,43 @@ pub fn finalize() -> Result<()> {
 pub struct Slot {
     pub id: CK_SLOT_ID,
     pub enclave: String,
-    /// The client of this slot: the configured one, or (login = "api-key")
-    /// the one made from the PIN at `C_Login`.
-    client: RwLock<Option<Client>>,
+    /// The credentials of this slot: the configured API key, or (login =
+    /// "api-key") the one given as PIN at `C_Login`.
+    client: RwLock<Option<SlotClient>>,
     /// Who is logged in to the token (`CKU_USER`, `CKU_SO`), if anyone.
     login: Mutex<Option<CK_USER_TYPE>>,
     /// Cluster keys by name, and when they were listed.
     cache: Mutex<KeyCache>,
 }
+
+/// A slot's client, numbered so that per-thread clients made from an older
+/// login are not used after a new one.
+#[derive(Clone)]
+struct SlotClient {
+    epoch: u64,
+    /// A client on the module's shared runtime (for callers that are inside
+    /// a Tokio runtime themselves, and for setup). Per-thread clients are
+    /// made from it and share its record of failed servers.
+    shared: Client,
+}
+
+/// Per-thread I/O state: a current-thread runtime and the clients (with
+/// their kept-alive connections) of the calling thread, so that a call does
+/// its network I/O on the caller's own thread with no hand-off to another
+/// thread. Belongs to one module instance (`module_id`) in one process.
+struct Local {
+    module_id: u64,
+    pid: u32,
+    rt: tokio::runtime::Runtime,
+    clients: HashMap<(usize, u64), Client>,
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Option<Local>> = const { std::cell::RefCell::new(None) };
+}
+
+static NEXT_MODULE_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Default)]
 struct KeyCache {
@@ -122,6 +157,7 @@ pub struct Session {
 
 /// The module between `C_Initialize` and `C_Finalize`.
 pub struct Module {
+    id: u64,
     pub cfg: Config,
     rt: Option<tokio::runtime::Runtime>,
     pub slots: Vec<Slot>,
@@ -159,13 +195,16 @@ impl Module {
             .build()
             .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
         let client = match &cfg.api_key {
-            Some(k) => Some(make_client(&rt, &cfg, k)?),
+            Some(k) => Some(SlotClient {
+                epoch: 0,
+                shared: make_client(&rt, &cfg, k)?,
+            }),
             None => None,
         };
         let enclaves = match (&cfg.enclaves, &client) {
             (Some(list), _) => list.clone(),
             (None, Some(c)) => {
-                let c = c.clone();
+                let c = c.shared.clone();
                 run_blocking(&rt, list_enclaves(&c)).map_err(|e| {
                     Error::Config(format!(
                         "cannot list the enclaves ({e}); name them with 'enclaves' in the \
@@ -193,6 +232,7 @@ impl Module {
             });
         }
         Ok(Self {
+            id: NEXT_MODULE_ID.fetch_add(1, Ordering::Relaxed),
             cfg,
             rt: Some(rt),
             slots,
@@ -231,7 +271,7 @@ impl Module {
         Resp: prost::Message + Default + Send,
     {
         let s = &self.slots[slot];
-        let client = s
+        let sc = s
             .client
             .read()
             .clone()
@@ -239,10 +279,10 @@ impl Module {
         let retries = if cmd.is_write() {
             0
         } else {
-            client.endpoints().len()
+            self.cfg.endpoints.len()
         };
         let enclave = s.enclave.as_str();
-        let r = self.block_on(async {
+        let send = |client: Client| async move {
             let mut attempt = 0;
             loop {
                 match client.call::<Req, Resp>(Some(enclave), cmd, req).await {
@@ -253,10 +293,71 @@ impl Module {
                     r => return r,
                 }
             }
-        });
+        };
+        let r = if tokio::runtime::Handle::try_current().is_ok() {
+            // The caller is inside a Tokio runtime: no block_on here.
+            self.block_on(send(sc.shared.clone()))
+        } else {
+            self.on_local(slot, &sc, send)?
+        };
         r.map_err(|e| {
             crate::log!(Level::Warn, "{cmd} in enclave '{enclave}': {e}");
             Error::Remote(e)
+        })
+    }
+
+    /// Runs `f(client)` on the calling thread's own runtime, with that
+    /// thread's client for the slot (made on first use).
+    fn on_local<F, Fut>(&self, slot: usize, sc: &SlotClient, f: F) -> Result<Fut::Output>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future,
+    {
+        LOCAL.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let pid = std::process::id();
+            if cell
+                .as_ref()
+                .is_some_and(|l| l.module_id != self.id || l.pid != pid)
+            {
+                let old = cell.take().expect("checked");
+                if old.pid == pid {
+                    drop(old);
+                } else {
+                    // Inherited through fork: the sockets are the parent's.
+                    std::mem::forget(old);
+                }
+            }
+            if cell.is_none() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        crate::log!(Level::Error, "cannot start a per-thread runtime: {e}");
+                        Error::Ck(CKR_DEVICE_ERROR)
+                    })?;
+                *cell = Some(Local {
+                    module_id: self.id,
+                    pid,
+                    rt,
+                    clients: HashMap::new(),
+                });
+            }
+            let local = cell.as_mut().expect("set above");
+            let client = match local.clients.get(&(slot, sc.epoch)) {
+                Some(c) => c.clone(),
+                None => {
+                    // Forget clients of older logins of this slot.
+                    local.clients.retain(|(s, _), _| *s != slot);
+                    let c = {
+                        let _g = local.rt.enter();
+                        sc.shared.with_own_connections()
+                    };
+                    local.clients.insert((slot, sc.epoch), c.clone());
+                    c
+                }
+            };
+            Ok(local.rt.block_on(f(client)))
         })
     }
 
@@ -392,8 +493,11 @@ impl Module {
         if self.cfg.login == LoginMode::ApiKey {
             let text = std::str::from_utf8(pin).map_err(|_| Error::Ck(CKR_PIN_INCORRECT))?;
             let key = ApiKey::parse(text.trim()).map_err(|_| Error::Ck(CKR_PIN_INCORRECT))?;
-            let client = make_client(self.rt(), &self.cfg, &key)?;
-            *s.client.write() = Some(client);
+            let shared = make_client(self.rt(), &self.cfg, &key)?;
+            *s.client.write() = Some(SlotClient {
+                epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
+                shared,
+            });
             // Check the key: it must be able to use the enclave.
             let probe: Result<proto::ListKeysResponse> = self.call(
                 slot,
