@@ -50,6 +50,9 @@ pub struct Config {
     pub login: LoginMode,
     pub log_level: Level,
     pub log_file: Option<PathBuf>,
+    /// `KMS_PKCS11_SHARED_IO` set: do network I/O on the shared runtime
+    /// rather than on the calling thread (a diagnostic switch).
+    pub shared_io: bool,
     /// Where the configuration came from, for logs.
     pub source: String,
 }
@@ -247,6 +250,7 @@ impl Config {
             log_file: f
                 .log_file
                 .or_else(|| std::env::var_os("KMS_PKCS11_LOG_FILE").map(PathBuf::from)),
+            shared_io: std::env::var_os("KMS_PKCS11_SHARED_IO").is_some_and(|v| !v.is_empty()),
             source,
         })
     }

@@ -294,8 +294,9 @@ impl Module {
                 }
             }
         };
-        let r = if tokio::runtime::Handle::try_current().is_ok() {
-            // The caller is inside a Tokio runtime: no block_on here.
+        let r = if self.cfg.shared_io || tokio::runtime::Handle::try_current().is_ok() {
+            // The caller is inside a Tokio runtime (no block_on there), or
+            // the diagnostic switch asks for the shared runtime.
             self.block_on(send(sc.shared.clone()))
         } else {
             self.on_local(slot, &sc, send)?
