@@ -15,6 +15,14 @@ use cryptoki_sys::*;
 use kms_pkcs11::ffi::*;
 use proptest::prelude::*;
 
+/// How often the deep states were reached (a guard against a fuzz test
+/// that only ever sees CKR_CRYPTOKI_NOT_INITIALIZED).
+static REACHED: [std::sync::atomic::AtomicUsize; 3] = [
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+];
+
 #[derive(Debug, Clone)]
 enum Call {
     Initialize,
@@ -568,14 +576,32 @@ fn random_call_sequences_never_crash() {
     std::env::remove_var("MINIO_KMS_API_KEY");
     let config = CString::new(cfg.to_str().unwrap()).unwrap();
     let runner_cfg = ProptestConfig {
-        cases: 48,
+        cases: 96,
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     };
     proptest!(runner_cfg, |(calls in prop::collection::vec(call(), 1..40))| {
         let mut w = World { config: config.clone(), slots: vec![], sessions: vec![], objects: vec![] };
-        for c in &calls {
+        // Most sequences start from an initialized module with a session
+        // and a session AES key, so that the random calls reach deep states.
+        let prelude = if calls.len() % 4 == 0 {
+            vec![]
+        } else {
+            vec![Call::Initialize, Call::OpenSession(0, true), Call::GenerateKey(0, false, 2), Call::GenerateKey(0, false, 1)]
+        };
+        for c in prelude.iter().chain(&calls) {
             let rv = step(&mut w, c);
+            if rv == CKR_OK {
+                let i = match c {
+                    Call::OpenSession(..) => 0,
+                    Call::GenerateKey(..) | Call::CreateObject(..) | Call::Unwrap(..) => 1,
+                    Call::Crypt(..) | Call::Final(..) | Call::Sign(..) | Call::Wrap(..) => 2,
+                    _ => 3,
+                };
+                if i < 3 {
+                    REACHED[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             let env_init = matches!(c, Call::InitializeNull);
             prop_assert!(
                 rv != CKR_GENERAL_ERROR || env_init,
@@ -601,4 +627,16 @@ fn random_call_sequences_never_crash() {
             prop_assert_eq!(C_Finalize(null_mut()), CKR_OK);
         }
     });
+    let reached: Vec<usize> = REACHED
+        .iter()
+        .map(|r| r.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    eprintln!(
+        "successful calls: open session {}, make key {}, crypto {}",
+        reached[0], reached[1], reached[2]
+    );
+    assert!(
+        reached.iter().all(|n| *n > 0),
+        "deep states never reached: {reached:?}"
+    );
 }

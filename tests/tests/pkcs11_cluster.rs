@@ -1238,3 +1238,58 @@ fn the_pin_can_be_the_api_key() {
         RvError::ObjectHandleInvalid
     );
 }
+
+/// 16 threads, each with its own session, on one cluster key at once: no
+/// global lock around network calls, every result right.
+#[test]
+fn sixteen_threads_on_a_cluster_key() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = KmsNode::start("");
+    let c = load(&node.config);
+    let setup = rw(&c);
+    let k = token_key(&setup, "shared");
+    let started = Instant::now();
+    std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..16u32)
+            .map(|t| {
+                let c = &c;
+                sc.spawn(move || {
+                    let s = c.p11.open_rw_session(c.slot).unwrap();
+                    for i in 0..50u32 {
+                        let mut iv = [0u8; 12];
+                        iv[..4].copy_from_slice(&t.to_be_bytes());
+                        iv[4..8].copy_from_slice(&i.to_be_bytes());
+                        let pt = format!("{t}/{i}").into_bytes();
+                        let ct = s.encrypt(&gcm(&mut iv, b"16"), k, &pt).unwrap();
+                        assert_eq!(s.decrypt(&gcm(&mut iv, b"16"), k, &ct).unwrap(), pt);
+                        let mac = s.sign(&Mechanism::Sha256Hmac, k, &pt).unwrap();
+                        s.verify(&Mechanism::Sha256Hmac, k, &pt, &mac).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
+    });
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// An application that calls the module from inside its own Tokio runtime
+/// (where the module cannot block_on) is served through the shared runtime.
+#[test]
+fn calls_from_inside_a_tokio_runtime() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = KmsNode::start("");
+    let c = load(&node.config);
+    let s = rw(&c);
+    let k = token_key(&s, "async-app");
+    rt().block_on(async {
+        let mut iv = [4u8; 12];
+        let ct = s.encrypt(&gcm(&mut iv, b""), k, b"from async").unwrap();
+        assert_eq!(
+            s.decrypt(&gcm(&mut iv, b""), k, &ct).unwrap(),
+            b"from async"
+        );
+    });
+}
