@@ -223,7 +223,7 @@ pub struct RawCryptRequest {
     pub iv: Vec<u8>,
     #[prost(bytes = "vec", tag = "5")]
     pub associated_data: Vec<u8>,
-    /// AES-GCM tag length in bytes (12..=16); 0 means 16.
+    /// AES-GCM tag length in bytes (4..=16); 0 means 16.
     #[prost(uint32, tag = "6")]
     pub tag_length: u32,
     #[prost(bytes = "vec", tag = "7")]

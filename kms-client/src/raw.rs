@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum RawMechanism {
-    /// AES-GCM, `iv` of 12 bytes, `tag_len` 12..=16.
+    /// AES-GCM, `iv` of 12 bytes, `tag_len` 4..=16.
     AesGcm = 1,
     /// AES-CBC with PKCS#7 padding, `iv` of 16 bytes.
     AesCbcPad = 2,

@@ -1293,3 +1293,65 @@ fn calls_from_inside_a_tokio_runtime() {
         );
     });
 }
+
+/// A User identity sees what its policy lets it list and gets
+/// CKR_KEY_FUNCTION_NOT_PERMITTED for what its policy denies.
+#[test]
+fn a_policy_limits_what_the_module_may_do() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = KmsNode::start("");
+    let user = kms_client::ApiKey::generate();
+    let policy = node.tmp.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"allow": {"KEY:LIST": ["*"], "KEY:RAWENCRYPT": ["app-*"], "KEY:RAWDECRYPT": ["app-*"]}}"#,
+    )
+    .unwrap();
+    let cli = |args: &[&str]| ok(&node.server.cli(None, args));
+    cli(&["add-key", "-e", ENCLAVE, "app-1"]);
+    cli(&["add-key", "-e", ENCLAVE, "other-1"]);
+    cli(&["add-policy", "-e", ENCLAVE, "app", policy.to_str().unwrap()]);
+    cli(&[
+        "add-identity",
+        "-e",
+        ENCLAVE,
+        &user.identity().to_string(),
+        "--policy",
+        "app",
+    ]);
+    let cfg = node.tmp.path().join("user.toml");
+    write_config(
+        &cfg,
+        &[node.server.url()],
+        &user,
+        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
+    );
+    let c = load(&cfg);
+    let s = rw(&c);
+    let find = |name: &str| {
+        s.find_objects(&[Attribute::Label(name.as_bytes().to_vec())])
+            .unwrap()[0]
+    };
+    let (app, other) = (find("app-1"), find("other-1"));
+    let mut iv = [8u8; 12];
+    let ct = s.encrypt(&gcm(&mut iv, b""), app, b"allowed").unwrap();
+    assert_eq!(s.decrypt(&gcm(&mut iv, b""), app, &ct).unwrap(), b"allowed");
+    assert_eq!(
+        rv(s.encrypt(&gcm(&mut iv, b""), other, b"denied")),
+        RvError::KeyFunctionNotPermitted
+    );
+    assert_eq!(
+        rv(s.sign(&Mechanism::Sha256Hmac, app, b"no KEY:MAC")),
+        RvError::KeyFunctionNotPermitted
+    );
+    // No KEY:CREATE in the policy.
+    let r = s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Token(true),
+            Attribute::ValueLen(32.into()),
+            Attribute::Label(b"app-2".to_vec()),
+        ],
+    );
+    assert_eq!(rv(r), RvError::KeyFunctionNotPermitted);
+}
