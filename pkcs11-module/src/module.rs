@@ -130,7 +130,8 @@ struct Local {
     module_id: u64,
     pid: u32,
     rt: tokio::runtime::Runtime,
-    clients: HashMap<(usize, u64), Client>,
+    /// By login epoch (0: the configured API key, shared by every slot).
+    clients: HashMap<u64, Client>,
 }
 
 thread_local! {
@@ -155,13 +156,21 @@ pub struct Session {
     pub found: Option<Vec<CK_OBJECT_HANDLE>>,
 }
 
+struct SessionEntry {
+    slot: usize,
+    rw: bool,
+    session: Arc<Mutex<Session>>,
+}
+
 /// The module between `C_Initialize` and `C_Finalize`.
 pub struct Module {
     id: u64,
     pub cfg: Config,
     rt: Option<tokio::runtime::Runtime>,
     pub slots: Vec<Slot>,
-    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
+    /// Open sessions, with their slot and read-write flag readable without
+    /// taking a session's lock (held during its network calls).
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, SessionEntry>>,
     objects: RwLock<HashMap<CK_OBJECT_HANDLE, Arc<KeyObject>>>,
     next_handle: AtomicU64,
 }
@@ -299,7 +308,7 @@ impl Module {
             // the diagnostic switch asks for the shared runtime.
             self.block_on(send(sc.shared.clone()))
         } else {
-            self.on_local(slot, &sc, send)?
+            self.on_local(&sc, send)?
         };
         r.map_err(|e| {
             crate::log!(Level::Warn, "{cmd} in enclave '{enclave}': {e}");
@@ -308,8 +317,8 @@ impl Module {
     }
 
     /// Runs `f(client)` on the calling thread's own runtime, with that
-    /// thread's client for the slot (made on first use).
-    fn on_local<F, Fut>(&self, slot: usize, sc: &SlotClient, f: F) -> Result<Fut::Output>
+    /// thread's client for the slot's login (made on first use).
+    fn on_local<F, Fut>(&self, sc: &SlotClient, f: F) -> Result<Fut::Output>
     where
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future,
@@ -345,16 +354,18 @@ impl Module {
                 });
             }
             let local = cell.as_mut().expect("set above");
-            let client = match local.clients.get(&(slot, sc.epoch)) {
+            let client = match local.clients.get(&sc.epoch) {
                 Some(c) => c.clone(),
                 None => {
-                    // Forget clients of older logins of this slot.
-                    local.clients.retain(|(s, _), _| *s != slot);
+                    // Clients of logins that ended are never asked for again.
+                    if local.clients.len() >= 16 {
+                        local.clients.clear();
+                    }
                     let c = {
                         let _g = local.rt.enter();
                         sc.shared.with_own_connections()
                     };
-                    local.clients.insert((slot, sc.epoch), c.clone());
+                    local.clients.insert(sc.epoch, c.clone());
                     c
                 }
             };
@@ -386,12 +397,9 @@ impl Module {
         let s = self.sessions.read();
         let mut all = 0;
         let mut rw = 0;
-        for sess in s.values() {
-            let sess = sess.lock();
-            if sess.slot == slot {
-                all += 1;
-                rw += sess.rw as usize;
-            }
+        for e in s.values().filter(|e| e.slot == slot) {
+            all += 1;
+            rw += e.rw as usize;
         }
         (all, rw)
     }
@@ -403,15 +411,15 @@ impl Module {
             return Err(Error::Ck(CKR_SESSION_READ_WRITE_SO_EXISTS));
         }
         let h = self.handle();
-        self.sessions.write().insert(
-            h,
-            Arc::new(Mutex::new(Session {
-                slot,
-                rw,
-                ops: Ops::default(),
-                found: None,
-            })),
-        );
+        let session = Arc::new(Mutex::new(Session {
+            slot,
+            rw,
+            ops: Ops::default(),
+            found: None,
+        }));
+        self.sessions
+            .write()
+            .insert(h, SessionEntry { slot, rw, session });
         Ok(h)
     }
 
@@ -420,20 +428,28 @@ impl Module {
         self.sessions
             .read()
             .get(&h)
-            .cloned()
+            .map(|e| e.session.clone())
+            .ok_or(Error::Ck(CKR_SESSION_HANDLE_INVALID))
+    }
+
+    /// The slot of a session, without taking its lock.
+    pub fn session_slot(&self, h: CK_SESSION_HANDLE) -> Result<usize> {
+        self.sessions
+            .read()
+            .get(&h)
+            .map(|e| e.slot)
             .ok_or(Error::Ck(CKR_SESSION_HANDLE_INVALID))
     }
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
-        let s = self
+        let e = self
             .sessions
             .write()
             .remove(&h)
             .ok_or(Error::Ck(CKR_SESSION_HANDLE_INVALID))?;
-        let slot = s.lock().slot;
         self.objects.write().retain(|_, o| o.owner() != Some(h));
-        if self.session_counts(slot).0 == 0 {
-            self.logout_slot(slot);
+        if self.session_counts(e.slot).0 == 0 {
+            self.logout_slot(e.slot);
         }
         Ok(())
     }
@@ -443,7 +459,7 @@ impl Module {
             .sessions
             .read()
             .iter()
-            .filter(|(_, s)| s.lock().slot == slot)
+            .filter(|(_, e)| e.slot == slot)
             .map(|(h, _)| *h)
             .collect();
         for h in handles {
@@ -570,7 +586,7 @@ impl Module {
         let mut keys = Vec::new();
         let mut continue_at = String::new();
         for _ in 0..100_000 {
-            let page: proto::ListKeysResponse = self.call(
+            let page: Result<proto::ListKeysResponse> = self.call(
                 slot,
                 Command::KeyList,
                 &proto::ListRequest {
@@ -578,7 +594,25 @@ impl Module {
                     continue_at: continue_at.clone(),
                     limit: 0,
                 },
-            )?;
+            );
+            let page = match page {
+                Ok(p) => p,
+                // An identity whose policy does not allow KEY:LIST sees no
+                // cluster keys, but can still use its session keys.
+                Err(Error::Remote(e)) if e.status() == Some(403) => {
+                    crate::log!(
+                        Level::Warn,
+                        "enclave '{}': not allowed to list keys; no cluster keys are shown",
+                        s.enclave
+                    );
+                    keys.clear();
+                    break;
+                }
+                Err(Error::Remote(e)) if e.status() == Some(404) => {
+                    return Err(Error::Ck(CKR_TOKEN_NOT_PRESENT));
+                }
+                Err(e) => return Err(e),
+            };
             keys.extend(page.keys);
             if page.continue_at.is_empty() {
                 break;

@@ -1354,4 +1354,43 @@ fn a_policy_limits_what_the_module_may_do() {
         ],
     );
     assert_eq!(rv(r), RvError::KeyFunctionNotPermitted);
+    drop(s);
+    c.p11.finalize().unwrap();
+
+    // An identity that may not list keys sees no cluster keys (no error),
+    // and its session keys work.
+    let lister = kms_client::ApiKey::generate();
+    let none = node.tmp.path().join("none.json");
+    std::fs::write(&none, r#"{"allow": {"KEY:RAWENCRYPT": ["app-*"]}}"#).unwrap();
+    cli(&[
+        "add-policy",
+        "-e",
+        ENCLAVE,
+        "nolist",
+        none.to_str().unwrap(),
+    ]);
+    cli(&[
+        "add-identity",
+        "-e",
+        ENCLAVE,
+        &lister.identity().to_string(),
+        "--policy",
+        "nolist",
+    ]);
+    write_config(
+        &cfg,
+        &[node.server.url()],
+        &lister,
+        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
+    );
+    let c = load(&cfg);
+    let s = rw(&c);
+    assert!(s.find_objects(&[]).unwrap().is_empty());
+    let sk = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::Token(false), Attribute::ValueLen(32.into())],
+        )
+        .unwrap();
+    assert_eq!(s.find_objects(&[]).unwrap(), vec![sk]);
 }

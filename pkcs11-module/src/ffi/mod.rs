@@ -381,7 +381,7 @@ pub unsafe extern "C" fn C_Login(
 ) -> CK_RV {
     entry("C_Login", || {
         let m = m()?;
-        let slot = m.session(s)?.lock().slot;
+        let slot = m.session_slot(s)?;
         // SAFETY: checked by `input`.
         let pin = unsafe { input(pin, n) }?;
         ok(m.login(slot, user, pin))
@@ -392,7 +392,7 @@ pub unsafe extern "C" fn C_Login(
 pub unsafe extern "C" fn C_Logout(s: CK_SESSION_HANDLE) -> CK_RV {
     entry("C_Logout", || {
         let m = m()?;
-        let slot = m.session(s)?.lock().slot;
+        let slot = m.session_slot(s)?;
         ok(m.logout(slot))
     })
 }
