@@ -105,13 +105,14 @@ impl Mech {
     }
 }
 
-/// What a mechanism can do (`CK_MECHANISM_INFO`): min and max key size in
-/// bytes, flags.
+/// What a mechanism can do (`CK_MECHANISM_INFO`): min and max key size
+/// (bytes, bits for generic secret generation), flags.
 pub fn info(ty: CK_MECHANISM_TYPE) -> Option<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
     const CIPHER: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP;
     Some(match ty {
         CKM_AES_KEY_GEN => (16, 32, CKF_GENERATE),
-        CKM_GENERIC_SECRET_KEY_GEN => (1, 512, CKF_GENERATE),
+        // In bits for generic secrets (PKCS#11 2.40, 2.2.1); bytes elsewhere.
+        CKM_GENERIC_SECRET_KEY_GEN => (8, 4096, CKF_GENERATE),
         CKM_AES_GCM | CKM_AES_CBC_PAD => (16, 32, CIPHER),
         CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP => {
             (16, 32, CKF_WRAP | CKF_UNWRAP | CKF_ENCRYPT | CKF_DECRYPT)

@@ -596,6 +596,40 @@ fn hostile_callers_get_error_codes() {
             f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
             CKR_ARGUMENTS_BAD
         );
+        let mut args: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
+        args.flags = CKF_LIBRARY_CANT_CREATE_OS_THREADS;
+        assert_eq!(
+            f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
+            CKR_NEED_TO_CREATE_THREADS
+        );
+        let mut iface2: *mut CK_INTERFACE = null_mut();
+        let mut bad_name = *b"PKCS 12\0";
+        assert_eq!(
+            lib.C_GetInterface(bad_name.as_mut_ptr(), null_mut(), &mut iface2, 0),
+            CKR_ARGUMENTS_BAD
+        );
+        let mut v2 = CK_VERSION {
+            major: 2,
+            minor: 40,
+        };
+        assert_eq!(
+            lib.C_GetInterface(null_mut(), &mut v2, &mut iface2, 0),
+            CKR_OK
+        );
+        assert_eq!(
+            (*((*iface2).pFunctionList as *mut CK_FUNCTION_LIST))
+                .version
+                .major,
+            2
+        );
+        assert_eq!(
+            lib.C_GetInterface(null_mut(), null_mut(), &mut iface2, CKF_INTERFACE_FORK_SAFE),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            lib.C_GetInterface(null_mut(), null_mut(), null_mut(), 0),
+            CKR_ARGUMENTS_BAD
+        );
         let cfg = CString::new(node.config.to_str().unwrap()).unwrap();
         let mut args: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
         args.flags = CKF_OS_LOCKING_OK;

@@ -87,6 +87,10 @@ pub unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
             if fns[0] && a.flags & CKF_OS_LOCKING_OK == 0 {
                 return Err(Error::Ck(CKR_CANT_LOCK));
             }
+            // Its I/O runtime has threads of its own.
+            if a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
+                return Err(Error::Ck(CKR_NEED_TO_CREATE_THREADS));
+            }
             if !a.pReserved.is_null() {
                 // SAFETY: our extension: pReserved is a NUL-terminated path.
                 let s = unsafe { std::ffi::CStr::from_ptr(a.pReserved as *const std::ffi::c_char) };
