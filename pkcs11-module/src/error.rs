@@ -47,21 +47,14 @@ impl Error {
             Error::Config(_) => CKR_GENERAL_ERROR,
             Error::Invalid { rv, .. } => *rv,
             Error::Remote(e) => match e.status() {
-                Some(400) => CKR_ENCRYPTED_DATA_INVALID,
+                // Callers map a 400 where it means bad input data.
+                Some(400) => CKR_FUNCTION_FAILED,
                 Some(403) => CKR_KEY_FUNCTION_NOT_PERMITTED,
                 Some(404) => CKR_KEY_HANDLE_INVALID,
                 Some(409) => CKR_ATTRIBUTE_VALUE_INVALID,
                 Some(413) => CKR_DATA_LEN_RANGE,
                 _ => CKR_DEVICE_ERROR,
             },
-        }
-    }
-
-    /// Maps a cluster error of a decrypt-like call (400 = bad input data).
-    pub fn remote_in(e: kms_client::Error, bad_input: CK_RV) -> Self {
-        match e.status() {
-            Some(400) => Error::invalid(bad_input, "cluster", e.to_string()),
-            _ => Error::Remote(e),
         }
     }
 }

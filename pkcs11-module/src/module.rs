@@ -46,7 +46,11 @@ pub fn get() -> Result<Arc<Module>> {
 
 /// `C_Initialize`: reads the configuration (`reserved`: a file path from the
 /// initialize arguments), starts the runtime, and lists the slots.
-pub fn initialize(reserved: Option<PathBuf>) -> Result<()> {
+///
+/// `no_threads`: the application passed `CKF_LIBRARY_CANT_CREATE_OS_THREADS`
+/// (p11-kit and GnuTLS always do): the shared runtime then has no worker
+/// threads of its own (calls do their I/O on the caller's thread anyway).
+pub fn initialize(reserved: Option<PathBuf>, no_threads: bool) -> Result<()> {
     let mut st = STATE.write();
     if let Some((pid, old)) = st.take() {
         if pid == std::process::id() {
@@ -68,7 +72,8 @@ pub fn initialize(reserved: Option<PathBuf>) -> Result<()> {
         }
     })?;
     crate::log::configure(cfg.log_level, cfg.log_file.as_deref());
-    let m = Module::new(cfg).inspect_err(|e| crate::log!(Level::Error, "C_Initialize: {e}"))?;
+    let m = Module::new(cfg, no_threads)
+        .inspect_err(|e| crate::log!(Level::Error, "C_Initialize: {e}"))?;
     crate::log!(
         Level::Info,
         "initialized from {}: {} server(s), {} slot(s)",
@@ -196,13 +201,19 @@ pub fn slot_id(enclave: &str) -> CK_SLOT_ID {
 }
 
 impl Module {
-    fn new(cfg: Config) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("kms-pkcs11")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
+    fn new(cfg: Config, no_threads: bool) -> Result<Self> {
+        let rt = if no_threads {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("kms-pkcs11")
+                .enable_all()
+                .build()
+        }
+        .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
         let client = match &cfg.api_key {
             Some(k) => Some(SlotClient {
                 epoch: 0,
@@ -837,7 +848,9 @@ impl Module {
                 r#type: "AES256".into(),
                 key: value.to_vec(),
             };
-            let _: proto::Empty = self.call(s.slot, Command::KeyImport, &req)?;
+            let _: proto::Empty = self
+                .call(s.slot, Command::KeyImport, &req)
+                .map_err(create_error)?;
             crate::log!(
                 Level::Info,
                 "imported cluster key '{name}' in slot {}",
@@ -911,7 +924,9 @@ impl Module {
                 r#type: "AES256".into(),
                 add_version: false,
             };
-            let _: proto::Empty = self.call(s.slot, Command::KeyCreate, &req)?;
+            let _: proto::Empty = self
+                .call(s.slot, Command::KeyCreate, &req)
+                .map_err(create_error)?;
             crate::log!(
                 Level::Info,
                 "created cluster key '{name}' in slot {}",
@@ -974,6 +989,19 @@ where
         })
     } else {
         rt.block_on(f)
+    }
+}
+
+/// A cluster error of KEY:CREATE or KEY:IMPORT: an invalid name (400) or a
+/// name in use (409) is the template's fault.
+fn create_error(e: Error) -> Error {
+    match e {
+        Error::Remote(r) if matches!(r.status(), Some(400 | 409)) => Error::invalid(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "CKA_LABEL",
+            format!("the cluster refused the key name: {r}"),
+        ),
+        e => e,
     }
 }
 

@@ -70,6 +70,7 @@ fn ok(r: Result<()>) -> Result<CK_RV> {
 pub unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
     entry("C_Initialize", || {
         let mut reserved = None;
+        let mut no_threads = false;
         if !args.is_null() {
             // SAFETY: a non-NULL argument is a CK_C_INITIALIZE_ARGS.
             let a = unsafe { std::ptr::read_unaligned(args as *const CK_C_INITIALIZE_ARGS) };
@@ -87,10 +88,7 @@ pub unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
             if fns[0] && a.flags & CKF_OS_LOCKING_OK == 0 {
                 return Err(Error::Ck(CKR_CANT_LOCK));
             }
-            // Its I/O runtime has threads of its own.
-            if a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
-                return Err(Error::Ck(CKR_NEED_TO_CREATE_THREADS));
-            }
+            no_threads = a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0;
             if !a.pReserved.is_null() {
                 // SAFETY: our extension: pReserved is a NUL-terminated path.
                 let s = unsafe { std::ffi::CStr::from_ptr(a.pReserved as *const std::ffi::c_char) };
@@ -98,7 +96,7 @@ pub unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
                 reserved = Some(std::path::PathBuf::from(s));
             }
         }
-        ok(module::initialize(reserved))
+        ok(module::initialize(reserved, no_threads))
     })
 }
 
