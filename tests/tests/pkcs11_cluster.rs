@@ -1213,11 +1213,13 @@ fn the_pin_can_be_the_api_key() {
         .server
         .cli(None, &["add-key", "-e", ENCLAVE, "existing"]));
     let cfg = node.tmp.path().join("apikey.toml");
+    let log = node.tmp.path().join("p11.log");
     std::fs::write(
         &cfg,
         format!(
-            "servers = [\"{}\"]\ninsecure = true\nlogin = \"api-key\"\nenclaves = [\"{ENCLAVE}\"]\n",
-            node.server.url()
+            "servers = [\"{}\"]\ninsecure = true\nlogin = \"api-key\"\nenclaves = [\"{ENCLAVE}\"]\nlog_level = \"debug\"\nlog_file = \"{}\"\n",
+            node.server.url(),
+            log.display()
         ),
     )
     .unwrap();
@@ -1276,6 +1278,16 @@ fn the_pin_can_be_the_api_key() {
         rv(s.get_attributes(k, &[AttributeType::Label])),
         RvError::ObjectHandleInvalid
     );
+    // The log file has the events, never a PIN or an API key.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("C_Login: CKR_PIN_INCORRECT"), "{text}");
+    assert!(text.contains("initialized from file"), "{text}");
+    for secret in [
+        admin.to_secret_string().to_string(),
+        stranger.to_secret_string().to_string(),
+    ] {
+        assert!(!text.contains(&secret[3..]), "a key in the log:\n{text}");
+    }
 }
 
 /// 16 threads, each with its own session, on one cluster key at once: no

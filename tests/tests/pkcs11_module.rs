@@ -27,6 +27,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// A module under test, initialized, with the slot of its test token.
 struct Target {
     p11: Pkcs11,
+    module: PathBuf,
     slot: Slot,
     pin: String,
     /// The configuration file passed in the reserved argument (ours), kept
@@ -111,6 +112,7 @@ fn open(which: Which) -> Target {
         .unwrap_or_else(|| panic!("no token labelled {token}"));
     Target {
         p11,
+        module,
         slot,
         pin,
         config,
@@ -185,6 +187,7 @@ suite!(
     sessions_and_login,
     finalize_and_reinitialize,
     sixteen_threads,
+    buffer_size_queries,
 );
 
 fn info_slots_and_mechanisms(t: Target) {
@@ -543,6 +546,7 @@ fn finalize_and_reinitialize(t: Target) {
         _node,
         _tmp,
         _guard,
+        ..
     } = t;
     let again = p11.clone();
     p11.finalize().unwrap();
@@ -592,4 +596,125 @@ fn hex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// The two-call convention through the C interface: a NULL buffer gives the
+/// size and keeps the operation; a short buffer gives CKR_BUFFER_TOO_SMALL
+/// and the size, and keeps it; then the data.
+fn buffer_size_queries(t: Target) {
+    use cryptoki_sys::*;
+    let s = t.session();
+    let k = aes_key(&s, 32, "sizes");
+    // SAFETY: the same library, already initialized by `t.p11`; every
+    // pointer below points to a live local.
+    unsafe {
+        let lib = cryptoki_sys::Pkcs11::new(&t.module).unwrap();
+        let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+        assert_eq!(lib.C_GetFunctionList(&mut fl), CKR_OK);
+        let f = &*fl;
+        let (h, key) = (s.handle(), k.handle());
+        let mut iv = [1u8; 12];
+        let mut g = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: std::ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: &mut g as *mut _ as *mut _,
+            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+        };
+        let mut data = [7u8; 32];
+        let mut out = [0u8; 64];
+        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut m, key), CKR_OK);
+        let mut n: CK_ULONG = 0;
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n),
+            CKR_OK
+        );
+        assert!(n >= 48, "size query said {n}");
+        n = 47;
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut n),
+            CKR_BUFFER_TOO_SMALL
+        );
+        assert!(n >= 48);
+        n = 64;
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut n),
+            CKR_OK
+        );
+        assert_eq!(n, 48);
+        // The operation is over.
+        assert_eq!(
+            f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut n),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        // Digest: the same convention.
+        let mut sha = CK_MECHANISM {
+            mechanism: CKM_SHA256,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        assert_eq!(f.C_DigestInit.unwrap()(h, &mut sha), CKR_OK);
+        n = 0;
+        assert_eq!(
+            f.C_Digest.unwrap()(h, data.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n),
+            CKR_OK
+        );
+        assert_eq!(n, 32);
+        n = 31;
+        assert_eq!(
+            f.C_Digest.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut n),
+            CKR_BUFFER_TOO_SMALL
+        );
+        assert_eq!(n, 32);
+        n = 32;
+        assert_eq!(
+            f.C_Digest.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut n),
+            CKR_OK
+        );
+        // Attributes: the length with a NULL pointer; a short buffer.
+        let mut label = [0u8; 2];
+        let mut a = [CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        }];
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, key, a.as_mut_ptr(), 1),
+            CKR_OK
+        );
+        assert_eq!(a[0].ulValueLen, 5);
+        a[0].pValue = label.as_mut_ptr() as *mut _;
+        a[0].ulValueLen = 2;
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, key, a.as_mut_ptr(), 1),
+            CKR_BUFFER_TOO_SMALL
+        );
+        assert_eq!(a[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+        // An unknown attribute among known ones.
+        let mut class: CK_ULONG = 0;
+        let mut b = [
+            CK_ATTRIBUTE {
+                type_: CKA_MODULUS,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: 0,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_CLASS,
+                pValue: &mut class as *mut _ as *mut _,
+                ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
+            },
+        ];
+        assert_eq!(
+            f.C_GetAttributeValue.unwrap()(h, key, b.as_mut_ptr(), 2),
+            CKR_ATTRIBUTE_TYPE_INVALID
+        );
+        assert_eq!(b[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+        assert_eq!(class, CKO_SECRET_KEY);
+    }
 }
