@@ -1095,6 +1095,11 @@ fn hostile_callers_get_error_codes() {
             ),
             CKR_WRAPPED_KEY_LEN_RANGE
         );
+        let mut ev: CK_SLOT_ID = 0;
+        assert_eq!(
+            f.C_WaitForSlotEvent.unwrap()(CKF_DONT_BLOCK, &mut ev, null_mut()),
+            CKR_NO_EVENT
+        );
         // Unsupported functions answer so.
         assert_eq!(f.C_DigestKey.unwrap()(h, key), CKR_FUNCTION_NOT_SUPPORTED);
         assert_eq!(

@@ -1002,13 +1002,19 @@ pub unsafe extern "C" fn C_CancelFunction(s: CK_SESSION_HANDLE) -> CK_RV {
 
 #[no_mangle]
 pub unsafe extern "C" fn C_WaitForSlotEvent(
-    _f: CK_FLAGS,
+    flags: CK_FLAGS,
     _slot: *mut CK_SLOT_ID,
     _r: *mut c_void,
 ) -> CK_RV {
     entry("C_WaitForSlotEvent", || {
         m()?;
-        Err(Error::Ck(CKR_FUNCTION_NOT_SUPPORTED))
+        // Slots never change between C_Initialize and C_Finalize: there is
+        // never an event, and waiting for one is not supported.
+        if flags & CKF_DONT_BLOCK != 0 {
+            Ok(CKR_NO_EVENT)
+        } else {
+            Err(Error::Ck(CKR_FUNCTION_NOT_SUPPORTED))
+        }
     })
 }
 
