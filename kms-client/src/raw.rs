@@ -130,6 +130,37 @@ pub fn encrypted_len(m: RawMechanism, p: &Params<'_>, len: usize) -> usize {
     }
 }
 
+/// Checks the input length of a decrypt (or unwrap) without a key: what
+/// [`decrypt`] would refuse as [`RawError::DataLength`] for every key.
+pub fn check_decrypt_len(m: RawMechanism, p: &Params<'_>, len: usize) -> Result<(), RawError> {
+    let ok = match m {
+        RawMechanism::AesGcm => len >= p.tag_len,
+        RawMechanism::AesCbcPad => len > 0 && len.is_multiple_of(16),
+        RawMechanism::AesKeyWrap | RawMechanism::AesKeyWrapPad => {
+            len >= 16 && len.is_multiple_of(8)
+        }
+    };
+    if ok && len <= MAX_INPUT + 64 {
+        Ok(())
+    } else {
+        Err(RawError::DataLength(len))
+    }
+}
+
+/// Checks the input length of an encrypt (or wrap) without a key.
+pub fn check_encrypt_len(m: RawMechanism, len: usize) -> Result<(), RawError> {
+    let ok = match m {
+        RawMechanism::AesGcm | RawMechanism::AesCbcPad => true,
+        RawMechanism::AesKeyWrap => len >= 16 && len.is_multiple_of(8),
+        RawMechanism::AesKeyWrapPad => len > 0,
+    };
+    if ok && len <= MAX_INPUT {
+        Ok(())
+    } else {
+        Err(RawError::DataLength(len))
+    }
+}
+
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");

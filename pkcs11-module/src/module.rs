@@ -322,7 +322,13 @@ impl Module {
             self.on_local(&sc, send)?
         };
         r.map_err(|e| {
-            crate::log!(Level::Warn, "{cmd} in enclave '{enclave}': {e}");
+            // A refusal of the caller's input or rights is the application's
+            // business (Info); an unreachable or failing cluster is not.
+            let level = match e.status() {
+                Some(400..=499) => Level::Info,
+                _ => Level::Warn,
+            };
+            crate::log!(level, "{cmd} in enclave '{enclave}': {e}");
             Error::Remote(e)
         })
     }

@@ -407,6 +407,10 @@ impl Module {
                             rv: CKR_ENCRYPTED_DATA_INVALID,
                             ..
                         } => Error::Ck(CKR_WRAPPED_KEY_INVALID),
+                        Error::Invalid {
+                            rv: CKR_ENCRYPTED_DATA_LEN_RANGE,
+                            ..
+                        } => Error::Ck(CKR_WRAPPED_KEY_LEN_RANGE),
                         e => e,
                     })?,
                 (None, None) => return Err(Error::Ck(CKR_UNWRAPPING_KEY_HANDLE_INVALID)),
@@ -438,6 +442,23 @@ impl Module {
         data: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         let (m, p) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+        // Input no key could accept is refused here, without a round trip
+        // (SunPKCS11, for one, ends operations with an empty *Final).
+        let len_ok = if encrypt {
+            raw::check_encrypt_len(m, data.len())
+        } else {
+            raw::check_decrypt_len(m, &p, data.len())
+        };
+        len_ok.map_err(|e| {
+            raw_err(
+                e,
+                if encrypt {
+                    Kind::Encrypt
+                } else {
+                    Kind::Decrypt
+                },
+            )
+        })?;
         let req = proto::RawCryptRequest {
             name: name.into(),
             version: 0,

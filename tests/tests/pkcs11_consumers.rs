@@ -320,3 +320,67 @@ print('ok')
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+/// Java through SunPKCS11: AES/GCM/NoPadding and AES/CBC/PKCS5Padding
+/// (CKM_AES_CBC_PAD) with a cluster key (a single-file Java program).
+#[test]
+fn java_sunpkcs11_cipher() {
+    let node = KmsNode::start("");
+    ok(&node
+        .server
+        .cli(None, &["add-key", "-e", ENCLAVE, "java-aes"]));
+    let dir = node.tmp.path();
+    let cfg = dir.join("sunpkcs11.cfg");
+    write_java_config(&cfg);
+    let src = dir.join("KmsCipher.java");
+    std::fs::write(
+        &src,
+        r#"import java.security.*;
+import javax.crypto.*;
+import javax.crypto.spec.*;
+
+public class KmsCipher {
+    public static void main(String[] a) throws Exception {
+        Provider p = Security.getProvider("SunPKCS11").configure(a[0]);
+        KeyStore ks = KeyStore.getInstance("PKCS11", p);
+        ks.load(null, "1234".toCharArray());
+        Key k = ks.getKey(a[1], null);
+        byte[] iv = new byte[12];
+        new SecureRandom().nextBytes(iv);
+        Cipher c = Cipher.getInstance("AES/GCM/NoPadding", p);
+        c.init(Cipher.ENCRYPT_MODE, k, new GCMParameterSpec(128, iv));
+        c.updateAAD("aad".getBytes());
+        byte[] ct = c.doFinal("hello from java".getBytes());
+        c.init(Cipher.DECRYPT_MODE, k, new GCMParameterSpec(128, iv));
+        c.updateAAD("aad".getBytes());
+        String gcm = new String(c.doFinal(ct));
+        ct[0] ^= 1;
+        c.init(Cipher.DECRYPT_MODE, k, new GCMParameterSpec(128, iv));
+        c.updateAAD("aad".getBytes());
+        boolean tamperedFails = false;
+        try { c.doFinal(ct); } catch (GeneralSecurityException e) { tamperedFails = true; }
+        Cipher cbc = Cipher.getInstance("AES/CBC/PKCS5Padding", p);
+        byte[] civ = new byte[16];
+        cbc.init(Cipher.ENCRYPT_MODE, k, new IvParameterSpec(civ));
+        byte[] ct2 = cbc.doFinal("cbc round trip".getBytes());
+        cbc.init(Cipher.DECRYPT_MODE, k, new IvParameterSpec(civ));
+        String cbcPt = new String(cbc.doFinal(ct2));
+        System.out.println(gcm + "|" + cbcPt + "|" + ct.length + "|" + ct2.length + "|" + tamperedFails);
+    }
+}
+"#,
+    )
+    .unwrap();
+    let out = success(
+        Command::new("java")
+            .env("KMS_PKCS11_CONFIG", &node.config)
+            .arg(&src)
+            .arg(&cfg)
+            .arg("java-aes"),
+    );
+    assert!(
+        out.contains("hello from java|cbc round trip|31|16|true"),
+        "{out}"
+    );
+    assert!(!out.contains("WARN"), "{out}");
+}
