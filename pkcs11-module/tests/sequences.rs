@@ -554,14 +554,16 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
     }
 }
 
-#[test]
-fn random_call_sequences_never_crash() {
-    let dir = tempfile::tempdir().unwrap();
+/// The module is one per process: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A configuration whose only server is unreachable.
+fn dead_config(dir: &std::path::Path) -> CString {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cfg = dir.path().join("c.toml");
+    let cfg = dir.join("c.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -569,12 +571,91 @@ fn random_call_sequences_never_crash() {
         ),
     )
     .unwrap();
+    CString::new(cfg.to_str().unwrap()).unwrap()
+}
+
+/// Random calls from four threads at once on one initialized module (no
+/// C_Initialize or C_Finalize among them): no crash, no deadlock (a
+/// watchdog aborts the process after 120 s), no CKR_GENERAL_ERROR.
+#[test]
+fn concurrent_random_calls_never_crash() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dead_config(dir.path());
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = finished.clone();
+    std::thread::spawn(move || {
+        for _ in 0..1200 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if f2.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+        }
+        eprintln!("concurrent_random_calls_never_crash: deadlock, aborting");
+        std::process::abort();
+    });
+    let mut w0 = World {
+        config: config.clone(),
+        slots: vec![],
+        sessions: vec![],
+        objects: vec![],
+    };
+    assert_eq!(step(&mut w0, &Call::Initialize), CKR_OK);
+    let slots = w0.slots.clone();
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let (config, slots) = (config.clone(), slots.clone());
+            sc.spawn(move || {
+                let mut seed = [0u8; 32];
+                seed[0] = t as u8;
+                let mut runner = TestRunner::new_with_rng(
+                    ProptestConfig::default(),
+                    proptest::test_runner::TestRng::from_seed(
+                        proptest::test_runner::RngAlgorithm::ChaCha,
+                        &seed,
+                    ),
+                );
+                let mut w = World {
+                    config,
+                    slots,
+                    sessions: vec![],
+                    objects: vec![],
+                };
+                for c in [
+                    Call::OpenSession(0, true),
+                    Call::GenerateKey(0, false, 2),
+                    Call::OpenSession(1, false),
+                ] {
+                    step(&mut w, &c);
+                }
+                for i in 0..400u64 {
+                    let c = call().new_tree(&mut runner).unwrap().current();
+                    if matches!(c, Call::Initialize | Call::InitializeNull | Call::Finalize) {
+                        continue;
+                    }
+                    let rv = step(&mut w, &c);
+                    assert_ne!(rv, CKR_GENERAL_ERROR, "thread {t}, call {i}: {c:?}");
+                }
+            });
+        }
+    });
+    // SAFETY: no pointer arguments.
+    assert_eq!(unsafe { C_Finalize(null_mut()) }, CKR_OK);
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn random_call_sequences_never_crash() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
     // Without a configuration in the environment, a NULL-argument
     // C_Initialize reads KMS_* variables: make sure they are unusable.
     std::env::remove_var("KMS_PKCS11_CONFIG");
     std::env::remove_var("KMS_API_KEY");
     std::env::remove_var("MINIO_KMS_API_KEY");
-    let config = CString::new(cfg.to_str().unwrap()).unwrap();
+    let config = dead_config(dir.path());
     let runner_cfg = ProptestConfig {
         cases: 96,
         max_shrink_iters: 200,
