@@ -628,6 +628,18 @@ impl Module {
                 Err(Error::Remote(e)) if e.status() == Some(404) => {
                     return Err(Error::Ck(CKR_TOKEN_NOT_PRESENT));
                 }
+                // The cluster cannot be reached: keep showing the keys of
+                // the last listing (their operations fail or fail over on
+                // their own), and try again after the refresh interval.
+                Err(e) if cache.fetched.is_some() => {
+                    crate::log!(
+                        Level::Warn,
+                        "enclave '{}': cannot list keys ({e}); showing the last list",
+                        s.enclave
+                    );
+                    cache.fetched = Some(Instant::now());
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             };
             keys.extend(page.keys);

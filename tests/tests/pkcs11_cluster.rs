@@ -463,16 +463,22 @@ fn failover_with_three_nodes_one_killed() {
 #[test]
 fn a_node_restart_is_survived() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut node = KmsNode::start("");
+    let mut node = KmsNode::start("refresh_ms = 1\n");
     let c = load(&node.config);
     let s = rw(&c);
     let k = token_key(&s, "rs");
+    assert_eq!(s.find_objects(&[]).unwrap(), vec![k]);
     let mut iv = [1u8; 12];
     let ct = s.encrypt(&gcm(&mut iv, b""), k, b"x").unwrap();
     node.server.kill9();
     assert_eq!(
         rv(s.decrypt(&gcm(&mut iv, b""), k, &ct)),
         RvError::DeviceError
+    );
+    // Searches go on with the last list of keys while no server answers.
+    assert_eq!(
+        s.find_objects(&[Attribute::Label(b"rs".to_vec())]).unwrap(),
+        vec![k]
     );
     node.server.restart();
     // Kept-alive connections to the old process are dead: the module retries.
