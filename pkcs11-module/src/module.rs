@@ -1,6 +1,5 @@
 //! The module's state between `C_Initialize` and `C_Finalize`: configuration,
-//! the Tokio runtime that carries the cluster client's kept-alive
-//! connections, slots (one per enclave), sessions and objects.
+//! the cluster clients, slots (one per enclave), sessions and objects.
 //!
 //! Network I/O runs on the calling thread: each thread that makes a cluster
 //! call gets its own current-thread runtime and client (kept-alive
