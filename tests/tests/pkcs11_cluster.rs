@@ -276,6 +276,40 @@ fn every_mechanism_on_a_cluster_key() {
         )
         .unwrap();
     same_key(&s, wrapped_before.1, back);
+
+    // A ChaCha20 cluster key: CKK_CHACHA20, the vendor mechanism and HMAC
+    // work, AES mechanisms do not.
+    ok(&node.server.cli(
+        None,
+        &["add-key", "-e", ENCLAVE, "cc", "--type", "chacha20"],
+    ));
+    // The key list is cached for refresh_ms (2 s by default): wait it out.
+    std::thread::sleep(Duration::from_millis(2100));
+    let cc = s.find_objects(&[Attribute::Label(b"cc".to_vec())]).unwrap()[0];
+    // (cryptoki cannot name CKK_CHACHA20: the type is checked in the raw
+    // attribute below.)
+    let mut kt: CK_KEY_TYPE = 0;
+    let mut a = [CK_ATTRIBUTE {
+        type_: CKA_KEY_TYPE,
+        pValue: &mut kt as *mut _ as *mut _,
+        ulValueLen: std::mem::size_of::<CK_KEY_TYPE>() as CK_ULONG,
+    }];
+    // SAFETY: the module is loaded and initialized by `c`; `a` points to a local.
+    let rv_kt = unsafe {
+        let lib = cryptoki_sys::Pkcs11::new(module_path()).unwrap();
+        let mut fl: *mut CK_FUNCTION_LIST = null_mut();
+        assert_eq!(lib.C_GetFunctionList(&mut fl), CKR_OK);
+        (*fl).C_GetAttributeValue.unwrap()(s.handle(), cc.handle(), a.as_mut_ptr(), 1)
+    };
+    assert_eq!((rv_kt, kt), (CKR_OK, CKK_CHACHA20));
+    let ct = s.encrypt(&vm, cc, b"chacha").unwrap();
+    assert_eq!(s.decrypt(&vm, cc, &ct).unwrap(), b"chacha");
+    assert_eq!(ct[1], 2, "ChaCha20-Poly1305 in the cluster's format");
+    assert_eq!(s.sign(&Mechanism::Sha256Hmac, cc, b"m").unwrap().len(), 32);
+    assert_eq!(
+        rv(s.encrypt(&gcm(&mut iv, b""), cc, b"x")),
+        RvError::KeyTypeInconsistent
+    );
 }
 
 fn session_key(s: &Session) -> ObjectHandle {
