@@ -3,7 +3,8 @@
 # when they are missing. As root it uses apt-get; otherwise it prints the
 # exact command to run.
 #   scripts/setup.sh          build dependencies (clang/libclang for RocksDB's bindgen)
-#   scripts/setup.sh --test   also what the tests use (SoftHSM2, OpenSC, GnuTLS tools)
+#   scripts/setup.sh --test   also what the tests use (SoftHSM2, OpenSC, GnuTLS tools,
+#                             a JDK for keytool, Python's PyKCS11)
 set -euo pipefail
 
 need=()
@@ -19,6 +20,9 @@ if [ "${1:-}" = "--test" ]; then
   have_cmd pkcs11-tool || need+=(opensc)
   have_cmd p11tool || need+=(gnutls-bin)
   have_cmd ip || need+=(iproute2)
+  have_cmd keytool || need+=(default-jdk-headless)
+  have_cmd python3 || need+=(python3)
+  python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,6 +35,22 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "setup: missing packages; run:" >&2
     echo "  sudo apt-get install -y ${need[*]}" >&2
     exit 1
+  fi
+fi
+
+# PyKCS11 (PyPI) for the PKCS#11 module's consumer tests. A wheel needs
+# nothing else; a source build needs swig and the Python headers.
+if [ "${1:-}" = "--test" ] && ! python3 -c 'import PyKCS11' >/dev/null 2>&1; then
+  echo "setup: installing PyKCS11 from PyPI" >&2
+  pip_install() { python3 -m pip install --quiet "$@" PyKCS11 >/dev/null 2>&1; }
+  if ! pip_install && ! pip_install --break-system-packages; then
+    if [ "$(id -u)" = 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swig python3-dev >/dev/null
+    fi
+    pip_install || pip_install --break-system-packages || {
+      echo "setup: cannot install PyKCS11: python3 -m pip install PyKCS11" >&2
+      exit 1
+    }
   fi
 fi
 

@@ -82,9 +82,26 @@ type HttpClient =
 
 struct Inner {
     endpoints: Vec<String>,
-    suspect: Mutex<Vec<Option<Instant>>>,
+    /// Shared by the clients made with [`Client::with_own_connections`].
+    suspect: Arc<Mutex<Vec<Option<Instant>>>>,
     http: HttpClient,
+    tls: rustls::ClientConfig,
     timeout: Duration,
+}
+
+fn http_client(tls: rustls::ClientConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(3)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
 }
 
 /// The KMS client. Cheap to clone; clones share connections.
@@ -113,27 +130,33 @@ impl Client {
             .map(|e| normalize_endpoint(e))
             .collect::<Result<Vec<_>, _>>()?;
         let tls = crate::tls::client_config(&cfg.api_key, &cfg.trust)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(3)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         let n = endpoints.len();
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoints,
-                suspect: Mutex::new(vec![None; n]),
-                http,
+                suspect: Arc::new(Mutex::new(vec![None; n])),
+                http: http_client(tls.clone()),
+                tls,
                 timeout: cfg.timeout,
             }),
         })
+    }
+
+    /// A client with the same settings and its own connection pool, whose
+    /// connections are driven by the Tokio runtime it is used on, sharing
+    /// this client's record of failed servers. For callers that run one
+    /// runtime per thread (the PKCS#11 module). Must be called inside a
+    /// Tokio runtime.
+    pub fn with_own_connections(&self) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoints: self.inner.endpoints.clone(),
+                suspect: self.inner.suspect.clone(),
+                http: http_client(self.inner.tls.clone()),
+                tls: self.inner.tls.clone(),
+                timeout: self.inner.timeout,
+            }),
+        }
     }
 
     /// The endpoints, normalized.

@@ -82,6 +82,21 @@ commands! {
     IdentityDelete = 402, "IDENTITY:DELETE", write: true, cluster: false;
     IdentityGet = 403, "IDENTITY:STATUS", write: false, cluster: false;
     IdentityList = 404, "IDENTITY:LIST", write: false, cluster: false;
+    // Extensions for the PKCS#11 module (docs/api.md, "PKCS#11 commands"):
+    // 0x8100..=0x81FF. Reads: they change no state.
+    KeyRawEncrypt = 0x8100, "KEY:RAWENCRYPT", write: false, cluster: false;
+    KeyRawDecrypt = 0x8101, "KEY:RAWDECRYPT", write: false, cluster: false;
+    KeyMacVerify = 0x8102, "KEY:MACVERIFY", write: false, cluster: false;
+}
+
+/// First id of the PKCS#11 extension commands.
+pub const PKCS11_RANGE_START: u16 = 0x8100;
+
+impl Command {
+    /// Whether the command is one of this project's extensions.
+    pub fn is_extension(self) -> bool {
+        self as u16 >= EXTENSION_RANGE_START
+    }
 }
 
 impl std::fmt::Display for Command {
@@ -100,7 +115,12 @@ mod tests {
             assert_eq!(Command::from_id(c as u16), Some(c));
             assert_eq!(Command::from_name(c.name()), Some(c));
             assert_eq!(Command::from_name(&c.name().to_lowercase()), Some(c));
-            assert!((c as u16) < EXTENSION_RANGE_START);
+            assert_eq!((c as u16) < EXTENSION_RANGE_START, !c.is_extension(), "{c}");
+            if c.is_extension() {
+                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8200);
+            } else {
+                assert!((c as u16) < 500);
+            }
         }
         assert_eq!(Command::from_id(0), None);
         assert_eq!(Command::from_id(999), None);

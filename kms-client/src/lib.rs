@@ -7,6 +7,8 @@
 //! - [`frame`]: the `u16 command | u32 length | message` framing and batches.
 //! - [`apikey`]: `k1:` API keys, `h1:` identities, client certificates.
 //! - [`client`]: an async client with failover across servers.
+//! - [`raw`]: raw AES mechanisms (GCM, CBC-PAD, key wrap) and HMAC shared by
+//!   the server's PKCS#11 commands and the PKCS#11 module.
 //!
 //! This crate does not link RocksDB, so the PKCS#11 module can use it.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@ pub mod cmd;
 pub mod error;
 pub mod frame;
 pub mod proto;
+pub mod raw;
 pub mod tls;
 
 pub use apikey::{ApiKey, Identity};

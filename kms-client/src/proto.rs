@@ -207,6 +207,43 @@ pub struct IdentityRequest {
     pub identity: String,
 }
 
+/// Request of KEY:RAWENCRYPT and KEY:RAWDECRYPT (PKCS#11 extensions).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawCryptRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The key version; 0: the latest (encrypt), or every version newest
+    /// first for authenticated mechanisms (decrypt).
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    /// `kms_client::raw::RawMechanism` as a number.
+    #[prost(uint32, tag = "3")]
+    pub mechanism: u32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub iv: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub associated_data: Vec<u8>,
+    /// AES-GCM tag length in bytes (4..=16); 0 means 16.
+    #[prost(uint32, tag = "6")]
+    pub tag_length: u32,
+    #[prost(bytes = "vec", tag = "7")]
+    pub data: Vec<u8>,
+}
+
+/// Request of KEY:MACVERIFY (PKCS#11 extension).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MacVerifyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 0: every version, newest first.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub mac: Vec<u8>,
+}
+
 // ---- responses ----
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -351,6 +388,26 @@ pub struct MacResponse {
     pub version: u32,
     #[prost(bytes = "vec", tag = "2")]
     pub mac: Vec<u8>,
+}
+
+/// Response of KEY:RAWENCRYPT and KEY:RAWDECRYPT.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawCryptResponse {
+    /// The key version that was used.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+}
+
+/// Response of KEY:MACVERIFY.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MacVerifyResponse {
+    /// The version whose MAC matched (0: none).
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(bool, tag = "2")]
+    pub valid: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

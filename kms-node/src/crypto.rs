@@ -45,6 +45,7 @@ pub const DEFAULT_DATA_KEY: u32 = 32;
 
 const KDF_MSG: &[u8] = b"kms/v1/msg";
 const KDF_MAC: &[u8] = b"kms/v1/mac";
+const KDF_RAW: &[u8] = b"kms/v1/pkcs11";
 
 /// The type of a key: its algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -191,6 +192,14 @@ impl KeyMaterial {
         let mut buf = Zeroizing::new(body.to_vec());
         open_in_place(self.key_type, &key, nonce, header, ad, &mut buf, tag)?;
         Ok(buf)
+    }
+
+    /// The AES-256 key of the PKCS#11 raw mechanisms (KEY:RAWENCRYPT,
+    /// KEY:RAWDECRYPT): `HMAC-SHA256(secret, "kms/v1/pkcs11")`, separate from
+    /// the message and MAC keys so that no raw mechanism can be turned
+    /// against the versioned ciphertexts.
+    pub fn raw_key(&self) -> Zeroizing<[u8; 32]> {
+        hmac(self.kdf.as_ref(), &[KDF_RAW])
     }
 
     /// HMAC-SHA256 of `msg` under this version's MAC key.

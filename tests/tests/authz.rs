@@ -89,6 +89,21 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
             ..Default::default()
         }
         .encode_to_vec(),
+        Command::KeyRawEncrypt | Command::KeyRawDecrypt => proto::RawCryptRequest {
+            name: "k1".into(),
+            mechanism: 1,
+            iv: vec![0; 12],
+            data: vec![0; 32],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyMacVerify => proto::MacVerifyRequest {
+            name: "k1".into(),
+            message: b"m".to_vec(),
+            mac: vec![0; 32],
+            ..Default::default()
+        }
+        .encode_to_vec(),
         Command::PolicyCreate => proto::CreatePolicyRequest {
             name: format!("p-new-{n}"),
             ..Default::default()

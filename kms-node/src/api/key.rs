@@ -11,7 +11,7 @@ use crate::change::{Change, Secret};
 use crate::crypto::{self, KeyType};
 use crate::model::{KeyRing, KeyVersion, Time};
 
-fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
+pub(super) fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
     ctx.enclave()?
         .keys
         .get(name)
@@ -20,7 +20,7 @@ fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> 
 }
 
 /// The version `v` of a ring (0: the latest).
-fn version(ring: &KeyRing, v: u32) -> Result<&Arc<KeyVersion>, ApiError> {
+pub(super) fn version(ring: &KeyRing, v: u32) -> Result<&Arc<KeyVersion>, ApiError> {
     let found = if v == 0 {
         ring.latest()
     } else {

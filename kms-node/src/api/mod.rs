@@ -11,6 +11,7 @@ pub use cluster::server_status;
 mod enclave;
 mod identity;
 mod key;
+mod pkcs11;
 mod policy;
 
 use std::sync::Arc;
@@ -591,6 +592,7 @@ async fn kms(
     for (i, (f, cmd)) in frames.iter().zip(&cmds).enumerate() {
         processed = i + 1;
         let r = match cmd.name().split(':').next() {
+            Some("KEY") if cmd.is_extension() => pkcs11::handle(&ctx, *cmd, f.payload),
             Some("KEY") => key::handle(&mut ctx, *cmd, f.payload).await,
             Some("ENCLAVE") => enclave::handle(&mut ctx, *cmd, f.payload).await,
             Some("POLICY") => policy::handle(&mut ctx, *cmd, f.payload).await,

@@ -1,0 +1,334 @@
+//! Configuration, parsed once at `C_Initialize` into a validated [`Config`].
+//!
+//! Sources, first match wins: the path in the `C_Initialize` reserved
+//! argument, the file named by `KMS_PKCS11_CONFIG`, then the plain `KMS_*`
+//! variables (each also as `MINIO_KMS_*`). A file is TOML (docs/pkcs11.md):
+//!
+//! ```toml
+//! servers = ["https://10.0.0.1:7373", "https://10.0.0.2:7373"]
+//! api_key = "k1:..."            # or api_key_file = "/etc/kms/p11.key"
+//! ca = "/etc/kms/ca.pem"        # or insecure = true (development only)
+//! enclaves = ["enclave-1"]      # default: every enclave the identity may list
+//! timeout_ms = 10000            # per request to one server
+//! refresh_ms = 2000             # how long the list of cluster keys is cached
+//! login = "any"                 # or "api-key": the user PIN is the API key
+//! log_level = "warn"            # off, error, warn, info, debug
+//! log_file = "/var/log/kms-pkcs11.log"   # default: stderr
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kms_client::tls::Trust;
+use kms_client::{ApiKey, ClientConfig};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::log::Level;
+
+/// How `C_Login` treats the user PIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginMode {
+    /// Login is optional and any PIN is accepted (as Google's kmsp11 does);
+    /// the configured API key authenticates to the cluster.
+    Any,
+    /// The user PIN is the API key: nothing is visible before `C_Login`.
+    ApiKey,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoints: Vec<String>,
+    /// `None` only with [`LoginMode::ApiKey`].
+    pub api_key: Option<ApiKey>,
+    pub trust: Trust,
+    /// Enclaves to show; `None`: list them from the cluster.
+    pub enclaves: Option<Vec<String>>,
+    pub timeout: Duration,
+    pub refresh: Duration,
+    pub login: LoginMode,
+    pub log_level: Level,
+    pub log_file: Option<PathBuf>,
+    /// `KMS_PKCS11_SHARED_IO` set: do network I/O on the shared runtime
+    /// rather than on the calling thread (a diagnostic switch).
+    pub shared_io: bool,
+    /// Where the configuration came from, for logs.
+    pub source: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    servers: Option<Vec<String>>,
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    insecure: Option<bool>,
+    enclaves: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+    refresh_ms: Option<u64>,
+    login: Option<String>,
+    log_level: Option<String>,
+    log_file: Option<PathBuf>,
+}
+
+/// Reads a variable under its `KMS_*` name or its `MINIO_KMS_*` name.
+fn var(name: &str) -> Option<String> {
+    std::env::var(format!("KMS_{name}"))
+        .or_else(|_| std::env::var(format!("MINIO_KMS_{name}")))
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    /// Loads the configuration: from `reserved` (a file path given in the
+    /// `C_Initialize` arguments) if any, else from `KMS_PKCS11_CONFIG`, else
+    /// from the environment.
+    pub fn load(reserved: Option<&Path>) -> Result<Self> {
+        if let Some(p) = reserved {
+            return Self::from_file(p);
+        }
+        if let Some(p) = std::env::var_os("KMS_PKCS11_CONFIG").filter(|p| !p.is_empty()) {
+            return Self::from_file(Path::new(&p));
+        }
+        Self::from_env()
+    }
+
+    /// Reads a TOML file; unset fields fall back to the environment only for
+    /// the log settings.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let f: File =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Self::build(f, format!("file {}", path.display()))
+    }
+
+    /// Reads `KMS_SERVER`, `KMS_API_KEY` (or `KMS_API_KEY_FILE`), `KMS_CA`,
+    /// `KMS_INSECURE`, `KMS_ENCLAVE` (comma-separated), `KMS_PKCS11_TIMEOUT_MS`,
+    /// `KMS_PKCS11_REFRESH_MS`, `KMS_PKCS11_LOGIN`, `KMS_PKCS11_LOG`,
+    /// `KMS_PKCS11_LOG_FILE`.
+    pub fn from_env() -> Result<Self> {
+        let num = |name: &str| -> Result<Option<u64>> {
+            var(name)
+                .map(|v| {
+                    v.trim()
+                        .parse()
+                        .map_err(|_| Error::Config(format!("KMS_{name}: '{v}' is not a number")))
+                })
+                .transpose()
+        };
+        let f = File {
+            servers: Some(vec![
+                var("SERVER").unwrap_or_else(|| "https://127.0.0.1:7373".into())
+            ]),
+            api_key: var("API_KEY"),
+            api_key_file: var("API_KEY_FILE").map(PathBuf::from),
+            ca: var("CA").map(PathBuf::from),
+            insecure: var("INSECURE").map(|v| matches!(v.trim(), "1" | "true" | "yes")),
+            enclaves: var("ENCLAVE").map(|v| vec![v]),
+            timeout_ms: num("PKCS11_TIMEOUT_MS")?,
+            refresh_ms: num("PKCS11_REFRESH_MS")?,
+            login: var("PKCS11_LOGIN"),
+            log_level: None,
+            log_file: None,
+        };
+        Self::build(f, "environment".into())
+    }
+
+    fn build(f: File, source: String) -> Result<Self> {
+        let servers = f
+            .servers
+            .ok_or_else(|| Error::Config(format!("{source}: 'servers' is missing")))?;
+        let endpoints = ClientConfig::parse_endpoints(&servers.join(","))
+            .map_err(|e| Error::Config(format!("{source}: servers: {e}")))?;
+        let login = match f.login.as_deref().map(str::trim) {
+            None | Some("any") | Some("") => LoginMode::Any,
+            Some("api-key") | Some("api_key") => LoginMode::ApiKey,
+            Some(o) => {
+                return Err(Error::Config(format!(
+                    "{source}: login '{o}': use \"any\" or \"api-key\""
+                )))
+            }
+        };
+        let api_key = match (f.api_key, f.api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(format!(
+                    "{source}: give api_key or api_key_file, not both"
+                )))
+            }
+            (Some(k), None) => Some(k),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(&p)
+                    .map_err(|e| {
+                        Error::Config(format!("{source}: api_key_file {}: {e}", p.display()))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let api_key = match api_key {
+            Some(k) => Some(ApiKey::parse(k.trim()).map_err(|e| {
+                // Never log the key itself.
+                Error::Config(format!("{source}: the API key is not a valid k1: key: {e}"))
+            })?),
+            None if login == LoginMode::ApiKey => None,
+            None => {
+                return Err(Error::Config(format!(
+                    "{source}: no API key (api_key, api_key_file, or KMS_API_KEY)"
+                )))
+            }
+        };
+        let trust = match (f.ca, f.insecure.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(Error::Config(format!(
+                    "{source}: give ca or insecure, not both"
+                )))
+            }
+            (Some(ca), false) => {
+                Trust::from_ca_file(&ca).map_err(|e| Error::Config(format!("{source}: {e}")))?
+            }
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::System,
+        };
+        let enclaves = match f.enclaves {
+            Some(list) => {
+                let list: Vec<String> = list
+                    .iter()
+                    .flat_map(|e| e.split(','))
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                if list.is_empty() {
+                    return Err(Error::Config(format!("{source}: 'enclaves' is empty")));
+                }
+                if let Some(bad) = list
+                    .iter()
+                    .find(|e| e.len() > 128 || e.contains(['/', '?', '#', '%']))
+                {
+                    return Err(Error::Config(format!(
+                        "{source}: invalid enclave name '{bad}'"
+                    )));
+                }
+                Some(list)
+            }
+            None if login == LoginMode::ApiKey => {
+                return Err(Error::Config(format!(
+                    "{source}: with login = \"api-key\" the enclaves must be listed"
+                )))
+            }
+            None => None,
+        };
+        let ms = |v: Option<u64>, default: u64, name: &str, max: u64| -> Result<Duration> {
+            let v = v.unwrap_or(default);
+            if v == 0 || v > max {
+                return Err(Error::Config(format!(
+                    "{source}: {name} must be 1..={max} milliseconds, not {v}"
+                )));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let log_level = match f.log_level.or_else(|| std::env::var("KMS_PKCS11_LOG").ok()) {
+            Some(l) => Level::parse(&l).ok_or_else(|| {
+                Error::Config(format!(
+                    "{source}: log level '{l}': use off, error, warn, info or debug"
+                ))
+            })?,
+            None => Level::Warn,
+        };
+        Ok(Config {
+            endpoints,
+            api_key,
+            trust,
+            enclaves,
+            timeout: ms(f.timeout_ms, 10_000, "timeout_ms", 600_000)?,
+            refresh: ms(f.refresh_ms, 2_000, "refresh_ms", 3_600_000)?,
+            login,
+            log_level,
+            log_file: f
+                .log_file
+                .or_else(|| std::env::var_os("KMS_PKCS11_LOG_FILE").map(PathBuf::from)),
+            shared_io: std::env::var_os("KMS_PKCS11_SHARED_IO").is_some_and(|v| !v.is_empty()),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::from_file(&p)
+    }
+
+    const KEY: &str = "k1:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E";
+
+    #[test]
+    fn a_full_file() {
+        let c = parse(&format!(
+            "servers = [\"127.0.0.1:1\", \"https://h:2\"]\napi_key = \"{KEY}\"\ninsecure = true\nenclaves = [\"a\", \"b\"]\ntimeout_ms = 5\nrefresh_ms = 7\nlog_level = \"debug\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.endpoints, vec!["https://127.0.0.1:1", "https://h:2"]);
+        assert_eq!(
+            c.enclaves.as_deref(),
+            Some(&["a".to_string(), "b".into()][..])
+        );
+        assert_eq!(c.timeout, Duration::from_millis(5));
+        assert_eq!(c.refresh, Duration::from_millis(7));
+        assert_eq!(c.log_level, Level::Debug);
+        assert_eq!(c.login, LoginMode::Any);
+        assert!(matches!(c.trust, Trust::Insecure));
+    }
+
+    #[test]
+    fn bad_files_say_why() {
+        for (text, why) in [
+            ("servers = [\"h:1\"]\n", "no API key"),
+            ("api_key = \"x\"\n", "'servers' is missing"),
+            (
+                "servers = [\"h:1\"]\napi_key = \"k1:nope\"\n",
+                "not a valid k1",
+            ),
+            ("servers = [\"http://h:1\"]\n", "only https"),
+            ("servers = []\n", "no server"),
+            ("servers = [\"h:1\"]\nbogus = 1\n", "unknown field"),
+            (
+                "servers = [\"h:1\"]\nlogin = \"api-key\"\n",
+                "enclaves must be listed",
+            ),
+            (
+                &format!("servers = [\"h:1\"]\napi_key = \"{KEY}\"\ntimeout_ms = 0\n"),
+                "timeout_ms",
+            ),
+            (
+                &format!("servers = [\"h:1\"]\napi_key = \"{KEY}\"\nlog_level = \"loud\"\n"),
+                "log level",
+            ),
+            (
+                &format!("servers = [\"h:1\"]\napi_key = \"{KEY}\"\nenclaves = [\"a/b\"]\n"),
+                "invalid enclave",
+            ),
+            ("servers = \n", "c.toml"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+            assert!(!e.contains("d7cY"), "the key leaked into: {e}");
+        }
+        let e = Config::from_file(Path::new("/nonexistent/x.toml")).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn login_with_the_api_key_needs_no_key_in_the_file() {
+        let c = parse("servers = [\"h:1\"]\nlogin = \"api-key\"\nenclaves = [\"e\"]\n").unwrap();
+        assert_eq!(c.login, LoginMode::ApiKey);
+        assert!(c.api_key.is_none());
+    }
+}

@@ -1,0 +1,26 @@
+//! `libkms_pkcs11.so`: the KMS cluster's enclaves as PKCS#11 slots.
+//!
+//! - [`ffi`]: the thin C boundary (the only `unsafe` code): every entry
+//!   point checks its pointers, runs the safe library behind a panic
+//!   boundary and maps its error to a `CK_RV`.
+//! - [`module`]: state between `C_Initialize` and `C_Finalize`: slots (one
+//!   per enclave), sessions, login, objects and the cluster client.
+//! - [`ops`]: encrypt, decrypt, sign, verify, digest, wrap and unwrap.
+//! - [`object`], [`mech`]: attributes, templates, mechanisms.
+//! - [`config`], [`log`], [`error`].
+//!
+//! See docs/pkcs11.md for configuration, objects and mechanisms.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod error;
+#[allow(unsafe_code)]
+pub mod ffi;
+pub mod log;
+pub mod mech;
+pub mod module;
+pub mod object;
+pub mod ops;
+
+pub use error::Error;
+pub use mech::CKM_KMS_CIPHERTEXT;

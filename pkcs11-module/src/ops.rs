@@ -1,0 +1,593 @@
+//! Cryptographic operations of a session: encrypt, decrypt, sign, verify,
+//! digest, wrap and unwrap; on session keys locally, on cluster keys through
+//! the cluster (KEY:RAWENCRYPT, KEY:RAWDECRYPT, KEY:MAC, KEY:MACVERIFY,
+//! KEY:ENCRYPT, KEY:DECRYPT).
+//!
+//! Multi-part calls collect their input (up to [`MAX_INPUT`]) and compute at
+//! `*Final`, so `*Update` returns no output. The result of a computation is
+//! kept until the caller's buffer is large enough, so the two-call size
+//! convention never repeats a network call, and `CKR_BUFFER_TOO_SMALL` or a
+//! size query leaves the operation active, as PKCS#11 requires.
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use kms_client::raw::{self, RawError};
+use kms_client::{proto, Command};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::mech::Mech;
+use crate::module::Module;
+use crate::object::{Attr, KeyObject, KeyTemplate};
+
+/// Largest input of one operation (all parts together).
+pub const MAX_INPUT: usize = 16 << 20;
+
+/// An operation in progress.
+pub struct Op {
+    key: Option<Arc<KeyObject>>,
+    mech: Mech,
+    input: Zeroizing<Vec<u8>>,
+    /// Whether `*Update` was called (then the single-part call is refused).
+    multi: bool,
+    /// The computed output, until delivered.
+    output: Option<Zeroizing<Vec<u8>>>,
+    digest: Option<Sha256>,
+}
+
+/// The operations of a session, one of each kind at a time.
+#[derive(Default)]
+pub struct Ops {
+    pub encrypt: Option<Op>,
+    pub decrypt: Option<Op>,
+    pub sign: Option<Op>,
+    pub verify: Option<Op>,
+    pub digest: Option<Op>,
+}
+
+/// Which operation a call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Encrypt,
+    Decrypt,
+    Sign,
+    Verify,
+    Digest,
+}
+
+impl Ops {
+    fn slot(&mut self, k: Kind) -> &mut Option<Op> {
+        match k {
+            Kind::Encrypt => &mut self.encrypt,
+            Kind::Decrypt => &mut self.decrypt,
+            Kind::Sign => &mut self.sign,
+            Kind::Verify => &mut self.verify,
+            Kind::Digest => &mut self.digest,
+        }
+    }
+}
+
+/// The result of a call that returns data: the data, or (size query) its size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Out {
+    Data(Zeroizing<Vec<u8>>),
+    Size(usize),
+}
+
+/// Checks that `key` may be used with `mech` for `kind`.
+fn check_key(key: &KeyObject, mech: &Mech, kind: Kind) -> Result<()> {
+    let allowed = match kind {
+        Kind::Encrypt => key.encrypt,
+        Kind::Decrypt => key.decrypt,
+        Kind::Sign => key.sign,
+        Kind::Verify => key.verify,
+        Kind::Digest => true,
+    };
+    if !allowed {
+        return Err(Error::Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    }
+    let type_ok = match mech {
+        Mech::AesGcm { .. }
+        | Mech::AesCbcPad { .. }
+        | Mech::AesKeyWrap
+        | Mech::AesKeyWrapPad(_) => key.key_type == CKK_AES,
+        Mech::Sha256Hmac => true,
+        Mech::KmsCiphertext { .. } => key.is_token(),
+        _ => false,
+    };
+    if !type_ok {
+        return Err(Error::Ck(CKR_KEY_TYPE_INCONSISTENT));
+    }
+    Ok(())
+}
+
+fn mech_for(kind: Kind, mech: &Mech) -> Result<()> {
+    let ok = match kind {
+        Kind::Encrypt | Kind::Decrypt => {
+            mech.raw().is_some() || matches!(mech, Mech::KmsCiphertext { .. })
+        }
+        Kind::Sign | Kind::Verify => *mech == Mech::Sha256Hmac,
+        Kind::Digest => *mech == Mech::Sha256,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Ck(CKR_MECHANISM_INVALID))
+    }
+}
+
+impl Module {
+    /// `C_*Init` of encrypt, decrypt, sign, verify (with a key) or digest.
+    pub fn op_init(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        kind: Kind,
+        mech: Mech,
+        key: Option<CK_OBJECT_HANDLE>,
+    ) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        if s.ops.slot(kind).is_some() {
+            return Err(Error::Ck(CKR_OPERATION_ACTIVE));
+        }
+        mech_for(kind, &mech)?;
+        mech.check_params()?;
+        let key = match (kind, key) {
+            (Kind::Digest, _) => None,
+            (_, Some(h)) => {
+                let k = self.key(&s, h)?;
+                check_key(&k, &mech, kind)?;
+                Some(k)
+            }
+            (_, None) => return Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
+        };
+        let digest = (kind == Kind::Digest).then(Sha256::new);
+        *s.ops.slot(kind) = Some(Op {
+            key,
+            mech,
+            input: Zeroizing::new(Vec::new()),
+            multi: false,
+            output: None,
+            digest,
+        });
+        Ok(())
+    }
+
+    /// Whether an operation of `kind` is active (for size queries of
+    /// `*Update`, which never return output).
+    pub fn op_active(&self, sh: CK_SESSION_HANDLE, kind: Kind) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        s.ops
+            .slot(kind)
+            .as_ref()
+            .map(drop)
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    /// Ends an operation (after an error that PKCS#11 says ends it).
+    pub fn op_cancel(&self, sh: CK_SESSION_HANDLE, kind: Kind) {
+        if let Ok(sess) = self.session(sh) {
+            *sess.lock().ops.slot(kind) = None;
+        }
+    }
+
+    /// `C_EncryptUpdate`, `C_DecryptUpdate`, `C_SignUpdate`, `C_VerifyUpdate`,
+    /// `C_DigestUpdate`: collects input; returns no output.
+    pub fn op_update(&self, sh: CK_SESSION_HANDLE, kind: Kind, data: &[u8]) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        let slot = s.ops.slot(kind);
+        let op = slot
+            .as_mut()
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
+        if op.output.is_some() {
+            *slot = None;
+            return Err(Error::Ck(CKR_OPERATION_ACTIVE));
+        }
+        op.multi = true;
+        if let Some(d) = op.digest.as_mut() {
+            d.update(data);
+            return Ok(());
+        }
+        if op.input.len() + data.len() > MAX_INPUT {
+            *slot = None;
+            return Err(Error::Ck(CKR_DATA_LEN_RANGE));
+        }
+        op.input.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// A single-part call (`data` given) or a `*Final` call (`None`):
+    /// computes once, then delivers the output when `cap` (the caller's
+    /// buffer size, `None` for a size query) is large enough.
+    pub fn op_finish(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        kind: Kind,
+        data: Option<&[u8]>,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        let slot_idx = s.slot;
+        let slot = s.ops.slot(kind);
+        let op = slot
+            .as_mut()
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
+        if op.output.is_none() {
+            if data.is_some() && op.multi {
+                *slot = None;
+                return Err(Error::Ck(CKR_OPERATION_ACTIVE));
+            }
+            let r = match data {
+                Some(d) if d.len() > MAX_INPUT => Err(Error::Ck(CKR_DATA_LEN_RANGE)),
+                Some(d) => compute(self, slot_idx, op, kind, d),
+                None => {
+                    let input = std::mem::take(&mut op.input);
+                    compute(self, slot_idx, op, kind, &input)
+                }
+            };
+            match r {
+                Ok(out) => op.output = Some(out),
+                Err(e) => {
+                    *slot = None;
+                    return Err(e);
+                }
+            }
+        }
+        let len = op.output.as_ref().map_or(0, |o| o.len());
+        match cap {
+            None => Ok(Out::Size(len)),
+            Some(c) if c < len => Err(Error::BufferTooSmall(len)),
+            Some(_) => {
+                let out = slot.take().and_then(|o| o.output).unwrap_or_default();
+                Ok(Out::Data(out))
+            }
+        }
+    }
+
+    /// `C_Verify` (`data` given) or `C_VerifyFinal` (`None`).
+    pub fn verify_finish(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        let slot_idx = s.slot;
+        let op = s
+            .ops
+            .verify
+            .take()
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
+        if data.is_some() && op.multi {
+            return Err(Error::Ck(CKR_OPERATION_ACTIVE));
+        }
+        let msg: &[u8] = data.unwrap_or(op.input.as_slice());
+        if msg.len() > MAX_INPUT {
+            return Err(Error::Ck(CKR_DATA_LEN_RANGE));
+        }
+        if signature.len() != 32 {
+            return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
+        }
+        let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+        let valid = match (key.value(), key.cluster_name()) {
+            (Some(v), _) => raw::mac_eq(&raw::hmac_sha256(v, msg), signature),
+            (None, Some(name)) => {
+                let r: proto::MacVerifyResponse = self.call(
+                    slot_idx,
+                    Command::KeyMacVerify,
+                    &proto::MacVerifyRequest {
+                        name: name.into(),
+                        version: 0,
+                        message: msg.to_vec(),
+                        mac: signature.to_vec(),
+                    },
+                )?;
+                r.valid
+            }
+            (None, None) => false,
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::Ck(CKR_SIGNATURE_INVALID))
+        }
+    }
+
+    /// `C_WrapKey`: encrypts the value of the session key `key` under
+    /// `wrapping`. `cap` as in [`Module::op_finish`]; a size query needs no
+    /// network call.
+    pub fn wrap_key(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: Mech,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        let sess = self.session(sh)?;
+        let s = sess.lock();
+        let (m, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+        mech.check_params()?;
+        let wk = self
+            .object(&s, wrapping)
+            .map_err(|_| Error::Ck(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
+        if !wk.wrap {
+            return Err(Error::Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        if wk.key_type != CKK_AES {
+            return Err(Error::Ck(CKR_WRAPPING_KEY_TYPE_INCONSISTENT));
+        }
+        let k = self
+            .object(&s, key)
+            .map_err(|_| Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+        let value = match k.value() {
+            Some(v) if k.extractable => v,
+            _ => return Err(Error::Ck(CKR_KEY_UNEXTRACTABLE)),
+        };
+        if m == raw::RawMechanism::AesKeyWrap
+            && (!value.len().is_multiple_of(8) || value.len() < 16)
+        {
+            return Err(Error::Ck(CKR_KEY_SIZE_RANGE));
+        }
+        let len = raw::encrypted_len(m, &params, value.len());
+        let Some(cap) = cap else {
+            return Ok(Out::Size(len));
+        };
+        if cap < len {
+            return Err(Error::BufferTooSmall(len));
+        }
+        let out = match (wk.value(), wk.cluster_name()) {
+            (Some(w), _) => {
+                raw::encrypt(m, w, &params, value).map_err(|e| raw_err(e, Kind::Encrypt))?
+            }
+            (None, Some(name)) => self.raw_remote(s.slot, name, &mech, true, value)?.to_vec(),
+            (None, None) => return Err(Error::Ck(CKR_WRAPPING_KEY_HANDLE_INVALID)),
+        };
+        Ok(Out::Data(Zeroizing::new(out)))
+    }
+
+    /// `C_UnwrapKey`: decrypts `wrapped` under `unwrapping` into a new key
+    /// made from `template` (a session key, or a cluster key if `CKA_TOKEN`).
+    pub fn unwrap_key(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: Mech,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &[Attr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let t = KeyTemplate::parse(template)?;
+        let (m, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+        mech.check_params()?;
+        let key_type = t.key_type.ok_or_else(|| {
+            Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_KEY_TYPE is missing",
+            )
+        })?;
+        if t.class.is_none() {
+            return Err(Error::invalid(
+                CKR_TEMPLATE_INCOMPLETE,
+                "template",
+                "CKA_CLASS is missing",
+            ));
+        }
+        if t.value.is_some() {
+            return Err(Error::Ck(CKR_ATTRIBUTE_READ_ONLY));
+        }
+        let value = {
+            let sess = self.session(sh)?;
+            let s = sess.lock();
+            let uk = self
+                .object(&s, unwrapping)
+                .map_err(|_| Error::Ck(CKR_UNWRAPPING_KEY_HANDLE_INVALID))?;
+            if !uk.unwrap {
+                return Err(Error::Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
+            }
+            if uk.key_type != CKK_AES {
+                return Err(Error::Ck(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT));
+            }
+            match (uk.value(), uk.cluster_name()) {
+                (Some(u), _) => raw::decrypt(m, u, &params, wrapped).map_err(|e| match e {
+                    RawError::Auth => Error::Ck(CKR_WRAPPED_KEY_INVALID),
+                    RawError::DataLength(_) => Error::Ck(CKR_WRAPPED_KEY_LEN_RANGE),
+                    e => raw_err(e, Kind::Decrypt),
+                })?,
+                (None, Some(name)) => self
+                    .raw_remote(s.slot, name, &mech, false, wrapped)
+                    .map_err(|e| match e {
+                        Error::Invalid {
+                            rv: CKR_ENCRYPTED_DATA_INVALID,
+                            ..
+                        } => Error::Ck(CKR_WRAPPED_KEY_INVALID),
+                        Error::Invalid {
+                            rv: CKR_ENCRYPTED_DATA_LEN_RANGE,
+                            ..
+                        } => Error::Ck(CKR_WRAPPED_KEY_LEN_RANGE),
+                        e => e,
+                    })?,
+                (None, None) => return Err(Error::Ck(CKR_UNWRAPPING_KEY_HANDLE_INVALID)),
+            }
+        };
+        if let Some(n) = t.value_len {
+            if n != value.len() {
+                return Err(Error::Ck(CKR_TEMPLATE_INCONSISTENT));
+            }
+        }
+        let ok = match key_type {
+            CKK_AES => matches!(value.len(), 16 | 24 | 32),
+            CKK_GENERIC_SECRET | CKK_SHA256_HMAC => (1..=512).contains(&value.len()),
+            _ => return Err(Error::Ck(CKR_TEMPLATE_INCONSISTENT)),
+        };
+        if !ok {
+            return Err(Error::Ck(CKR_WRAPPED_KEY_INVALID));
+        }
+        self.store_key(sh, &t, key_type, value, false)
+    }
+
+    /// A raw cipher operation on a cluster key.
+    fn raw_remote(
+        &self,
+        slot: usize,
+        name: &str,
+        mech: &Mech,
+        encrypt: bool,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let (m, p) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+        // Input no key could accept is refused here, without a round trip
+        // (SunPKCS11, for one, ends operations with an empty *Final).
+        let len_ok = if encrypt {
+            raw::check_encrypt_len(m, data.len())
+        } else {
+            raw::check_decrypt_len(m, &p, data.len())
+        };
+        len_ok.map_err(|e| {
+            raw_err(
+                e,
+                if encrypt {
+                    Kind::Encrypt
+                } else {
+                    Kind::Decrypt
+                },
+            )
+        })?;
+        let req = proto::RawCryptRequest {
+            name: name.into(),
+            version: 0,
+            mechanism: m as u32,
+            iv: p.iv.to_vec(),
+            associated_data: p.aad.to_vec(),
+            tag_length: p.tag_len as u32,
+            data: data.to_vec(),
+        };
+        let cmd = if encrypt {
+            Command::KeyRawEncrypt
+        } else {
+            Command::KeyRawDecrypt
+        };
+        let r: Result<proto::RawCryptResponse> = self.call(slot, cmd, &req);
+        match r {
+            Ok(r) => Ok(Zeroizing::new(r.data)),
+            Err(Error::Remote(e)) if e.status() == Some(400) => {
+                let rv = if encrypt {
+                    CKR_DATA_LEN_RANGE
+                } else if e.to_string().contains("invalid input length") {
+                    CKR_ENCRYPTED_DATA_LEN_RANGE
+                } else {
+                    CKR_ENCRYPTED_DATA_INVALID
+                };
+                Err(Error::invalid(rv, "cluster", e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn raw_err(e: RawError, kind: Kind) -> Error {
+    let rv = match (e.clone(), kind) {
+        (RawError::Auth, _) => CKR_ENCRYPTED_DATA_INVALID,
+        (RawError::DataLength(_), Kind::Decrypt) => CKR_ENCRYPTED_DATA_LEN_RANGE,
+        (RawError::DataLength(_), _) => CKR_DATA_LEN_RANGE,
+        (RawError::KeyLength(_), _) => CKR_KEY_SIZE_RANGE,
+        _ => CKR_MECHANISM_PARAM_INVALID,
+    };
+    Error::invalid(rv, "mechanism", e.to_string())
+}
+
+/// Computes an operation's output over `data`.
+fn compute(
+    m: &Module,
+    slot: usize,
+    op: &mut Op,
+    kind: Kind,
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(d) = op.digest.take() {
+        let mut d = d;
+        d.update(data);
+        return Ok(Zeroizing::new(d.finalize().to_vec()));
+    }
+    let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+    match (kind, &op.mech) {
+        (Kind::Sign, Mech::Sha256Hmac) => match (key.value(), key.cluster_name()) {
+            (Some(v), _) => Ok(Zeroizing::new(raw::hmac_sha256(v, data).to_vec())),
+            (None, Some(name)) => {
+                let r: proto::MacResponse = m.call(
+                    slot,
+                    Command::KeyMac,
+                    &proto::MacRequest {
+                        name: name.into(),
+                        version: 0,
+                        message: data.to_vec(),
+                    },
+                )?;
+                Ok(Zeroizing::new(r.mac))
+            }
+            (None, None) => Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
+        },
+        (Kind::Encrypt | Kind::Decrypt, Mech::KmsCiphertext { aad }) => {
+            let name = key
+                .cluster_name()
+                .ok_or(Error::Ck(CKR_KEY_TYPE_INCONSISTENT))?;
+            if kind == Kind::Encrypt {
+                let r: proto::EncryptResponse = m.call(
+                    slot,
+                    Command::KeyEncrypt,
+                    &proto::EncryptRequest {
+                        name: name.into(),
+                        version: 0,
+                        plaintext: data.to_vec(),
+                        associated_data: aad.clone(),
+                    },
+                )?;
+                Ok(Zeroizing::new(r.ciphertext))
+            } else {
+                let r: Result<proto::DecryptResponse> = m.call(
+                    slot,
+                    Command::KeyDecrypt,
+                    &proto::DecryptRequest {
+                        name: name.into(),
+                        version: 0,
+                        ciphertext: data.to_vec(),
+                        associated_data: aad.clone(),
+                    },
+                );
+                match r {
+                    Ok(r) => Ok(Zeroizing::new(r.plaintext)),
+                    Err(Error::Remote(e)) if e.status() == Some(400) => Err(Error::invalid(
+                        CKR_ENCRYPTED_DATA_INVALID,
+                        "cluster",
+                        e.to_string(),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        (Kind::Encrypt | Kind::Decrypt, mech) => {
+            let (rm, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+            let enc = kind == Kind::Encrypt;
+            match (key.value(), key.cluster_name()) {
+                (Some(v), _) => {
+                    if enc {
+                        raw::encrypt(rm, v, &params, data)
+                            .map(Zeroizing::new)
+                            .map_err(|e| raw_err(e, kind))
+                    } else {
+                        raw::decrypt(rm, v, &params, data).map_err(|e| raw_err(e, kind))
+                    }
+                }
+                (None, Some(name)) => m.raw_remote(slot, name, mech, enc, data),
+                (None, None) => Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
+            }
+        }
+        _ => Err(Error::Ck(CKR_MECHANISM_INVALID)),
+    }
+}

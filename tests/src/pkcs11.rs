@@ -1,0 +1,85 @@
+//! Helpers for the PKCS#11 module's tests: a running node with an enclave
+//! and a module configuration file, and the path of the built module.
+
+use std::path::{Path, PathBuf};
+
+use kms_client::ApiKey;
+
+use crate::{data_dir, rt, Server, SEED_HSM_KEY};
+
+/// The enclave the module tests use.
+pub const ENCLAVE: &str = "p11";
+
+/// Path of `libkms_pkcs11.so`, built next to the `kms` binary.
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("KMS_PKCS11_MODULE") {
+        return PathBuf::from(p);
+    }
+    let p = crate::kms_bin()
+        .parent()
+        .expect("target dir")
+        .join("libkms_pkcs11.so");
+    assert!(
+        p.exists(),
+        "{} does not exist: build the workspace first",
+        p.display()
+    );
+    p
+}
+
+/// SoftHSM2's module, if installed.
+pub fn softhsm_module() -> PathBuf {
+    for m in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(m).exists() {
+            return PathBuf::from(m);
+        }
+    }
+    panic!("SoftHSM2 is not installed: scripts/setup.sh --test");
+}
+
+/// Writes a module configuration file.
+pub fn write_config(path: &Path, servers: &[String], key: &ApiKey, extra: &str) {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let text = format!(
+        "servers = [{}]\napi_key = \"{}\"\ninsecure = true\n{extra}",
+        servers.join(", "),
+        &*key.to_secret_string()
+    );
+    std::fs::write(path, text).expect("write module config");
+}
+
+/// A node with the enclave [`ENCLAVE`] and a module configuration that
+/// uses it as root.
+pub struct KmsNode {
+    pub server: Server,
+    pub config: PathBuf,
+    pub tmp: tempfile::TempDir,
+}
+
+impl KmsNode {
+    /// Starts a node; `extra` is appended to the module configuration.
+    pub fn start(extra: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
+        let c = server.root();
+        rt().block_on(c.create_enclave(ENCLAVE))
+            .expect("create enclave");
+        let config = tmp.path().join("kms-pkcs11.toml");
+        write_config(&config, &[server.url()], &server.root_key, extra);
+        KmsNode {
+            server,
+            config,
+            tmp,
+        }
+    }
+}
+
+/// A free loopback port with nothing listening (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
