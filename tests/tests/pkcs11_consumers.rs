@@ -384,3 +384,150 @@ public class KmsCipher {
     );
     assert!(!out.contains("WARN"), "{out}");
 }
+
+/// Walkthrough 3 on a three-node cluster: `pkcs11-tool --keygen` makes a
+/// key that `kms ls-key` shows (a write: every node is up); then, with the
+/// first server of the module's list killed, `pkcs11-tool -L`/`-O`,
+/// AES-CBC-PAD and AES-GCM round trips, wrap and unwrap, `p11tool
+/// --list-tokens` and `keytool -list` all work through the others.
+#[test]
+fn walkthrough_3_with_one_node_of_three_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = kms_tests::cluster(&tmp, 3, kms_tests::SEED_HSM_KEY);
+    ok(&nodes[0].cli(None, &["add-enclave", ENCLAVE]));
+    let config = tmp.path().join("kms-pkcs11.toml");
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    kms_tests::pkcs11::write_config(&config, &urls, &nodes[0].root_key, "");
+    let tool = || {
+        let mut c = Command::new("pkcs11-tool");
+        c.env("KMS_PKCS11_CONFIG", &config)
+            .arg("--module")
+            .arg(module_path())
+            .args(["--token-label", ENCLAVE]);
+        c
+    };
+    success(tool().args([
+        "--login",
+        "--pin",
+        "1234",
+        "--keygen",
+        "--key-type",
+        "AES:32",
+        "--label",
+        "k1",
+    ]));
+    let keys = ok(&nodes[1].cli(None, &["ls-key", "-e", ENCLAVE]));
+    assert!(keys.contains("k1"), "{keys}");
+
+    // The first server the module knows goes down.
+    nodes[0].kill9();
+
+    let slots = success(
+        Command::new("pkcs11-tool")
+            .env("KMS_PKCS11_CONFIG", &config)
+            .arg("--module")
+            .arg(module_path())
+            .arg("-L"),
+    );
+    assert!(slots.contains("token label        : p11"), "{slots}");
+    let objs = success(tool().arg("-O"));
+    assert!(objs.contains("label:      k1"), "{objs}");
+
+    let dir = tmp.path();
+    let (plain, enc, dec) = (dir.join("p"), dir.join("e"), dir.join("d"));
+    std::fs::write(&plain, b"one node of three is down").unwrap();
+    let iv = "000102030405060708090a0b0c0d0e0f";
+    success(
+        tool()
+            .args([
+                "--encrypt",
+                "--label",
+                "k1",
+                "-m",
+                "AES-CBC-PAD",
+                "--iv",
+                iv,
+            ])
+            .arg("-i")
+            .arg(&plain)
+            .arg("-o")
+            .arg(&enc),
+    );
+    success(
+        tool()
+            .args([
+                "--decrypt",
+                "--label",
+                "k1",
+                "-m",
+                "AES-CBC-PAD",
+                "--iv",
+                iv,
+            ])
+            .arg("-i")
+            .arg(&enc)
+            .arg("-o")
+            .arg(&dec),
+    );
+    assert_eq!(std::fs::read(&dec).unwrap(), std::fs::read(&plain).unwrap());
+
+    // AES-GCM, wrap and unwrap (of a session key, under the cluster key).
+    let script = r#"
+import sys, PyKCS11
+lib = PyKCS11.PyKCS11Lib()
+lib.load(sys.argv[1])
+slot = [s for s in lib.getSlotList(tokenPresent=True) if lib.getTokenInfo(s).label.strip() == 'p11'][0]
+s = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+kek = s.findObjects([(PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_LABEL, 'k1')])[0]
+m = PyKCS11.AES_GCM_Mechanism(bytes(range(12)), b'aad', 128)
+ct = bytes(s.encrypt(kek, b'gcm with a node down', m))
+assert bytes(s.decrypt(kek, ct, m)) == b'gcm with a node down'
+tmpl = [(PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_AES),
+        (PyKCS11.CKA_TOKEN, False), (PyKCS11.CKA_ENCRYPT, True), (PyKCS11.CKA_DECRYPT, True),
+        (PyKCS11.CKA_EXTRACTABLE, True)]
+sk = s.generateKey(tmpl + [(PyKCS11.CKA_VALUE_LEN, 32)], PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_GEN))
+kw = PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP, None)
+wrapped = bytes(s.wrapKey(kek, sk, kw))
+assert len(wrapped) == 40, len(wrapped)
+sk2 = s.unwrapKey(kek, wrapped, tmpl, kw)
+ct = bytes(s.encrypt(sk, b'envelope', m))
+assert bytes(s.decrypt(sk2, ct, m)) == b'envelope'
+print('ok')
+"#;
+    let out = success(
+        Command::new("python3")
+            .env("KMS_PKCS11_CONFIG", &config)
+            .arg("-c")
+            .arg(script)
+            .arg(module_path()),
+    );
+    assert!(out.contains("ok"), "{out}");
+
+    let tokens = success(
+        Command::new("p11tool")
+            .env("KMS_PKCS11_CONFIG", &config)
+            .arg("--provider")
+            .arg(module_path())
+            .arg("--list-tokens"),
+    );
+    assert!(tokens.contains("Label: p11"), "{tokens}");
+
+    let cfg = dir.join("sunpkcs11.cfg");
+    write_java_config(&cfg);
+    let out = success(
+        Command::new("keytool")
+            .env("KMS_PKCS11_CONFIG", &config)
+            .args(["-list", "-keystore", "NONE", "-storetype", "PKCS11"])
+            .args([
+                "-providerClass",
+                "sun.security.pkcs11.SunPKCS11",
+                "-providerArg",
+            ])
+            .arg(&cfg)
+            .args(["-storepass", "1234"]),
+    );
+    assert!(
+        out.contains("k1") && out.contains("SecretKeyEntry"),
+        "{out}"
+    );
+}
