@@ -1504,10 +1504,9 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// A node killed in the middle of a run of encrypt/decrypt calls on four
 /// threads: the calls fail over to the other node and none returns an
-/// error. Until clusters land (issue 3), the two nodes are two copies of one
-/// stopped node's data directory: the same keys, served independently, which
-/// is all reads need. (failover_with_three_nodes_one_killed is the version on
-/// a real cluster.)
+/// error. The two nodes are two copies of one stopped node's data
+/// directory: the same keys, served independently, which is all reads need.
+/// (failover_with_three_nodes_one_killed is the version on a real cluster.)
 #[test]
 fn failover_when_a_node_is_killed_mid_run() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
