@@ -426,20 +426,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// CLUSTER:STATUS, for `ls`, `stat` and `ls-hsm`.
+async fn cluster_status(c: &Client, what: &str) -> Result<proto::ClusterStatusResponse, String> {
+    with(
+        what,
+        c.call(
+            None,
+            Command::ClusterStatus,
+            &proto::ClusterStatusRequest {},
+        )
+        .await,
+    )
+}
+
 async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
     let c = client(g)?;
     match cmd {
         Cmd::Stat => {
             let v = with("version", c.version().await)?;
-            let r: proto::ClusterStatusResponse = with(
-                "cluster status",
-                c.call(
-                    None,
-                    Command::ClusterStatus,
-                    &proto::ClusterStatusRequest {},
-                )
-                .await,
-            )?;
+            let r = cluster_status(&c, "cluster status").await?;
             let Some(s) = r.nodes_up.values().find(|s| s.host == v.host) else {
                 return Err(format!("stat: no status for node {}", v.host));
             };
@@ -496,15 +501,7 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             Ok(())
         }
         Cmd::Ls => {
-            let r: proto::ClusterStatusResponse = with(
-                "cluster status",
-                c.call(
-                    None,
-                    Command::ClusterStatus,
-                    &proto::ClusterStatusRequest {},
-                )
-                .await,
-            )?;
+            let r = cluster_status(&c, "cluster status").await?;
             let mut ids: Vec<u32> = r
                 .nodes_up
                 .keys()
@@ -583,15 +580,7 @@ async fn admin(g: &Global, cmd: Cmd) -> Result<(), String> {
             )
         }
         Cmd::LsHsm => {
-            let r: proto::ClusterStatusResponse = with(
-                "ls-hsm",
-                c.call(
-                    None,
-                    Command::ClusterStatus,
-                    &proto::ClusterStatusRequest {},
-                )
-                .await,
-            )?;
+            let r = cluster_status(&c, "ls-hsm").await?;
             let mut rows = vec![vec!["NODE".into(), "HSM".into(), "STATE".into()]];
             let mut json_rows = Vec::new();
             for s in r.nodes_up.values() {

@@ -420,29 +420,27 @@ impl Node {
 
     /// `id (addr)` for messages.
     pub fn describe(&self, ids: &[NodeId]) -> String {
-        let v = self.view();
-        ids.iter()
-            .map(|id| match v.members.get(id) {
-                Some(a) => format!("node {id} ({a})"),
-                None => format!("node {id}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe(&self.view().members, ids)
     }
 
     async fn send(&self, ev: Event) -> Result<(), ProposeError> {
-        self.tx
-            .send(ev)
-            .await
-            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))
+        self.tx.send(ev).await.map_err(|_| shutting_down())
+    }
+
+    /// Sends the driver the event `make` builds around a reply channel and
+    /// waits for the reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| shutting_down())
     }
 
     /// Proposes on this node only (no forwarding).
     async fn propose_local(&self, change: Change) -> Result<u64, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Event::Propose(change, reply)).await?;
-        rx.await
-            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+        self.ask(|r| Event::Propose(change, r)).await?
     }
 
     /// Commits `change` through the leader (forwarding it there if this node
@@ -521,11 +519,8 @@ impl Node {
                     .into(),
             });
         }
-        let (reply, rx) = oneshot::channel();
-        self.send(Event::Restore(Box::new(st), records, reply))
-            .await?;
-        rx.await
-            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+        self.ask(|r| Event::Restore(Box::new(st), records, r))
+            .await?
     }
 
     /// Hands a message from a peer to the driver (dropped when it is busy:
@@ -674,10 +669,8 @@ impl Node {
 
     /// Force-removes `ids` from this node's view of the cluster (`kms edit`).
     pub async fn edit(&self, ids: Vec<NodeId>) -> Result<(), ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Event::Edit(ids, reply)).await?;
-        rx.await
-            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+        self.ask(|r| Event::Edit(ids, r))
+            .await?
             .map_err(|m| ProposeError::Failed {
                 status: 400,
                 message: m,
@@ -713,24 +706,20 @@ impl Node {
                 epoch,
                 ..
             } => {
-                let (reply, rx) = oneshot::channel();
-                self.send(Event::Join {
-                    term,
-                    members,
-                    epoch,
-                    reply,
-                })
-                .await
-                .map_err(|e| e.to_fail())?;
-                match rx.await {
-                    Ok(Ok(())) => Ok(Reply::Joined { id: self.id() }),
-                    Ok(Err(m)) => Err(Fail {
+                let joined = self
+                    .ask(|reply| Event::Join {
+                        term,
+                        members,
+                        epoch,
+                        reply,
+                    })
+                    .await
+                    .map_err(|e| e.to_fail())?;
+                match joined {
+                    Ok(()) => Ok(Reply::Joined { id: self.id() }),
+                    Err(m) => Err(Fail {
                         status: 409,
                         message: m,
-                    }),
-                    Err(_) => Err(Fail {
-                        status: 503,
-                        message: "shutting down".into(),
                     }),
                 }
             }
@@ -832,6 +821,21 @@ where
     let _ = writer.await;
 }
 
+fn shutting_down() -> ProposeError {
+    ProposeError::Unavailable("the node is shutting down".into())
+}
+
+/// `node ID (ADDR), ...` for messages.
+fn describe(members: &BTreeMap<NodeId, String>, ids: &[NodeId]) -> String {
+    ids.iter()
+        .map(|id| match members.get(id) {
+            Some(a) => format!("node {id} ({a})"),
+            None => format!("node {id}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 enum Out {
     Send(NodeId, Wire),
     Reply(u64, Result<u64, Reject>),
@@ -919,11 +923,7 @@ impl Driver {
                     }
                     Event::Tick => {
                         if self.removed.is_none() {
-                            if self.core.role() == Role::Leader {
-                                for id in self.peers.unreachable() {
-                                    self.core.mark_unreachable(id);
-                                }
-                            }
+                            self.note_unreachable_peers();
                             acts.extend(self.core.tick());
                         }
                     }
@@ -957,11 +957,7 @@ impl Driver {
                 }
             }
             if !proposals.is_empty() {
-                if self.core.role() == Role::Leader {
-                    for id in self.peers.unreachable() {
-                        self.core.mark_unreachable(id);
-                    }
-                }
+                self.note_unreachable_peers();
                 acts.extend(self.core.propose_many(proposals));
             }
             self.execute(acts);
@@ -1316,14 +1312,15 @@ impl Driver {
     }
 
     fn describe(&self, ids: &[NodeId]) -> String {
-        let st = self.state.load();
-        ids.iter()
-            .map(|id| match st.cluster.members.get(id) {
-                Some(a) => format!("node {id} ({a})"),
-                None => format!("node {id}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe(&self.current.cluster.members, ids)
+    }
+
+    /// Tells the core which peers the transport cannot reach right now, so
+    /// that a proposal is refused at once rather than left in doubt.
+    fn note_unreachable_peers(&mut self) {
+        for id in self.peers.unreachable() {
+            self.core.mark_unreachable(id);
+        }
     }
 
     /// `kms edit`: drops `ids` from this node's membership, outside the log.

@@ -156,6 +156,10 @@ pub fn identity_key(i: &Identity) -> Vec<u8> {
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
+/// The associated data a log entry is sealed with.
+fn log_ad(index: u64) -> Vec<u8> {
+    [b"log/".as_slice(), &log_key(index)].concat()
+}
 
 /// The plaintext (encoded, not yet sealed) value of a record, if it exists in `st`.
 fn record_value(st: &State, key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
@@ -587,7 +591,7 @@ impl Store {
     /// Adds a log entry at `index` to the batch.
     pub fn stage_entry(&self, wb: &mut WriteBatch, index: u64, entry: &Entry) {
         let k = log_key(index);
-        let ctx = [b"log/".as_slice(), &k].concat();
+        let ctx = log_ad(index);
         let plain = Zeroizing::new(codec::encode(entry));
         wb.put_cf(self.cf(CF_LOG), k, self.root.seal(&ctx, &plain));
     }
@@ -673,16 +677,14 @@ impl Store {
         let mut log = Vec::new();
         let mut first = None;
         for item in self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let index = u64::from_be_bytes(
                 k.as_ref()
                     .try_into()
                     .map_err(|_| corrupt("log", "malformed index".into()))?,
             );
             first.get_or_insert(index);
-            let e = self
-                .entry(index)?
-                .ok_or_else(|| corrupt("log", format!("entry {index} vanished")))?;
+            let e = self.open_entry(index, &v)?;
             log.push(LogEntry {
                 term: e.term,
                 payload: match e.change {
@@ -738,23 +740,25 @@ impl Store {
 
     /// Reads a log entry (for tests and, later, replication).
     pub fn entry(&self, index: u64) -> Result<Option<Entry>, StoreError> {
-        let k = log_key(index);
-        let Some(v) = self.db.get_cf(self.cf(CF_LOG), k)? else {
-            return Ok(None);
-        };
-        let ctx = [b"log/".as_slice(), &k].concat();
+        match self.db.get_cf(self.cf(CF_LOG), log_key(index))? {
+            Some(v) => self.open_entry(index, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Unseals and decodes the stored log entry `index`.
+    fn open_entry(&self, index: u64, sealed: &[u8]) -> Result<Entry, StoreError> {
+        let ctx = log_ad(index);
         let plain = self
             .root
-            .unseal(&ctx, &v)
+            .unseal(&ctx, sealed)
             .map_err(|e| StoreError::Corrupt {
                 key: format!("log/{index}"),
                 why: e.to_string(),
             })?;
-        codec::decode(&plain)
-            .map(Some)
-            .map_err(|why| StoreError::Corrupt {
-                key: format!("log/{index}"),
-                why,
-            })
+        codec::decode(&plain).map_err(|why| StoreError::Corrupt {
+            key: format!("log/{index}"),
+            why,
+        })
     }
 }

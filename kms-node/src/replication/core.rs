@@ -680,6 +680,9 @@ impl<P: Clone> Core<P> {
     /// connection is refused or lost): count it as down now instead of
     /// after an election timeout. Hearing from it again clears this.
     pub fn mark_unreachable(&mut self, id: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
         if let Some(p) = self.progress.get_mut(&id) {
             p.unreachable = true;
         }
@@ -704,30 +707,7 @@ impl<P: Clone> Core<P> {
 
     /// Proposes a state change; answered later by `Action::Reply { id, .. }`.
     pub fn propose(&mut self, id: u64, payload: P) -> Vec<Action<P>> {
-        let down = self.down();
-        if !down.is_empty() {
-            self.out.push(Action::Reply {
-                id,
-                result: Err(Reject::Down { missing: down }),
-            });
-            return std::mem::take(&mut self.out);
-        }
-        if self.role != Role::Leader {
-            self.out.push(Action::Reply {
-                id,
-                result: Err(Reject::NotLeader(self.leader)),
-            });
-            return std::mem::take(&mut self.out);
-        }
-        let i = self.append_local(Entry {
-            term: self.d.term,
-            payload: Some(payload),
-        });
-        self.pending
-            .insert(i, (id, self.now + self.cfg.write_timeout_ticks));
-        self.broadcast();
-        self.advance_commit();
-        std::mem::take(&mut self.out)
+        self.propose_many(vec![(id, payload)])
     }
 
     /// Proposes several state changes as one replication round (group commit).

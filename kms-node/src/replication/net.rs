@@ -253,19 +253,6 @@ impl Peers {
         }
     }
 
-    /// Adds one peer (a learner that is not in the membership record yet).
-    pub fn add(&self, id: NodeId, addr: &str) {
-        let mut peers = self.peers.lock();
-        if peers.get(&id).is_some_and(|p| p.addr == addr) {
-            return;
-        }
-        if let Some(p) = peers.remove(&id) {
-            p.task.abort();
-        }
-        let p = self.spawn(id, addr.to_string());
-        peers.insert(id, p);
-    }
-
     pub fn stop(&self) {
         for (_, p) in self.peers.lock().drain() {
             p.task.abort();

@@ -568,7 +568,6 @@ impl Sim {
                     batch.push((pid, payload));
                 }
                 let actions = match &mut self.nodes.get_mut(&pick).expect("node").core {
-                    Some(c) if batch.len() == 1 => c.propose(batch[0].0, batch[0].1),
                     Some(c) => c.propose_many(batch),
                     None => return Ok(()),
                 };
