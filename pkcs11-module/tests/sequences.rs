@@ -148,6 +148,28 @@ impl World {
 }
 
 /// Attribute values of the right size for the type, or raw bytes.
+/// The attribute types and values a generated template names.
+fn attr_values(attrs: &[(u8, Vec<u8>)]) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
+    attrs
+        .iter()
+        .map(|(t, v)| {
+            let ty = ATTRS[*t as usize % ATTRS.len()];
+            (ty, attr_value(ty, v))
+        })
+        .collect()
+}
+
+/// A C template pointing into `vals` (which must outlive it).
+fn template(vals: &mut [(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_ATTRIBUTE> {
+    vals.iter_mut()
+        .map(|(ty, v)| CK_ATTRIBUTE {
+            type_: *ty,
+            pValue: v.as_mut_ptr() as *mut _,
+            ulValueLen: v.len() as CK_ULONG,
+        })
+        .collect()
+}
+
 fn attr_value(ty: CK_ATTRIBUTE_TYPE, raw: &[u8]) -> Vec<u8> {
     match ty {
         CKA_CLASS | CKA_KEY_TYPE | CKA_VALUE_LEN if raw.len().is_multiple_of(2) => {
@@ -253,21 +275,8 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                 rv
             }
             Call::CreateObject(i, attrs) => {
-                let mut vals: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> = attrs
-                    .iter()
-                    .map(|(t, v)| {
-                        let ty = ATTRS[*t as usize % ATTRS.len()];
-                        (ty, attr_value(ty, v))
-                    })
-                    .collect();
-                let mut t: Vec<CK_ATTRIBUTE> = vals
-                    .iter_mut()
-                    .map(|(ty, v)| CK_ATTRIBUTE {
-                        type_: *ty,
-                        pValue: v.as_mut_ptr() as *mut _,
-                        ulValueLen: v.len() as CK_ULONG,
-                    })
-                    .collect();
+                let mut vals = attr_values(attrs);
+                let mut t = template(&mut vals);
                 let mut h = 0;
                 let rv = C_CreateObject(w.session(*i), t.as_mut_ptr(), t.len() as CK_ULONG, &mut h);
                 if rv == CKR_OK {
@@ -276,21 +285,8 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                 rv
             }
             Call::Find(i, attrs, max) => {
-                let mut vals: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> = attrs
-                    .iter()
-                    .map(|(t, v)| {
-                        let ty = ATTRS[*t as usize % ATTRS.len()];
-                        (ty, attr_value(ty, v))
-                    })
-                    .collect();
-                let mut t: Vec<CK_ATTRIBUTE> = vals
-                    .iter_mut()
-                    .map(|(ty, v)| CK_ATTRIBUTE {
-                        type_: *ty,
-                        pValue: v.as_mut_ptr() as *mut _,
-                        ulValueLen: v.len() as CK_ULONG,
-                    })
-                    .collect();
+                let mut vals = attr_values(attrs);
+                let mut t = template(&mut vals);
                 let s = w.session(*i);
                 let rv = C_FindObjectsInit(s, t.as_mut_ptr(), t.len() as CK_ULONG);
                 let mut out = vec![0 as CK_OBJECT_HANDLE; *max as usize % 4];

@@ -35,11 +35,58 @@ fn success(cmd: &mut Command) -> String {
 }
 
 fn tool(node: &KmsNode) -> Command {
+    tool_with(&node.config)
+}
+
+/// `pkcs11-tool` on our module with the module configuration `config`.
+fn tool_with(config: &Path) -> Command {
     let mut c = Command::new("pkcs11-tool");
-    c.env("KMS_PKCS11_CONFIG", &node.config)
+    c.env("KMS_PKCS11_CONFIG", config)
         .arg("--module")
         .arg(module_path());
     c
+}
+
+/// `p11tool --list-tokens` through our module.
+fn p11tool_tokens(config: &Path) -> String {
+    success(
+        Command::new("p11tool")
+            .env("KMS_PKCS11_CONFIG", config)
+            .arg("--provider")
+            .arg(module_path())
+            .arg("--list-tokens"),
+    )
+}
+
+/// `keytool -list` through SunPKCS11 on our module (`java_cfg`: the
+/// SunPKCS11 configuration, written here).
+fn keytool_list(config: &Path, java_cfg: &Path, extra: &[&str]) -> String {
+    write_java_config(java_cfg);
+    success(
+        Command::new("keytool")
+            .env("KMS_PKCS11_CONFIG", config)
+            .args(extra)
+            .args(["-list", "-keystore", "NONE", "-storetype", "PKCS11"])
+            .args([
+                "-providerClass",
+                "sun.security.pkcs11.SunPKCS11",
+                "-providerArg",
+            ])
+            .arg(java_cfg)
+            .args(["-storepass", "1234"]),
+    )
+}
+
+/// A Python script run with our module's path as its first argument.
+fn python(config: &Path, script: &str, args: &[&Path]) -> String {
+    success(
+        Command::new("python3")
+            .env("KMS_PKCS11_CONFIG", config)
+            .arg("-c")
+            .arg(script)
+            .arg(module_path())
+            .args(args),
+    )
 }
 
 /// `pkcs11-tool` -L, -M, -O, --keygen, AES-CBC-PAD encrypt and decrypt,
@@ -144,13 +191,7 @@ sk = s.createObject([(PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_K
                      (PyKCS11.CKA_TOKEN, False), (PyKCS11.CKA_VALUE, bytes(range(32))), (PyKCS11.CKA_EXTRACTABLE, True)])
 open(sys.argv[2], 'wb').write(bytes(s.wrapKey(kek, sk, PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP, None))))
 "#;
-    success(
-        Command::new("python3")
-            .env("KMS_PKCS11_CONFIG", &node.config)
-            .args(["-c", script])
-            .arg(module_path())
-            .arg(&wrapped),
-    );
+    python(&node.config, script, &[&wrapped]);
     // CKA_ID of a cluster key is its name: "k1" is 6b31.
     success(
         tool(&node)
@@ -223,13 +264,7 @@ open(sys.argv[2], 'wb').write(bytes(s.wrapKey(kek, sk, PyKCS11.Mechanism(PyKCS11
 #[test]
 fn p11tool_lists_tokens() {
     let node = KmsNode::start("");
-    let out = success(
-        Command::new("p11tool")
-            .env("KMS_PKCS11_CONFIG", &node.config)
-            .arg("--provider")
-            .arg(module_path())
-            .arg("--list-tokens"),
-    );
+    let out = p11tool_tokens(&node.config);
     assert!(out.contains("Label: p11"), "{out}");
     assert!(out.contains("Manufacturer: kms"), "{out}");
     assert!(out.contains("token=p11"), "{out}");
@@ -243,26 +278,7 @@ fn java_keytool_lists_keys() {
         .server
         .cli(None, &["add-key", "-e", ENCLAVE, "java-key"]));
     let cfg = node.tmp.path().join("sunpkcs11.cfg");
-    write_java_config(&cfg);
-    let out = success(
-        Command::new("keytool")
-            .env("KMS_PKCS11_CONFIG", &node.config)
-            .args([
-                "-J-Djava.security.debug=",
-                "-list",
-                "-keystore",
-                "NONE",
-                "-storetype",
-                "PKCS11",
-            ])
-            .args([
-                "-providerClass",
-                "sun.security.pkcs11.SunPKCS11",
-                "-providerArg",
-            ])
-            .arg(&cfg)
-            .args(["-storepass", "1234"]),
-    );
+    let out = keytool_list(&node.config, &cfg, &["-J-Djava.security.debug="]);
     assert!(out.contains("java-key"), "{out}");
     assert!(out.contains("SecretKeyEntry"), "{out}");
 }
@@ -311,13 +327,7 @@ ct = bytes(s.encrypt(sk, b'session key', m))
 assert bytes(s.decrypt(sk, ct, m)) == b'session key'
 print('ok')
 "#;
-    let out = success(
-        Command::new("python3")
-            .env("KMS_PKCS11_CONFIG", &node.config)
-            .arg("-c")
-            .arg(script)
-            .arg(module_path()),
-    );
+    let out = python(&node.config, script, &[]);
     assert!(out.contains("ok"), "{out}");
 }
 
@@ -399,11 +409,8 @@ fn walkthrough_3_with_one_node_of_three_down() {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     kms_tests::pkcs11::write_config(&config, &urls, &nodes[0].root_key, "");
     let tool = || {
-        let mut c = Command::new("pkcs11-tool");
-        c.env("KMS_PKCS11_CONFIG", &config)
-            .arg("--module")
-            .arg(module_path())
-            .args(["--token-label", ENCLAVE]);
+        let mut c = tool_with(&config);
+        c.args(["--token-label", ENCLAVE]);
         c
     };
     success(tool().args([
@@ -422,13 +429,7 @@ fn walkthrough_3_with_one_node_of_three_down() {
     // The first server the module knows goes down.
     nodes[0].kill9();
 
-    let slots = success(
-        Command::new("pkcs11-tool")
-            .env("KMS_PKCS11_CONFIG", &config)
-            .arg("--module")
-            .arg(module_path())
-            .arg("-L"),
-    );
+    let slots = success(tool_with(&config).arg("-L"));
     assert!(slots.contains("token label        : p11"), "{slots}");
     let objs = success(tool().arg("-O"));
     assert!(objs.contains("label:      k1"), "{objs}");
@@ -494,38 +495,13 @@ ct = bytes(s.encrypt(sk, b'envelope', m))
 assert bytes(s.decrypt(sk2, ct, m)) == b'envelope'
 print('ok')
 "#;
-    let out = success(
-        Command::new("python3")
-            .env("KMS_PKCS11_CONFIG", &config)
-            .arg("-c")
-            .arg(script)
-            .arg(module_path()),
-    );
+    let out = python(&config, script, &[]);
     assert!(out.contains("ok"), "{out}");
 
-    let tokens = success(
-        Command::new("p11tool")
-            .env("KMS_PKCS11_CONFIG", &config)
-            .arg("--provider")
-            .arg(module_path())
-            .arg("--list-tokens"),
-    );
+    let tokens = p11tool_tokens(&config);
     assert!(tokens.contains("Label: p11"), "{tokens}");
 
-    let cfg = dir.join("sunpkcs11.cfg");
-    write_java_config(&cfg);
-    let out = success(
-        Command::new("keytool")
-            .env("KMS_PKCS11_CONFIG", &config)
-            .args(["-list", "-keystore", "NONE", "-storetype", "PKCS11"])
-            .args([
-                "-providerClass",
-                "sun.security.pkcs11.SunPKCS11",
-                "-providerArg",
-            ])
-            .arg(&cfg)
-            .args(["-storepass", "1234"]),
-    );
+    let out = keytool_list(&config, &dir.join("sunpkcs11.cfg"), &[]);
     assert!(
         out.contains("k1") && out.contains("SecretKeyEntry"),
         "{out}"
