@@ -25,6 +25,10 @@ use crate::{ApiKey, Error};
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Largest response body the client reads.
 const MAX_RESPONSE: usize = 1 << 30;
+/// Most time to open a connection: TCP connect *and* TLS handshake (capped
+/// by the request timeout). A server that accepts connections and never
+/// completes the handshake costs this, then the client moves on.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -77,8 +81,53 @@ fn normalize_endpoint(e: &str) -> Result<String, Error> {
     Ok(format!("https://{e}"))
 }
 
-type HttpClient =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = hyper_util::client::legacy::Client<
+    TimeoutConnector<hyper_rustls::HttpsConnector<HttpConnector>>,
+    Full<Bytes>,
+>;
+
+/// A connector whose whole connection set-up (TCP and TLS) is bounded: a
+/// timeout is a connect error, so nothing was sent and the client fails over.
+#[derive(Clone)]
+struct TimeoutConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<http::Uri> for TimeoutConnector<C>
+where
+    C: tower_service::Service<http::Uri> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let timeout = self.timeout;
+        let fut = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(format!(
+                    "connection and TLS handshake not complete within {timeout:?}"
+                )
+                .into()),
+            }
+        })
+    }
+}
 
 struct Inner {
     endpoints: Vec<String>,
@@ -89,16 +138,20 @@ struct Inner {
     timeout: Duration,
 }
 
-fn http_client(tls: rustls::ClientConfig) -> HttpClient {
+fn http_client(tls: rustls::ClientConfig, request_timeout: Duration) -> HttpClient {
+    let connect = CONNECT_TIMEOUT.min(request_timeout);
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(3)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
+    http.set_connect_timeout(Some(connect));
+    let connector = TimeoutConnector {
+        inner: hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http),
+        timeout: connect,
+    };
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector)
@@ -135,7 +188,7 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints,
                 suspect: Arc::new(Mutex::new(vec![None; n])),
-                http: http_client(tls.clone()),
+                http: http_client(tls.clone(), cfg.timeout),
                 tls,
                 timeout: cfg.timeout,
             }),
@@ -152,7 +205,7 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints: self.inner.endpoints.clone(),
                 suspect: self.inner.suspect.clone(),
-                http: http_client(self.inner.tls.clone()),
+                http: http_client(self.inner.tls.clone(), self.inner.timeout),
                 tls: self.inner.tls.clone(),
                 timeout: self.inner.timeout,
             }),

@@ -23,6 +23,6 @@ pub mod raw;
 pub mod tls;
 
 pub use apikey::{ApiKey, Identity};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, CONNECT_TIMEOUT};
 pub use cmd::Command;
 pub use error::Error;

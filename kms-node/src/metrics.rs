@@ -44,6 +44,12 @@ pub struct Metrics {
     rejected: AtomicU64,
     /// Write proposals committed.
     pub commits: AtomicU64,
+    /// Reads that waited for a write another node may serve (`Node::fence`).
+    fence_waits: AtomicU64,
+    /// Of those, the ones that gave up at the bound.
+    fence_expired: AtomicU64,
+    /// Total time spent waiting, in microseconds.
+    fence_micros: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -52,6 +58,9 @@ impl Default for Metrics {
             commands: Command::ALL.iter().map(|_| PerCommand::default()).collect(),
             rejected: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            fence_waits: AtomicU64::new(0),
+            fence_expired: AtomicU64::new(0),
+            fence_micros: AtomicU64::new(0),
         }
     }
 }
@@ -91,6 +100,15 @@ impl Metrics {
         }
         m.batch.count.fetch_add(1, Relaxed);
         m.batch.sum_micros.fetch_add(batch as u64, Relaxed);
+    }
+
+    /// A read that waited `waited` for an unpublished write (`expired`: it
+    /// gave up at the bound).
+    pub fn record_fence(&self, waited: std::time::Duration, expired: bool) {
+        self.fence_waits.fetch_add(1, Relaxed);
+        self.fence_expired.fetch_add(u64::from(expired), Relaxed);
+        self.fence_micros
+            .fetch_add(waited.as_micros() as u64, Relaxed);
     }
 
     pub fn reject(&self) {
@@ -184,6 +202,13 @@ impl Metrics {
             s,
             "# HELP kms_rejected_total Requests answered with an error before any command ran: malformed or too large bodies, unknown endpoints, failed backups and restores.\n# TYPE kms_rejected_total counter\nkms_rejected_total {}",
             self.rejected.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP kms_read_fence_waits_total Reads that waited for a write another node may already serve.\n# TYPE kms_read_fence_waits_total counter\nkms_read_fence_waits_total {}\n# HELP kms_read_fence_expired_total Reads that stopped waiting at the bound and were served without such a write.\n# TYPE kms_read_fence_expired_total counter\nkms_read_fence_expired_total {}\n# HELP kms_read_fence_seconds_total Time reads spent waiting for such writes.\n# TYPE kms_read_fence_seconds_total counter\nkms_read_fence_seconds_total {}",
+            self.fence_waits.load(Relaxed),
+            self.fence_expired.load(Relaxed),
+            self.fence_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(s, "# HELP kms_commits_total State changes committed.\n# TYPE kms_commits_total counter\nkms_commits_total {}", self.commits.load(Relaxed));
         for (name, help, v) in extra {

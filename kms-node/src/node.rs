@@ -65,10 +65,7 @@ impl ProposeError {
             ProposeError::Failed { status, .. } => *status,
             _ => 503,
         };
-        Fail {
-            status,
-            message: self.to_string(),
-        }
+        Fail::new(status, self.to_string())
     }
 }
 
@@ -118,6 +115,10 @@ impl Timing {
             retain: crate::store::LOG_RETAIN / 2,
             #[cfg(test)]
             broken_majority_commit: false,
+            #[cfg(test)]
+            broken_publish_latest: false,
+            #[cfg(test)]
+            broken_hold: false,
         }
     }
 }
@@ -147,10 +148,13 @@ pub struct View {
     pub removed: Option<String>,
     /// When the leader was last heard from (a follower) or now (the leader).
     pub leader_contact: Option<Instant>,
-    /// Per enclave, the highest log index touching it that is not published
-    /// yet; the key "" stands for every enclave (the leader's entries
-    /// applied but not yet applied everywhere).
+    /// Per enclave, the highest log index touching it that this node holds
+    /// unpublished while another node may serve it (`Core::fence_to`); the
+    /// key "" stands for entries that touch every enclave (identities
+    /// outside enclaves, a restore).
     pub pending: HashMap<String, u64>,
+    /// The index reads on this node see.
+    pub published: u64,
 }
 
 type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
@@ -193,9 +197,11 @@ pub struct Node {
     pub started: Instant,
     pub metrics: Metrics,
     pub max_request_bytes: usize,
-    /// The highest fence target a read gave up waiting for: later reads
-    /// do not wait for it again (see `fence`).
-    fence_expired: std::sync::atomic::AtomicU64,
+    /// Per enclave, the highest fence target a read gave up waiting for:
+    /// later reads of that enclave do not wait for it again (see `fence`).
+    fence_expired: parking_lot::Mutex<HashMap<String, u64>>,
+    /// Signalled after every round that published a new view.
+    changed: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl Node {
@@ -252,7 +258,10 @@ impl Node {
             removed: None,
             leader_contact: None,
             pending: HashMap::new(),
+            published: c.published(),
         }));
+        let (changed, _) = tokio::sync::watch::channel(());
+        let changed = Arc::new(changed);
         let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
         let mut d = Driver {
             me,
@@ -276,6 +285,8 @@ impl Node {
             removed: None,
             genesis_sent: false,
             leader_contact: None,
+            unpublished: VecDeque::new(),
+            changed: changed.clone(),
         };
         d.execute(first);
         d.publish();
@@ -319,6 +330,7 @@ impl Node {
             metrics: Metrics::default(),
             max_request_bytes,
             fence_expired: Default::default(),
+            changed,
         }))
     }
 
@@ -375,46 +387,72 @@ impl Node {
         self.view.load()
     }
 
-    /// Waits until the entries touching `enclave` that this node holds but
-    /// has not published yet (and that may be committed) are published or
-    /// resolved, for at most two election timeouts; then it serves what it
-    /// has, and later reads do not wait for those entries again. A read
-    /// that starts after another node served a write therefore sees it too,
-    /// unless the write stays unresolved that long (consistency.md).
+    /// How long a read waits at most for a write that another node may
+    /// already serve (`fence`): two election timeouts, time for a new leader
+    /// to be elected and resolve the entries of the one that died.
+    pub fn fence_bound(&self) -> Duration {
+        self.timing.election * 2
+    }
+
+    /// Waits until the entries touching `enclave` that this node holds
+    /// unpublished while another node may serve them (`View::pending`) are
+    /// published here or resolved, for at most `fence_bound`; then it serves
+    /// what it has, and later reads of that enclave do not wait for those
+    /// entries again. Entries in doubt behind a leader's hold are not
+    /// fenced at all (`Core::fence_to`), so with a member down and nothing
+    /// in doubt a read never waits (consistency.md, "Reads").
     pub async fn fence(&self, enclave: &str) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let target = {
-            let v = self.view();
-            match (v.pending.get(enclave), v.pending.get("")) {
-                (None, None) => return,
-                (a, b) => a.copied().max(b.copied()).unwrap_or(0),
+        // A read outside any enclave ("") depends on every entry.
+        let target = |v: &View| {
+            if enclave.is_empty() {
+                v.pending.values().copied().max()
+            } else {
+                v.pending
+                    .get(enclave)
+                    .copied()
+                    .max(v.pending.get("").copied())
             }
+            .filter(|t| *t > v.published)
         };
-        if target <= self.fence_expired.load(Relaxed) {
+        let Some(first) = target(&self.view()) else {
+            return;
+        };
+        if self
+            .fence_expired
+            .lock()
+            .get(enclave)
+            .is_some_and(|e| *e >= first)
+        {
             return;
         }
-        let until = Instant::now() + self.timing.election * 2;
-        loop {
-            if self.state().applied >= target {
-                return;
-            }
-            {
-                let v = self.view();
-                let still = v.pending.get(enclave).is_some_and(|i| *i >= target)
-                    || v.pending.get("").is_some_and(|i| *i >= target);
-                if !still {
+        let started = Instant::now();
+        let mut rx = self.changed.subscribe();
+        let waited = tokio::time::timeout(self.fence_bound(), async {
+            loop {
+                // Resolved once nothing at or below `first` is fenced any more.
+                match target(&self.view()) {
+                    Some(t) if t >= first && self.view().published < first => {}
+                    _ => return,
+                }
+                if rx.changed().await.is_err() {
                     return;
                 }
             }
-            if Instant::now() > until {
-                tracing::warn!(
-                    enclave,
-                    target,
-                    "read served with an unresolved write in doubt"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_micros(500)).await;
+        })
+        .await;
+        self.metrics
+            .record_fence(started.elapsed(), waited.is_err());
+        if waited.is_err() {
+            let mut e = self.fence_expired.lock();
+            let t = e.entry(enclave.to_string()).or_default();
+            *t = (*t).max(first);
+            tracing::warn!(
+                enclave,
+                target = first,
+                bound = ?self.fence_bound(),
+                "read served without a write in doubt that another node may serve (no leader \
+                 resolved it in time); later reads of this enclave do not wait for it again"
+            );
         }
     }
 
@@ -484,12 +522,9 @@ impl Node {
         {
             Ok(Reply::Forwarded(mut v)) => match v.pop() {
                 Some(Ok(i)) => {
-                    // Every member applied it before the leader answered; wait
-                    // for this node's state to be published all the same.
-                    let until = Instant::now() + timeout;
-                    while self.state().applied < i && Instant::now() < until {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    // Every member published it before the leader answered
+                    // (this one reported it), so this holds at once.
+                    debug_assert!(self.state().applied >= i || self.view().removed.is_some());
                     Ok(i)
                 }
                 Some(Err(f)) => Err(f.into()),
@@ -500,6 +535,12 @@ impl Node {
             Ok(_) => Err(ProposeError::Unavailable(
                 "unexpected answer from the leader".into(),
             )),
+            Err(f) if f.unsent => Err(ProposeError::Unavailable(format!(
+                "write refused: the leader, {}, cannot be reached from this node ({}); nothing \
+                 was applied",
+                self.describe(&[leader]),
+                f.message
+            ))),
             Err(f) => Err(ProposeError::Unavailable(format!(
                 "the write was sent to the leader, {}, which did not answer ({}): its outcome is \
                  unknown, it may still apply",
@@ -680,21 +721,17 @@ impl Node {
     /// Answers a call from a peer.
     pub async fn handle_call(self: &Arc<Self>, call: Call) -> Result<Reply, Fail> {
         if let Some(r) = &self.view().removed {
-            return Err(Fail {
-                status: 503,
-                message: r.clone(),
-            });
+            return Err(Fail::new(503, r.clone()));
         }
         match call {
             Call::Forward(changes) => {
                 let mut out = Vec::with_capacity(changes.len());
                 for c in changes {
                     out.push(self.propose_local(c).await.map_err(|e| match e {
-                        ProposeError::NotLeader(_) => Fail {
-                            status: 503,
-                            message:
-                                "this node is not the leader any more; nothing was applied".into(),
-                        },
+                        ProposeError::NotLeader(_) => Fail::new(
+                            503,
+                            "this node is not the leader any more; nothing was applied",
+                        ),
                         e => e.to_fail(),
                     }));
                 }
@@ -717,10 +754,7 @@ impl Node {
                     .map_err(|e| e.to_fail())?;
                 match joined {
                     Ok(()) => Ok(Reply::Joined { id: self.id() }),
-                    Err(m) => Err(Fail {
-                        status: 409,
-                        message: m,
-                    }),
+                    Err(m) => Err(Fail::new(409, m)),
                 }
             }
             Call::Status => {
@@ -732,22 +766,13 @@ impl Node {
             Call::ReadyWrite => match self.view().role {
                 Role::Leader => match Box::pin(self.write_blocker()).await {
                     None => Ok(Reply::Done),
-                    Some(m) => Err(Fail {
-                        status: 503,
-                        message: m,
-                    }),
+                    Some(m) => Err(Fail::new(503, m)),
                 },
-                _ => Err(Fail {
-                    status: 503,
-                    message: "not the leader".into(),
-                }),
+                _ => Err(Fail::new(503, "not the leader")),
             },
             Call::AddNode(addr) => {
                 if self.view().role != Role::Leader {
-                    return Err(Fail {
-                        status: 503,
-                        message: "not the leader".into(),
-                    });
+                    return Err(Fail::new(503, "not the leader"));
                 }
                 Box::pin(self.add_node(&addr))
                     .await
@@ -867,6 +892,20 @@ struct Driver {
     removed: Option<String>,
     genesis_sent: bool,
     leader_contact: Option<Instant>,
+    /// The states after each applied entry that is not published yet, with
+    /// what the entry touches (`fence_key`): the core may publish any of them.
+    unpublished: VecDeque<(u64, Arc<State>, Option<String>)>,
+    changed: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+/// What a read must wait for when an entry is unpublished: its enclave,
+/// "" for every enclave, `None` for entries no read depends on.
+fn fence_key(c: &Change) -> Option<String> {
+    match c {
+        Change::Noop | Change::SetMember { .. } | Change::RemoveMember { .. } => None,
+        Change::Restored { .. } => Some(String::new()),
+        c => Some(c.subject().0.unwrap_or_default().to_string()),
+    }
 }
 
 impl Driver {
@@ -962,7 +1001,6 @@ impl Driver {
             }
             self.execute(acts);
             self.genesis();
-            self.publish_state();
             self.publish();
             if stop {
                 break;
@@ -999,20 +1037,22 @@ impl Driver {
         self.peers.update(&all);
     }
 
-    /// Publishes the applied state for reads. A leader publishes an entry
-    /// only once every member has applied it (when its proposal is also
-    /// answered): a read anywhere can then never see a write that a later
-    /// read elsewhere misses. Followers publish what they apply, and fence
-    /// reads of an enclave with entries not applied yet (`View::pending`).
-    fn publish_state(&mut self) {
-        let published = self.state.load().applied;
-        if self.current.applied == published && Arc::ptr_eq(&self.current, &self.state.load()) {
-            return;
+    /// Makes the applied state at index `to` (`Action::Publish`) the one
+    /// reads see.
+    fn publish_state(&mut self, to: u64) {
+        while let Some((i, _, _)) = self.unpublished.front() {
+            if *i >= to {
+                break;
+            }
+            self.unpublished.pop_front();
         }
-        if self.core.role() != Role::Leader
-            || self.core.applied_everywhere() >= self.current.applied
-        {
-            self.state.store(self.current.clone());
+        match self.unpublished.front() {
+            Some((i, st, _)) if *i == to => {
+                self.state.store(st.clone());
+                self.unpublished.pop_front();
+            }
+            _ if self.current.applied == to => self.state.store(self.current.clone()),
+            _ => tracing::error!(to, "no applied state to publish at this index"),
         }
     }
 
@@ -1045,23 +1085,29 @@ impl Driver {
                 self.leader_contact
             },
             pending: {
-                let published = self.state.load().applied;
+                // Unpublished entries another node may serve: applied ones
+                // here, then persisted ones, up to the core's fence.
+                let to = self.core.fence_to();
                 let mut p: HashMap<String, u64> = HashMap::new();
-                // A leader's unapplied entries are past its commit index: no
-                // node can have applied them. A follower's may be committed.
-                let unapplied = if leader { None } else { Some(&self.unapplied) };
-                for (i, e) in unapplied.into_iter().flatten() {
-                    if let Some(en) = e.payload.as_ref().and_then(|c| c.subject().0) {
-                        p.insert(en.to_string(), *i);
+                let applied = self
+                    .unpublished
+                    .iter()
+                    .filter_map(|(i, _, k)| k.as_ref().map(|k| (*i, k.clone())));
+                let persisted = self
+                    .unapplied
+                    .iter()
+                    .filter_map(|(i, e)| e.payload.as_ref().and_then(fence_key).map(|k| (*i, k)));
+                for (i, k) in applied.chain(persisted) {
+                    if i > to {
+                        break;
                     }
-                }
-                if self.current.applied > published {
-                    // Applied on the leader, not yet everywhere: fenced as well.
-                    p.insert(String::new(), self.current.applied);
+                    p.insert(k, i);
                 }
                 p
             },
+            published: self.core.published(),
         }));
+        self.changed.send_replace(());
     }
 
     fn fatal(&self, what: String) -> ! {
@@ -1085,6 +1131,7 @@ impl Driver {
         let mut staged = false;
         let mut next: Option<State> = None;
         let mut membership = false;
+        let mut publish_to: Option<u64> = None;
         let mut out = Vec::new();
         while let Some(a) = queue.pop_front() {
             match a {
@@ -1155,10 +1202,15 @@ impl Driver {
                         if !self.waiters.is_empty() {
                             self.outcomes.insert(i, outcome.map(drop));
                         }
+                        // The state after each entry: the core may publish
+                        // any applied index (O(1): the state is persistent).
+                        self.unpublished
+                            .push_back((i, Arc::new(st.clone()), fence_key(&change)));
                     }
                     self.store.stage_applied(&mut wb, to);
                     staged = true;
                 }
+                Action::Publish { to } => publish_to = publish_to.max(Some(to)),
                 Action::Compact { to, term } => {
                     if to >= self.log_lo {
                         self.store.stage_delete_log(&mut wb, self.log_lo, to);
@@ -1194,6 +1246,9 @@ impl Driver {
                         self.core
                             .set_members(Self::members_of(&st), st.cluster.epoch),
                     );
+                    self.unpublished.clear();
+                    self.unpublished
+                        .push_back((index, Arc::new(st.clone()), Some(String::new())));
                     next = Some(st);
                     membership = true;
                     staged = true;
@@ -1252,7 +1307,10 @@ impl Driver {
         if let Some(st) = next {
             self.current = Arc::new(st);
         }
-        self.publish_state();
+        // Durable now: publish, then (below) send and answer.
+        if let Some(to) = publish_to {
+            self.publish_state(to);
+        }
         if membership {
             self.update_peers(&self.current.cluster.members.clone());
         }
@@ -1284,15 +1342,19 @@ impl Driver {
                              cluster); nothing was applied",
                             self.describe(&missing)
                         ))),
+                        Err(Reject::Unavailable { missing }) if missing.is_empty() => {
+                            Err(ProposeError::Unavailable(
+                                "this node stopped being the leader before every member \
+                                 confirmed the write: its outcome is unknown, it may still \
+                                 apply"
+                                    .to_string(),
+                            ))
+                        }
                         Err(Reject::Unavailable { missing }) => {
                             Err(ProposeError::Unavailable(format!(
                                 "write not confirmed by {} within {:?}: its outcome is unknown, \
                                  it may still apply once every member has it",
-                                if missing.is_empty() {
-                                    "the cluster".to_string()
-                                } else {
-                                    self.describe(&missing)
-                                },
+                                self.describe(&missing),
                                 self.timing.election
                             )))
                         }
@@ -1349,8 +1411,18 @@ impl Driver {
         let members = Self::members_of(&st);
         let epoch = st.cluster.epoch;
         tracing::warn!(removed = ?ids, epoch, "membership edited by the operator");
+        // The edit applies at once to what reads see and to the applied
+        // states not published yet.
+        let patch = |s: &State| {
+            let mut s = s.clone();
+            s.cluster = st.cluster.clone();
+            Arc::new(s)
+        };
+        self.state.store(patch(&self.state.load()));
+        for (_, s, _) in self.unpublished.iter_mut() {
+            *s = patch(s);
+        }
         self.current = Arc::new(st);
-        self.publish_state();
         self.update_peers(&self.current.cluster.members.clone());
         let mut acts = self.core.set_members(members, epoch);
         if self.core.members() == [self.me] {
@@ -1425,6 +1497,7 @@ impl Driver {
             .core
             .set_members(members.keys().copied().collect(), epoch);
         self.current = Arc::new(fresh);
+        self.unpublished.clear();
         self.state.store(self.current.clone());
         self.update_peers(&members);
         self.genesis_sent = true;

@@ -556,8 +556,9 @@ async fn kms(
             "a request must not mix commands that change state with commands that do not",
         ));
     }
-    if !first.is_write() && !enclave.is_empty() {
-        // Reads wait for writes to this enclave that are in flight here.
+    if !first.is_write() {
+        // Reads wait for writes to this enclave (or, outside any enclave,
+        // to anything) that another node may serve before this one.
         node.fence(enclave).await;
     }
     let st = node.state();

@@ -9,7 +9,32 @@
 //! acknowledged write.
 //!
 //! The shell must carry out the actions in order: persisting (`SaveHardState`,
-//! `Append`, `Apply`) before sending the messages that follow them.
+//! `Append`, `Apply`) before sending the messages that follow them, and
+//! publishing (`Publish`) before answering proposals.
+//!
+//! # Publication: what reads see
+//!
+//! The core decides which applied index a node's reads see (`published`),
+//! so that acknowledgement and publication are one model, checked by the
+//! simulator on every step:
+//! - a follower publishes what it applied up to the commit index its current
+//!   leader sent; it reports its *published* index as `applied`;
+//! - the leader publishes an applied entry once some member reported it (so
+//!   the knowledge that it committed survives the leader), and answers a
+//!   proposal once every member reported it: an acknowledged write is then
+//!   published on every member, the leader included;
+//! - `fence_range` names the entries a node holds unpublished that another
+//!   node may already serve: reads touching them wait (the shell bounds it).
+//!
+//! # Holds: not waiting for writes in doubt
+//!
+//! When the commit index stalls (a member is down or slow), a leader whose
+//! no-op committed sends a *hold*: "nothing after index h commits before you
+//! answer a message lifting this". A follower holding it does not fence reads
+//! on entries after h: they are in doubt and no node serves them. To commit
+//! past h the leader first lifts the hold and waits until every member
+//! answered the lift (one more round trip, on recovery only). A hold is valid
+//! for its term; a node that sees a newer term drops it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,12 +77,20 @@ pub enum Msg<P> {
         prev_term: Term,
         entries: Vec<Entry<P>>,
         commit: Index,
+        /// The hold in force: nothing after it commits before the receiver
+        /// answers a message with a later `seq` (see the module doc).
+        hold: Option<Index>,
+        /// Version of `hold` in this term (0: none was ever sent).
+        seq: u64,
     },
     AppendResp {
         term: Term,
         success: bool,
         matched: Index,
+        /// The sender's published index (applied, and visible to its reads).
         applied: Index,
+        /// The latest hold version the sender has seen in this term.
+        seq: u64,
     },
     /// The leader's whole applied state up to `index` follows (carried by
     /// the shell next to this message): a joining node starts from it.
@@ -117,6 +150,11 @@ pub enum Action<P> {
     },
     /// Apply the committed entries up to `to` (durably).
     Apply {
+        to: Index,
+    },
+    /// Make the applied state at index `to` visible to reads (after the
+    /// batch that applied it is durable, before any `Reply`).
+    Publish {
         to: Index,
     },
     /// Drop the log entries up to `to`: they are applied on every member
@@ -179,6 +217,15 @@ pub struct Config {
     /// "every member has every acknowledged write" guarantee.
     #[cfg(test)]
     pub broken_majority_commit: bool,
+    /// Broken variant: the leader publishes only once every member applied
+    /// everything it applied (the rule before issue 9), so under group
+    /// commit an acknowledged write can be unpublished on the leader.
+    #[cfg(test)]
+    pub broken_publish_latest: bool,
+    /// Broken variant: followers ignore holds' lifts (a lifted hold stays),
+    /// so they skip fencing entries that then commit.
+    #[cfg(test)]
+    pub broken_hold: bool,
 }
 
 impl Default for Config {
@@ -192,6 +239,10 @@ impl Default for Config {
             retain: 1024,
             #[cfg(test)]
             broken_majority_commit: false,
+            #[cfg(test)]
+            broken_publish_latest: false,
+            #[cfg(test)]
+            broken_hold: false,
         }
     }
 }
@@ -245,6 +296,17 @@ struct Progress {
     last_heard: u64,
     /// The transport reported it unreachable since it last answered.
     unreachable: bool,
+    /// The latest hold version it echoed.
+    seq: u64,
+}
+
+/// A leader's hold (module doc): nothing after `index` commits until every
+/// member echoed `lifted`.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    index: Index,
+    /// The version of the message that lifted it, once sent.
+    lifted: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -269,6 +331,19 @@ pub struct Core<P> {
     progress: BTreeMap<NodeId, Progress>,
     pending: BTreeMap<Index, (u64, u64)>,
     out: Vec<Action<P>>,
+    /// The applied index this node's reads see.
+    published: Index,
+    /// Leader: the index of this term's first entry (its no-op). Until it
+    /// commits, entries of earlier terms past `commit` may be committed.
+    term_start: Index,
+    /// Leader: the hold in force, and the version counter of holds.
+    hold: Option<Hold>,
+    hold_seq: u64,
+    /// Leader: since when (ticks) the oldest uncommitted entry waits.
+    stalled_since: Option<u64>,
+    /// Follower: the hold of this term's leader, and its version.
+    held: Option<Index>,
+    held_seq: u64,
 }
 
 impl<P: Clone> Core<P> {
@@ -292,7 +367,16 @@ impl<P: Clone> Core<P> {
             progress: BTreeMap::new(),
             pending: BTreeMap::new(),
             out: Vec::new(),
+            published: 0,
+            term_start: 0,
+            hold: None,
+            hold_seq: 0,
+            stalled_since: None,
+            held: None,
+            held_seq: 0,
         };
+        // A restarted node serves what it applied (its durable state).
+        c.published = c.d.applied;
         c.members.sort_unstable();
         c.members.dedup();
         c.reset_timeout();
@@ -316,6 +400,25 @@ impl<P: Clone> Core<P> {
     }
     pub fn commit(&self) -> Index {
         self.commit
+    }
+    /// The applied index reads on this node see.
+    pub fn published(&self) -> Index {
+        self.published
+    }
+    /// The entries after `published` up to the returned index (inclusive)
+    /// that this node holds unpublished while another node may serve them:
+    /// a read touching one of them must wait until it is published here (or
+    /// resolved otherwise). Empty when it is `published`.
+    pub fn fence_to(&self) -> Index {
+        let hi = match self.role {
+            Role::Leader if self.commit >= self.term_start => self.d.applied,
+            // Entries of earlier terms may have committed under another leader.
+            Role::Leader => self.d.applied.max(self.term_start.saturating_sub(1)),
+            _ => self
+                .held
+                .map_or(self.last_index(), |h| h.min(self.last_index())),
+        };
+        hi.max(self.published)
     }
     /// The highest index every member has applied (the leader knows; a
     /// follower answers its own applied index).
@@ -394,20 +497,29 @@ impl<P: Clone> Core<P> {
         });
     }
 
+    /// A new term: holds of the old one are void.
+    fn enter_term(&mut self, term: Term) {
+        self.d.term = term;
+        self.held = None;
+        self.held_seq = 0;
+    }
+
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         if term > self.d.term {
-            self.d.term = term;
+            self.enter_term(term);
             self.d.voted_for = None;
             self.save_hard_state();
         }
         if self.role == Role::Leader {
+            self.hold = None;
+            self.stalled_since = None;
             // Proposals in flight are in doubt: their entries may still commit.
-            let missing = self.others();
+            // No member is to blame: this node stopped leading.
             for (_, (id, _)) in std::mem::take(&mut self.pending) {
                 self.out.push(Action::Reply {
                     id,
                     result: Err(Reject::Unavailable {
-                        missing: missing.clone(),
+                        missing: Vec::new(),
                     }),
                 });
             }
@@ -450,7 +562,7 @@ impl<P: Clone> Core<P> {
 
     fn start_election(&mut self) {
         self.role = Role::Candidate;
-        self.d.term += 1;
+        self.enter_term(self.d.term + 1);
         self.d.voted_for = Some(self.id);
         self.save_hard_state();
         self.votes = BTreeSet::from([self.id]);
@@ -495,8 +607,12 @@ impl<P: Clone> Core<P> {
             .collect();
         // Learners are added again by the shell (`add_learner`) if still joining.
         self.learners.clear();
+        self.hold = None;
+        self.hold_seq = 0;
+        self.held = None;
+        self.stalled_since = None;
         // A no-op of the new term commits the entries of earlier terms.
-        self.append_local(Entry {
+        self.term_start = self.append_local(Entry {
             term: self.d.term,
             payload: None,
         });
@@ -506,6 +622,9 @@ impl<P: Clone> Core<P> {
 
     fn append_local(&mut self, e: Entry<P>) -> Index {
         let from = self.last_index() + 1;
+        if self.last_index() == self.commit {
+            self.stalled_since = Some(self.now);
+        }
         self.d.log.push(e.clone());
         self.out.push(Action::Append {
             from,
@@ -556,6 +675,8 @@ impl<P: Clone> Core<P> {
             prev_term: self.term_at(prev_index),
             entries,
             commit: self.commit,
+            hold: self.hold.filter(|h| h.lifted.is_none()).map(|h| h.index),
+            seq: self.hold_seq,
         };
         self.out.push(Action::Send(to, msg));
     }
@@ -594,7 +715,9 @@ impl<P: Clone> Core<P> {
         }
     }
 
-    /// Commits what every member (or, broken on purpose, a majority) persisted.
+    /// Commits what every member (or, broken on purpose, a majority) persisted,
+    /// and what any member already applied (an earlier leader committed it);
+    /// then publishes and answers what that allows.
     fn advance_commit(&mut self) {
         let mut matched: Vec<Index> = self.member_progress().map(|p| p.matched).collect();
         matched.push(self.last_index());
@@ -607,15 +730,74 @@ impl<P: Clone> Core<P> {
         };
         #[cfg(not(test))]
         let n = matched[0];
-        if n > self.commit && self.term_at(n) == self.d.term {
-            self.commit = n;
-            self.apply_to(n);
+        let mut to = self.commit;
+        if n > to && self.term_at(n) == self.d.term {
+            to = n;
+        }
+        // Applied (published) by a member means committed by some leader.
+        let seen = self
+            .member_progress()
+            .map(|p| p.applied)
+            .max()
+            .unwrap_or(0)
+            .min(self.last_index());
+        to = to.max(seen);
+        if let Some(h) = self.hold {
+            if to > h.index {
+                match h.lifted {
+                    None => {
+                        // Lift it; commit once every member has seen the lift.
+                        self.hold_seq += 1;
+                        self.hold = Some(Hold {
+                            index: h.index,
+                            lifted: Some(self.hold_seq),
+                        });
+                        self.broadcast();
+                        to = h.index.max(self.commit);
+                    }
+                    Some(s) if self.member_progress().all(|p| p.seq >= s) => self.hold = None,
+                    Some(_) => to = h.index.max(self.commit),
+                }
+            }
+        }
+        if to > self.commit {
+            self.commit = to;
+            self.stalled_since = (self.last_index() > to).then_some(self.now);
+            self.apply_to(to);
             self.broadcast();
         }
+        self.publish_leader();
         self.answer_pending();
     }
 
-    /// Acknowledges proposals that every member has applied.
+    /// The leader publishes an applied entry once a member reported it (a
+    /// member published it, so survivors know it committed even if this
+    /// leader dies now). A single member publishes what it applies.
+    fn publish_leader(&mut self) {
+        let everywhere = self.applied_everywhere();
+        let anywhere = self.member_progress().map(|p| p.applied).max();
+        #[cfg_attr(not(test), allow(unused_mut))]
+        let mut to = self.d.applied.min(everywhere.max(anywhere.unwrap_or(0)));
+        #[cfg(test)]
+        if self.cfg.broken_publish_latest {
+            to = if everywhere >= self.d.applied {
+                self.d.applied
+            } else {
+                self.published
+            };
+        }
+        self.publish(to);
+    }
+
+    fn publish(&mut self, to: Index) {
+        if to > self.published {
+            self.published = to;
+            self.out.push(Action::Publish { to });
+        }
+    }
+
+    /// Acknowledges proposals that every member has applied and published
+    /// (this node included).
     fn answer_pending(&mut self) {
         let mut applied: Vec<Index> = self.member_progress().map(|p| p.applied).collect();
         applied.push(self.d.applied);
@@ -623,11 +805,13 @@ impl<P: Clone> Core<P> {
         #[cfg(test)]
         let done = if self.cfg.broken_majority_commit {
             applied[applied.len() - self.quorum()]
-        } else {
+        } else if self.cfg.broken_publish_latest {
             applied[0]
+        } else {
+            applied[0].min(self.published)
         };
         #[cfg(not(test))]
-        let done = applied[0];
+        let done = applied[0].min(self.published);
         while let Some((&i, &(id, _))) = self.pending.first_key_value() {
             if i > done {
                 break;
@@ -647,6 +831,7 @@ impl<P: Clone> Core<P> {
                     self.elapsed = 0;
                     self.broadcast();
                 }
+                self.maybe_hold();
                 let expired: Vec<Index> = self
                     .pending
                     .iter()
@@ -655,10 +840,21 @@ impl<P: Clone> Core<P> {
                     .collect();
                 for i in expired {
                     let (id, _) = self.pending.remove(&i).expect("listed above");
+                    // Name only the members holding it up: those that did not
+                    // persist it while it is uncommitted, else those that did
+                    // not apply it.
+                    let committed = self.commit >= i;
                     let missing = self
                         .progress
                         .iter()
-                        .filter(|(m, p)| p.applied < i && !self.learners.contains(m))
+                        .filter(|(m, p)| {
+                            !self.learners.contains(m)
+                                && if committed {
+                                    p.applied < i
+                                } else {
+                                    p.matched < i
+                                }
+                        })
                         .map(|(m, _)| *m)
                         .collect();
                     self.out.push(Action::Reply {
@@ -676,6 +872,30 @@ impl<P: Clone> Core<P> {
         std::mem::take(&mut self.out)
     }
 
+    /// Sends a hold when the commit index stalls: a member is down, or the
+    /// oldest uncommitted entry has waited a heartbeat. Only once this term's
+    /// no-op committed: before that, earlier terms' entries may be committed.
+    fn maybe_hold(&mut self) {
+        if self.role != Role::Leader
+            || self.hold.is_some()
+            || self.commit < self.term_start
+            || self.last_index() <= self.commit
+        {
+            return;
+        }
+        let waited = self
+            .stalled_since
+            .is_some_and(|t| self.now.saturating_sub(t) >= self.cfg.heartbeat_ticks);
+        if waited || !self.down().is_empty() {
+            self.hold_seq += 1;
+            self.hold = Some(Hold {
+                index: self.commit,
+                lifted: None,
+            });
+            self.broadcast();
+        }
+    }
+
     /// The transport reports that member `id` cannot be reached (its
     /// connection is refused or lost): count it as down now instead of
     /// after an election timeout. Hearing from it again clears this.
@@ -686,6 +906,7 @@ impl<P: Clone> Core<P> {
         if let Some(p) = self.progress.get_mut(&id) {
             p.unreachable = true;
         }
+        self.maybe_hold();
     }
 
     /// Members the leader has not heard from within the shortest election
@@ -917,7 +1138,11 @@ impl<P: Clone> Core<P> {
                 prev_term,
                 entries,
                 commit,
-            } => self.on_append(from, term, prev_index, prev_term, entries, commit),
+                hold,
+                seq,
+            } => self.on_append(
+                from, term, prev_index, prev_term, entries, commit, hold, seq,
+            ),
             Msg::Snapshot {
                 term,
                 index,
@@ -929,12 +1154,14 @@ impl<P: Clone> Core<P> {
                 success,
                 matched,
                 applied,
+                seq,
             } => {
                 if self.role == Role::Leader && term == self.d.term {
                     if let Some(p) = self.progress.get_mut(&from) {
                         p.last_heard = self.now;
                         p.unreachable = false;
                         p.applied = p.applied.max(applied);
+                        p.seq = p.seq.max(seq);
                         if success {
                             p.matched = p.matched.max(matched);
                             p.next = p.matched + 1;
@@ -962,7 +1189,8 @@ impl<P: Clone> Core<P> {
                     term: self.d.term,
                     success: false,
                     matched: 0,
-                    applied: self.d.applied,
+                    applied: self.published,
+                    seq: self.held_seq,
                 },
             ));
             return;
@@ -971,13 +1199,27 @@ impl<P: Clone> Core<P> {
             self.become_follower(term, Some(from));
         }
         self.elapsed = 0;
-        if index > self.d.applied {
+        if index > self.d.applied
+            && index > self.d.snap_index
+            && index <= self.last_index()
+            && self.term_at(index) == last_term
+        {
+            // This node's log already holds the snapshot's entries (log
+            // matching): apply them from it instead, keeping the entries
+            // after `index`, which may be committed (a commit counted them).
+            self.commit = self.commit.max(index);
+            let to = self.commit.min(self.last_index());
+            self.apply_to(to);
+            self.publish(self.d.applied.min(index));
+        } else if index > self.d.applied {
             self.d.log.clear();
             self.d.snap_index = index;
             self.d.snap_term = last_term;
             self.d.applied = index;
             self.commit = self.commit.max(index);
             self.out.push(Action::InstallSnapshot { index, last_term });
+            // The snapshot is the leader's applied state: committed.
+            self.publish(index);
         }
         self.out.push(Action::Send(
             from,
@@ -985,11 +1227,13 @@ impl<P: Clone> Core<P> {
                 term,
                 success: true,
                 matched: self.d.applied,
-                applied: self.d.applied,
+                applied: self.published,
+                seq: self.held_seq,
             },
         ));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_append(
         &mut self,
         from: NodeId,
@@ -998,6 +1242,8 @@ impl<P: Clone> Core<P> {
         prev_term: Term,
         entries: Vec<Entry<P>>,
         commit: Index,
+        hold: Option<Index>,
+        seq: u64,
     ) {
         if term < self.d.term {
             self.out.push(Action::Send(
@@ -1006,7 +1252,8 @@ impl<P: Clone> Core<P> {
                     term: self.d.term,
                     success: false,
                     matched: 0,
-                    applied: self.d.applied,
+                    applied: self.published,
+                    seq: self.held_seq,
                 },
             ));
             return;
@@ -1015,6 +1262,17 @@ impl<P: Clone> Core<P> {
             self.become_follower(term, Some(from));
         }
         self.elapsed = 0;
+        // The leader's hold, newest version only (messages may be reordered).
+        if seq > self.held_seq {
+            #[cfg(test)]
+            let keep = self.cfg.broken_hold && hold.is_none() && self.held.is_some();
+            #[cfg(not(test))]
+            let keep = false;
+            if !keep {
+                self.held = hold;
+            }
+            self.held_seq = seq;
+        }
         // Before the compaction point, entries are committed and match.
         if prev_index > self.last_index()
             || (prev_index >= self.d.snap_index && self.term_at(prev_index) != prev_term)
@@ -1026,7 +1284,8 @@ impl<P: Clone> Core<P> {
                     term,
                     success: false,
                     matched: hint,
-                    applied: self.d.applied,
+                    applied: self.published,
+                    seq: self.held_seq,
                 },
             ));
             return;
@@ -1064,13 +1323,17 @@ impl<P: Clone> Core<P> {
         }
         let to = self.commit;
         self.apply_to(to);
+        // Publish what this leader says is committed (a node that led before
+        // may hold applied entries no one else knows committed yet).
+        self.publish(self.d.applied.min(c));
         self.out.push(Action::Send(
             from,
             Msg::AppendResp {
                 term,
                 success: true,
                 matched,
-                applied: self.d.applied,
+                applied: self.published,
+                seq: self.held_seq,
             },
         ));
     }

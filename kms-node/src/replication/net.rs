@@ -45,6 +45,28 @@ impl Drop for Records {
 pub struct Fail {
     pub status: u16,
     pub message: String,
+    /// Set by this node's transport (never sent): the call never left this
+    /// node, so the peer did not act on it.
+    #[serde(skip)]
+    pub unsent: bool,
+}
+
+impl Fail {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Fail {
+            status,
+            message: message.into(),
+            unsent: false,
+        }
+    }
+
+    /// A call that this node never sent.
+    pub fn unsent(message: impl Into<String>) -> Self {
+        Fail {
+            unsent: true,
+            ..Fail::new(503, message)
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -159,10 +181,7 @@ pub async fn call_addr(
     call: Call,
     timeout: Duration,
 ) -> Result<Reply, Fail> {
-    let unavailable = |m: String| Fail {
-        status: 503,
-        message: m,
-    };
+    let unavailable = |m: String| Fail::new(503, m);
     let mut s = dial(addr, tls).await.map_err(unavailable)?;
     let r = async {
         write_frame(&mut s, &Wire::Hello { from: me }).await?;
@@ -296,10 +315,7 @@ impl Peers {
         let (addr, sent) = {
             let peers = self.peers.lock();
             let Some(p) = peers.get(&to) else {
-                return Err(Fail {
-                    status: 503,
-                    message: format!("node {to} is not a known peer"),
-                });
+                return Err(Fail::unsent(format!("node {to} is not a known peer")));
             };
             p.pending.lock().insert(id, tx);
             (
@@ -307,12 +323,14 @@ impl Peers {
                 p.tx.try_send(Wire::Call { id, call }).is_ok(),
             )
         };
-        let fail = |m: String| Fail {
-            status: 503,
-            message: m,
-        };
+        let fail = |m: String| Fail::new(503, m);
         if !sent {
-            return Err(fail(format!("node {to} ({addr}) is not reachable")));
+            if let Some(p) = self.peers.lock().get(&to) {
+                p.pending.lock().remove(&id);
+            }
+            return Err(Fail::unsent(format!(
+                "node {to} ({addr}) is not reachable (its queue is full)"
+            )));
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
@@ -331,10 +349,7 @@ impl Peers {
 
 fn fail_pending(pending: &Pending, why: &str) {
     for (_, tx) in pending.lock().drain() {
-        let _ = tx.send(Err(Fail {
-            status: 503,
-            message: why.to_string(),
-        }));
+        let _ = tx.send(Err(Fail::new(503, why)));
     }
 }
 
@@ -424,21 +439,22 @@ async fn run_peer(link: Link, mut rx: mpsc::Receiver<Wire>) {
                     tracing::warn!(peer = id, %addr, error = %e, "cannot reach peer");
                     logged = true;
                 }
+                // Nothing queued survives an outage: the protocol resends.
+                // Calls still queued were never sent: say so, definitely.
+                while let Ok(f) = rx.try_recv() {
+                    if let Wire::Call { id: cid, .. } = f {
+                        if let Some(tx) = pending.lock().remove(&cid) {
+                            let _ = tx.send(Err(Fail::unsent(format!(
+                                "node {id} ({addr}) is not reachable: {e}"
+                            ))));
+                        }
+                    }
+                }
+                // Any other call may have gone out on a connection now lost.
                 fail_pending(
                     &pending,
                     &format!("node {id} ({addr}) is not reachable: {e}"),
                 );
-                // Nothing queued survives an outage: the protocol resends.
-                while let Ok(f) = rx.try_recv() {
-                    if let Wire::Call { id: cid, .. } = f {
-                        if let Some(tx) = pending.lock().remove(&cid) {
-                            let _ = tx.send(Err(Fail {
-                                status: 503,
-                                message: format!("node {id} ({addr}) is not reachable: {e}"),
-                            }));
-                        }
-                    }
-                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }

@@ -1,0 +1,106 @@
+//! A server that accepts TCP connections and never completes the TLS
+//! handshake (a hung process, a stuck load balancer) must not stall clients:
+//! the client bounds connect plus handshake (`kms_client::CONNECT_TIMEOUT`)
+//! and moves on to the next server, for reads and writes alike (nothing was
+//! sent, so a write is safe to send elsewhere). Checked through the Rust
+//! client, the `kms` CLI and the PKCS#11 module's client settings.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use kms_client::tls::Trust;
+use kms_client::{Client, ClientConfig, CONNECT_TIMEOUT};
+use kms_tests::{data_dir, ok, rt, Server, SEED_HSM_KEY};
+
+/// Accepts connections and holds them open without reading or writing.
+/// Returns the address; the listener thread lives as long as the test.
+fn hung_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Bounded: a test opens a handful of connections.
+        for s in l.incoming().take(1000) {
+            match s {
+                Ok(s) => held.push(s),
+                Err(_) => return,
+            }
+        }
+    });
+    addr
+}
+
+/// What one request may cost at most: the hung server's connect timeout,
+/// then a normal request to the live one (generous for a loaded 2-core host).
+fn bound() -> Duration {
+    CONNECT_TIMEOUT + Duration::from_secs(3)
+}
+
+#[test]
+fn client_moves_on_from_a_server_that_never_completes_the_handshake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(&data_dir(&tmp, "live"), SEED_HSM_KEY);
+    let hung = hung_server();
+    let runtime = rt();
+    let client = |endpoints: Vec<String>| {
+        let _g = runtime.enter();
+        Client::new(ClientConfig {
+            endpoints,
+            api_key: srv.root_key.clone(),
+            trust: Trust::Insecure,
+            // The old behaviour waited this long and failed.
+            timeout: Duration::from_secs(30),
+        })
+        .unwrap()
+    };
+    // The client starts at a random server: run enough requests that the
+    // hung one comes first several times. Each new client has no memory of
+    // the hung server, so every request can meet it.
+    let mut slowest = Duration::ZERO;
+    for i in 0..6 {
+        let c = client(vec![format!("https://{hung}"), srv.url()]);
+        let t = Instant::now();
+        runtime
+            .block_on(c.create_enclave(&format!("e{i}")))
+            .unwrap_or_else(|e| panic!("write {i} failed instead of moving on: {e}"));
+        runtime
+            .block_on(c.key_status(&format!("e{i}"), "absent"))
+            .expect_err("no such key");
+        slowest = slowest.max(t.elapsed());
+        assert!(
+            t.elapsed() < bound() * 2,
+            "request {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    // Only the hung server: a clear connection error within the bound, not
+    // "request interrupted, outcome unknown" after the request timeout.
+    let c = client(vec![format!("https://{hung}")]);
+    let t = Instant::now();
+    let e = runtime
+        .block_on(c.create_enclave("never"))
+        .expect_err("the hung server cannot answer");
+    assert!(t.elapsed() < bound(), "took {:?}", t.elapsed());
+    assert!(
+        matches!(e, kms_client::Error::Transport(_)),
+        "a handshake that never completes is a connection failure (nothing sent): {e:?}"
+    );
+    assert!(e.to_string().contains("TLS handshake not complete"), "{e}");
+    eprintln!("slowest request with a hung server first: {slowest:?}");
+}
+
+#[test]
+fn cli_moves_on_from_a_hung_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(&data_dir(&tmp, "live"), SEED_HSM_KEY);
+    let hung = hung_server();
+    let servers = format!("https://{hung},{}", srv.url());
+    for i in 0..3 {
+        let t = Instant::now();
+        let out = srv.cli(None, &["-s", &servers, "add-enclave", &format!("cli-{i}")]);
+        ok(&out);
+        assert!(t.elapsed() < bound() * 2, "took {:?}", t.elapsed());
+    }
+    let out = ok(&srv.cli(None, &["-s", &servers, "ls-enclave"]));
+    assert!(out.contains("cli-2"), "{out}");
+}
