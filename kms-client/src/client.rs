@@ -153,7 +153,10 @@ fn http_client(tls: rustls::ClientConfig, request_timeout: Duration) -> HttpClie
         timeout: connect,
     };
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the server's idle limit (limits.header_timeout_ms, 60 s by
+        // default), so that a pooled connection is not reused just as the
+        // server closes it.
+        .pool_idle_timeout(Duration::from_secs(30))
         .build(connector)
 }
 

@@ -57,6 +57,42 @@ pub struct LogFile {
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_request_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub header_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub max_streams: Option<u64>,
+}
+
+/// What one node gives its clients at most (`[limits]`, `KMS_MAX_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Client connections served at once; past it, new client connections
+    /// are closed right after the TLS handshake (node connections are not
+    /// counted). Established clients keep being served.
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once; past it, new connections are
+    /// closed at once (clients and nodes retry).
+    pub max_handshakes: usize,
+    /// Time a client has to send a request's head, and the most a kept-alive
+    /// connection may stay idle (slow or idle clients are closed).
+    pub header_timeout: std::time::Duration,
+    /// Time a client has to send a request's body.
+    pub body_timeout: std::time::Duration,
+    /// Requests in flight on one HTTP/2 connection (HTTP/1.1 serves one at
+    /// a time per connection).
+    pub max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            max_handshakes: 512,
+            header_timeout: std::time::Duration::from_secs(60),
+            body_timeout: std::time::Duration::from_secs(30),
+            max_streams: 64,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +133,7 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_request_bytes: usize,
+    pub limits: Limits,
     pub hsm_key: Option<String>,
     pub hsm_primary: Option<String>,
     pub hsm_pkcs11: Option<Pkcs11File>,
@@ -175,6 +212,53 @@ impl ServerConfig {
                 None => Ok(file.unwrap_or(default)),
             }
         };
+        let d = Limits::default();
+        let bounded = |name: &str, v: u64, lo: u64, hi: u64| -> Result<u64, String> {
+            if (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!("limits.{name}: {v} is outside {lo}..={hi}"))
+            }
+        };
+        let limits = Limits {
+            max_connections: bounded(
+                "max_connections",
+                num(
+                    "MAX_CONNECTIONS",
+                    file.limits.max_connections,
+                    d.max_connections as u64,
+                )?,
+                16,
+                1_000_000,
+            )? as usize,
+            max_handshakes: d.max_handshakes,
+            header_timeout: std::time::Duration::from_millis(bounded(
+                "header_timeout_ms",
+                num(
+                    "HEADER_TIMEOUT_MS",
+                    file.limits.header_timeout_ms,
+                    d.header_timeout.as_millis() as u64,
+                )?,
+                100,
+                3_600_000,
+            )?),
+            body_timeout: std::time::Duration::from_millis(bounded(
+                "body_timeout_ms",
+                num(
+                    "BODY_TIMEOUT_MS",
+                    file.limits.body_timeout_ms,
+                    d.body_timeout.as_millis() as u64,
+                )?,
+                100,
+                3_600_000,
+            )?),
+            max_streams: bounded(
+                "max_streams",
+                file.limits.max_streams.unwrap_or(u64::from(d.max_streams)),
+                1,
+                1024,
+            )? as u32,
+        };
         let heartbeat = num("HEARTBEAT_MS", file.cluster.heartbeat_ms, 100)?;
         let election = num("ELECTION_MS", file.cluster.election_ms, 1000)?;
         let timing = crate::node::Timing::new(heartbeat, election)
@@ -195,6 +279,7 @@ impl ServerConfig {
             log_format,
             log_level,
             max_request_bytes: max as usize,
+            limits,
             hsm_key: file.hsm.key,
             hsm_primary: file.hsm.primary,
             hsm_pkcs11: file.hsm.pkcs11,

@@ -11,7 +11,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 ];
 /// Upper bounds of the batch size histogram buckets.
 const BATCH_BUCKETS: [u64; 8] = [1, 2, 8, 32, 128, 256, 1024, 4096];
-const STATUSES: [u16; 10] = [200, 400, 403, 404, 405, 409, 413, 500, 501, 503];
+const STATUSES: [u16; 11] = [200, 400, 403, 404, 405, 408, 409, 413, 500, 501, 503];
 
 struct Histogram<const N: usize> {
     buckets: [AtomicU64; N],
@@ -84,7 +84,7 @@ impl Metrics {
         elapsed: std::time::Duration,
     ) {
         let m = &self.commands[cmd_index(cmd)];
-        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(7);
+        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(8);
         m.by_status[si].fetch_add(1, Relaxed);
         m.frames.fetch_add(frames as u64, Relaxed);
         let secs = elapsed.as_secs_f64();

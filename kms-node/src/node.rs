@@ -197,6 +197,8 @@ pub struct Node {
     pub started: Instant,
     pub metrics: Metrics,
     pub max_request_bytes: usize,
+    /// Time a client has to send a request's body.
+    pub body_timeout: Duration,
     /// Per enclave, the highest fence target a read gave up waiting for:
     /// later reads of that enclave do not wait for it again (see `fence`).
     fence_expired: parking_lot::Mutex<HashMap<String, u64>>,
@@ -211,7 +213,7 @@ impl Node {
         hsms: &crate::serve::Hsms,
         root_identity: Identity,
         addr: String,
-        max_request_bytes: usize,
+        (max_request_bytes, body_timeout): (usize, Duration),
         timing: Timing,
         peer_tls: Arc<rustls::ClientConfig>,
     ) -> Result<Arc<Self>, String> {
@@ -329,6 +331,7 @@ impl Node {
             started: Instant::now(),
             metrics: Metrics::default(),
             max_request_bytes,
+            body_timeout,
             fence_expired: Default::default(),
             changed,
         }))
@@ -884,7 +887,9 @@ struct Driver {
     /// Outcomes of applied entries, until their proposals are answered.
     outcomes: BTreeMap<u64, Result<(), ApplyError>>,
     next_id: u64,
-    snapshot_in: Option<Records>,
+    /// The state a snapshot message carried, parsed and checked before the
+    /// core saw the message.
+    snapshot_in: Option<State>,
     restore: Option<Box<State>>,
     learners: BTreeMap<NodeId, String>,
     /// The applied state (published as `state` per `publish_state`).
@@ -896,6 +901,13 @@ struct Driver {
     /// what the entry touches (`fence_key`): the core may publish any of them.
     unpublished: VecDeque<(u64, Arc<State>, Option<String>)>,
     changed: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+/// Reads a snapshot's records into a state (in key order, as stored).
+fn parse_snapshot(records: &Records) -> Result<State, crate::store::StoreError> {
+    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = records.0.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::store::import_records(sorted.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
 }
 
 /// What a read must wait for when an entry is unpublished: its enclave,
@@ -952,8 +964,26 @@ impl Driver {
                         if self.core.leader() == Some(from) {
                             self.leader_contact = Some(Instant::now());
                         }
-                        if snap.is_some() {
-                            self.snapshot_in = snap;
+                        if let Some(records) = snap {
+                            // Checked before the core acts on it: a snapshot
+                            // this node cannot read is refused (the message
+                            // is dropped, the leader sends it again), never a
+                            // reason to stop (docs/cluster-design.md).
+                            match parse_snapshot(&records) {
+                                Ok(st) => self.snapshot_in = Some(st),
+                                Err(e) => {
+                                    tracing::error!(
+                                        peer = from,
+                                        error = %e,
+                                        "refused a snapshot this node cannot read; it keeps \
+                                         serving what it holds and waits for another"
+                                    );
+                                    continue;
+                                }
+                            }
+                        } else if matches!(msg, Msg::Snapshot { .. }) {
+                            tracing::warn!(peer = from, "refused a snapshot without its records");
+                            continue;
                         }
                         acts.extend(self.core.step(from, msg));
                         if self.core.leader() == Some(from) {
@@ -1220,16 +1250,10 @@ impl Driver {
                     staged = true;
                 }
                 Action::InstallSnapshot { index, last_term } => {
-                    let Some(records) = self.snapshot_in.take() else {
+                    // The core installs only a snapshot it was handed with
+                    // this message, which `run` parsed first.
+                    let Some(mut st) = self.snapshot_in.take() else {
                         self.fatal("a snapshot was installed without its records".into());
-                    };
-                    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = records.0.iter().collect();
-                    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-                    let mut st = match crate::store::import_records(
-                        sorted.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    ) {
-                        Ok(st) => st,
-                        Err(e) => self.fatal(format!("received a corrupt snapshot: {e}")),
                     };
                     st.applied = index;
                     self.store.stage_replace_all(&mut wb, &st);

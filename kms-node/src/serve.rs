@@ -188,6 +188,7 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
             cfg.data_dir.display()
         )));
     }
+    raise_fd_limit(cfg.limits.max_connections);
     let listener = tokio::net::TcpListener::bind(cfg.address)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.address))?;
@@ -231,7 +232,7 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
         &hsms,
         root.identity(),
         addr.clone(),
-        cfg.max_request_bytes,
+        (cfg.max_request_bytes, cfg.limits.body_timeout),
         cfg.timing,
         cluster_tls.client.clone(),
     )?;
@@ -292,6 +293,7 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
         tls,
         cluster_tls.server.clone(),
         node.clone(),
+        cfg.limits,
         shutdown_signal(),
     )
     .await;
@@ -308,4 +310,21 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// Raises the soft limit of open files to the hard limit, so that
+/// `limits.max_connections` connections fit; warns if they cannot.
+fn raise_fd_limit(connections: usize) {
+    // Connections, plus files for RocksDB and the node's own sockets.
+    let need = connections as u64 + 1024;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n >= need => {}
+        Ok(n) => tracing::warn!(
+            open_files = n,
+            max_connections = connections,
+            "the open-file limit is below limits.max_connections + 1024; raise it \
+             (LimitNOFILE= in systemd, ulimit -n) or lower max_connections"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
 }

@@ -6,11 +6,10 @@
 //! p11bench MODULE TOKEN_LABEL PIN OP THREADS SECONDS KEY [CONFIG]
 //!   OP:  gcm | hmac
 //!   KEY: token (a cluster key "bench", made if missing) | session (a key in the module's memory)
-//!   CONFIG: passed in C_Initialize's pReserved (libkms_pkcs11.so only)
+//!   CONFIG: set as KMS_PKCS11_CONFIG before C_Initialize (libkms_pkcs11.so only)
 //! ```
 //! Example (BENCHMARKS.md): `p11bench target/release/libkms_pkcs11.so p11 x gcm 8 10 token kms.toml`.
 
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -30,22 +29,14 @@ fn main() {
     let threads: usize = a[5].parse().expect("THREADS");
     let secs: u64 = a[6].parse().expect("SECONDS");
     let token = a[7] == "token";
-    let config = a
-        .get(8)
-        .map(|c| std::ffi::CString::new(c.as_str()).unwrap());
+    // Set before any thread starts: the module reads it at C_Initialize.
+    if let Some(c) = a.get(8) {
+        std::env::set_var("KMS_PKCS11_CONFIG", c);
+    }
 
     let p11 = Pkcs11::new(module).expect("load module");
-    let args = match &config {
-        // SAFETY: `config` outlives C_Initialize.
-        Some(c) => unsafe {
-            CInitializeArgs::new_with_reserved(
-                CInitializeFlags::OS_LOCKING_OK,
-                NonNull::new(c.as_ptr() as *mut _).unwrap(),
-            )
-        },
-        None => CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK),
-    };
-    p11.initialize(args).expect("C_Initialize");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
     let slot = p11
         .get_slots_with_token()
         .unwrap()

@@ -1,8 +1,10 @@
 //! Configuration, parsed once at `C_Initialize` into a validated [`Config`].
 //!
-//! Sources, first match wins: the path in the `C_Initialize` reserved
-//! argument, the file named by `KMS_PKCS11_CONFIG`, then the plain `KMS_*`
-//! variables (each also as `MINIO_KMS_*`). A file is TOML (docs/pkcs11.md):
+//! Sources, first match wins: the file named by `KMS_PKCS11_CONFIG`, then the
+//! plain `KMS_*` variables (each also as `MINIO_KMS_*`). The `pReserved`
+//! field of the `C_Initialize` arguments is not a source: PKCS#11 says it
+//! must be NULL, and the module refuses any other value with
+//! `CKR_ARGUMENTS_BAD` without reading it. A file is TOML (docs/pkcs11.md):
 //!
 //! ```toml
 //! servers = ["https://10.0.0.1:7373", "https://10.0.0.2:7373"]
@@ -82,13 +84,10 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl Config {
-    /// Loads the configuration: from `reserved` (a file path given in the
-    /// `C_Initialize` arguments) if any, else from `KMS_PKCS11_CONFIG`, else
-    /// from the environment.
-    pub fn load(reserved: Option<&Path>) -> Result<Self> {
-        if let Some(p) = reserved {
-            return Self::from_file(p);
-        }
+    /// Loads the configuration: from the file named by `KMS_PKCS11_CONFIG`
+    /// if that is set and not empty, else from the `KMS_*` variables. Any
+    /// error is [`Error::Config`] (`CKR_GENERAL_ERROR` at `C_Initialize`).
+    pub fn load() -> Result<Self> {
         if let Some(p) = std::env::var_os("KMS_PKCS11_CONFIG").filter(|p| !p.is_empty()) {
             return Self::from_file(Path::new(&p));
         }

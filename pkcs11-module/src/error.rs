@@ -14,8 +14,8 @@ pub enum Error {
     /// The output buffer is too small; the value is the size needed.
     #[error("buffer too small: {0} bytes needed")]
     BufferTooSmall(usize),
-    /// A bad configuration: `C_Initialize` fails with `CKR_ARGUMENTS_BAD`
-    /// if the caller named it, else `CKR_GENERAL_ERROR`.
+    /// A bad configuration (from `KMS_PKCS11_CONFIG` or the `KMS_*`
+    /// variables): `C_Initialize` fails with `CKR_GENERAL_ERROR`.
     #[error("configuration: {0}")]
     Config(String),
     /// A mechanism parameter or template value that is invalid, and why.

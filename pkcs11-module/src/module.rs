@@ -15,7 +15,6 @@
 //! refresh lock (so that many threads do not list the same keys at once).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,13 +42,15 @@ pub fn get() -> Result<Arc<Module>> {
     }
 }
 
-/// `C_Initialize`: reads the configuration (`reserved`: a file path from the
-/// initialize arguments), starts the runtime, and lists the slots.
+/// `C_Initialize`: reads the configuration ([`Config::load`]: the file named
+/// by `KMS_PKCS11_CONFIG`, else the `KMS_*` variables), starts the runtime,
+/// and lists the slots. A bad configuration is [`Error::Config`], which
+/// `C_Initialize` returns as `CKR_GENERAL_ERROR`, with one log line.
 ///
 /// `no_threads`: the application passed `CKF_LIBRARY_CANT_CREATE_OS_THREADS`
 /// (p11-kit and GnuTLS always do): the shared runtime then has no worker
 /// threads of its own (calls do their I/O on the caller's thread anyway).
-pub fn initialize(reserved: Option<PathBuf>, no_threads: bool) -> Result<()> {
+pub fn initialize(no_threads: bool) -> Result<()> {
     let mut st = STATE.write();
     if let Some((pid, old)) = st.take() {
         if pid == std::process::id() {
@@ -61,15 +62,7 @@ pub fn initialize(reserved: Option<PathBuf>, no_threads: bool) -> Result<()> {
         // run destructors that would wait for threads or touch sockets.
         std::mem::forget(old);
     }
-    let named = reserved.is_some();
-    let cfg = Config::load(reserved.as_deref()).map_err(|e| {
-        crate::log!(Level::Error, "C_Initialize: {e}");
-        if named {
-            Error::invalid(CKR_ARGUMENTS_BAD, "configuration", e.to_string())
-        } else {
-            e
-        }
-    })?;
+    let cfg = Config::load().inspect_err(|e| crate::log!(Level::Error, "C_Initialize: {e}"))?;
     crate::log::configure(cfg.log_level, cfg.log_file.as_deref());
     let m = Module::new(cfg, no_threads)
         .inspect_err(|e| crate::log!(Level::Error, "C_Initialize: {e}"))?;

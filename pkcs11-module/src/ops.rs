@@ -8,6 +8,11 @@
 //! kept until the caller's buffer is large enough, so the two-call size
 //! convention never repeats a network call, and `CKR_BUFFER_TOO_SMALL` or a
 //! size query leaves the operation active, as PKCS#11 requires.
+//!
+//! The cluster's answers are checked before they become output: a raw
+//! encryption (or wrap) has exactly the length its mechanism gives, a
+//! decryption is never longer than its input, a MAC is 32 bytes. Anything
+//! else is `CKR_DEVICE_ERROR` with a log line (`bad_answer`).
 
 use std::sync::Arc;
 
@@ -18,6 +23,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::log::Level;
 use crate::mech::Mech;
 use crate::module::Module;
 use crate::object::{Attr, KeyObject, KeyTemplate};
@@ -346,7 +352,19 @@ impl Module {
             (Some(w), _) => {
                 raw::encrypt(m, w, &params, value).map_err(|e| raw_err(e, Kind::Encrypt))?
             }
-            (None, Some(name)) => self.raw_remote(s.slot, name, &mech, true, value)?.to_vec(),
+            (None, Some(name)) => {
+                let out = self.raw_remote(s.slot, name, &mech, true, value)?;
+                // Defense in depth (`raw_remote` checks this too): the
+                // caller was told `len` bytes and gave room for `cap`.
+                if out.len() != len {
+                    return Err(bad_answer(
+                        Command::KeyRawEncrypt,
+                        out.len(),
+                        &format!("the wrapped key has {len}"),
+                    ));
+                }
+                out.to_vec()
+            }
             (None, None) => return Err(Error::Ck(CKR_WRAPPING_KEY_HANDLE_INVALID)),
         };
         Ok(Out::Data(Zeroizing::new(out)))
@@ -475,7 +493,26 @@ impl Module {
         };
         let r: Result<proto::RawCryptResponse> = self.call(slot, cmd, &req);
         match r {
-            Ok(r) => Ok(Zeroizing::new(r.data)),
+            Ok(r) => {
+                let out = Zeroizing::new(r.data);
+                if encrypt {
+                    let want = raw::encrypted_len(m, &p, data.len());
+                    if out.len() != want {
+                        return Err(bad_answer(
+                            cmd,
+                            out.len(),
+                            &format!("{} bytes of input encrypt to {want}", data.len()),
+                        ));
+                    }
+                } else if out.len() > data.len() {
+                    return Err(bad_answer(
+                        cmd,
+                        out.len(),
+                        &format!("{} bytes of input decrypt to fewer", data.len()),
+                    ));
+                }
+                Ok(out)
+            }
             Err(Error::Remote(e)) if e.status() == Some(400) => {
                 let rv = if encrypt {
                     CKR_DATA_LEN_RANGE
@@ -489,6 +526,17 @@ impl Module {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A cluster answer whose length cannot be right for the request (a broken
+/// or hostile server): one log line at error level, and `CKR_DEVICE_ERROR`.
+/// `want` says what was expected.
+fn bad_answer(cmd: Command, got: usize, want: &str) -> Error {
+    crate::log!(
+        Level::Error,
+        "{cmd}: the cluster answered {got} bytes, but {want}: CKR_DEVICE_ERROR"
+    );
+    Error::Ck(CKR_DEVICE_ERROR)
 }
 
 fn raw_err(e: RawError, kind: Kind) -> Error {
@@ -529,6 +577,13 @@ fn compute(
                         message: data.to_vec(),
                     },
                 )?;
+                if r.mac.len() != 32 {
+                    return Err(bad_answer(
+                        Command::KeyMac,
+                        r.mac.len(),
+                        "an HMAC-SHA256 has 32",
+                    ));
+                }
                 Ok(Zeroizing::new(r.mac))
             }
             (None, None) => Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
@@ -561,7 +616,17 @@ fn compute(
                     },
                 );
                 match r {
-                    Ok(r) => Ok(Zeroizing::new(r.plaintext)),
+                    Ok(r) => {
+                        let out = Zeroizing::new(r.plaintext);
+                        if out.len() > data.len() {
+                            return Err(bad_answer(
+                                Command::KeyDecrypt,
+                                out.len(),
+                                &format!("a ciphertext of {} bytes decrypts to fewer", data.len()),
+                            ));
+                        }
+                        Ok(out)
+                    }
                     Err(Error::Remote(e)) if e.status() == Some(400) => Err(Error::invalid(
                         CKR_ENCRYPTED_DATA_INVALID,
                         "cluster",

@@ -1,14 +1,17 @@
 //! A fuzz-style property test: random sequences of PKCS#11 calls with
 //! random arguments, through the exported C functions in-process, against a
 //! configuration whose only server is unreachable (so cluster calls fail
-//! with `CKR_DEVICE_ERROR` and session keys work locally). Every call must
-//! return a defined `CK_RV`, never `CKR_GENERAL_ERROR` (what a caught panic
-//! becomes), and the module must keep working afterwards.
+//! with `CKR_DEVICE_ERROR` and session keys work locally), named by
+//! `KMS_PKCS11_CONFIG`. Every call must return a defined `CK_RV`, never
+//! `CKR_GENERAL_ERROR` (what a caught panic becomes) but for a
+//! `C_Initialize` without a configuration, and the module must keep working
+//! afterwards. A `C_Initialize` with a non-NULL `pReserved` (garbage
+//! pointers) must be `CKR_ARGUMENTS_BAD` and never read it.
 //!
 //! One test function: the module is a process-wide singleton.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
+use std::path::{Path, PathBuf};
 use std::ptr::null_mut;
 
 use cryptoki_sys::*;
@@ -25,8 +28,12 @@ static REACHED: [std::sync::atomic::AtomicUsize; 3] = [
 
 #[derive(Debug, Clone)]
 enum Call {
+    /// With the configuration named by `KMS_PKCS11_CONFIG`.
     Initialize,
+    /// With NULL arguments and no configuration in the environment.
     InitializeNull,
+    /// With a non-NULL `pReserved`: garbage of the given kind.
+    InitializeReserved(u8),
     Finalize,
     SlotList(bool),
     OpenSession(u8, bool),
@@ -58,6 +65,7 @@ fn call() -> impl Strategy<Value = Call> {
     prop_oneof![
         2 => Just(Call::Initialize),
         1 => Just(Call::InitializeNull),
+        1 => any::<u8>().prop_map(Call::InitializeReserved),
         1 => Just(Call::Finalize),
         1 => any::<bool>().prop_map(Call::SlotList),
         3 => (any::<u8>(), any::<bool>()).prop_map(|(a, b)| Call::OpenSession(a, b)),
@@ -124,7 +132,7 @@ const MECHS: &[CK_MECHANISM_TYPE] = &[
 
 /// State of the run: handles seen, to pick from (or a bogus one).
 struct World {
-    config: CString,
+    config: PathBuf,
     slots: Vec<CK_SLOT_ID>,
     sessions: Vec<CK_SESSION_HANDLE>,
     objects: Vec<CK_OBJECT_HANDLE>,
@@ -195,9 +203,11 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
     unsafe {
         match c {
             Call::Initialize => {
+                // Only the thread that runs Initialize* calls sets the
+                // variable (the concurrent test skips them).
+                std::env::set_var("KMS_PKCS11_CONFIG", &w.config);
                 let mut a: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
                 a.flags = CKF_OS_LOCKING_OK;
-                a.pReserved = w.config.as_ptr() as *mut _;
                 let rv = C_Initialize(&mut a as *mut _ as *mut _);
                 if rv == CKR_OK {
                     w.sessions.clear();
@@ -209,7 +219,23 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
                 }
                 rv
             }
-            Call::InitializeNull => C_Initialize(null_mut()),
+            Call::InitializeNull => {
+                std::env::remove_var("KMS_PKCS11_CONFIG");
+                C_Initialize(null_mut())
+            }
+            Call::InitializeReserved(kind) => {
+                // A string without NUL, or addresses nothing is mapped at:
+                // reading any of them would crash the test.
+                let mut no_nul = [0xFFu8; 4];
+                let mut a: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
+                a.flags = CKF_OS_LOCKING_OK;
+                a.pReserved = match kind % 3 {
+                    0 => no_nul.as_mut_ptr() as *mut _,
+                    1 => std::ptr::without_provenance_mut(*kind as usize | 1),
+                    _ => std::ptr::without_provenance_mut(usize::MAX - *kind as usize),
+                };
+                C_Initialize(&mut a as *mut _ as *mut _)
+            }
             Call::Finalize => C_Finalize(null_mut()),
             Call::SlotList(null) => {
                 let mut n: CK_ULONG = 1;
@@ -554,7 +580,7 @@ fn step(w: &mut World, c: &Call) -> CK_RV {
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A configuration whose only server is unreachable.
-fn dead_config(dir: &std::path::Path) -> CString {
+fn dead_config(dir: &Path) -> PathBuf {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -567,7 +593,7 @@ fn dead_config(dir: &std::path::Path) -> CString {
         ),
     )
     .unwrap();
-    CString::new(cfg.to_str().unwrap()).unwrap()
+    cfg
 }
 
 /// Random calls from four threads at once on one initialized module (no
@@ -628,7 +654,13 @@ fn concurrent_random_calls_never_crash() {
                 }
                 for i in 0..400u64 {
                     let c = call().new_tree(&mut runner).unwrap().current();
-                    if matches!(c, Call::Initialize | Call::InitializeNull | Call::Finalize) {
+                    if matches!(
+                        c,
+                        Call::Initialize
+                            | Call::InitializeNull
+                            | Call::InitializeReserved(_)
+                            | Call::Finalize
+                    ) {
                         continue;
                     }
                     let rv = step(&mut w, &c);
@@ -684,13 +716,16 @@ fn random_call_sequences_never_crash() {
                 rv != CKR_GENERAL_ERROR || env_init,
                 "{c:?} returned CKR_GENERAL_ERROR (a panic?) in {calls:?}"
             );
+            if matches!(c, Call::InitializeReserved(_)) {
+                prop_assert_eq!(rv, CKR_ARGUMENTS_BAD, "{:?} in {:?}", c, calls);
+            }
         }
         // The module still works: finalize, initialize, use a session key.
         // SAFETY: valid pointers to locals.
         unsafe {
             C_Finalize(null_mut());
+            std::env::set_var("KMS_PKCS11_CONFIG", &config);
             let mut a: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
-            a.pReserved = config.as_ptr() as *mut _;
             prop_assert_eq!(C_Initialize(&mut a as *mut _ as *mut _), CKR_OK);
             let mut n: CK_ULONG = 0;
             prop_assert_eq!(C_GetSlotList(1, null_mut(), &mut n), CKR_OK);

@@ -2,6 +2,7 @@
 //! loopback, run the real `kms` CLI, and talk to servers with the real client.
 
 pub mod linearizability;
+pub mod netns;
 pub mod pkcs11;
 
 use std::io::{BufRead, BufReader};

@@ -8,7 +8,10 @@
 //! acknowledgement, the key is read on each of the three nodes at once, each
 //! through a client bound to that node only. Meanwhile a seeded nemesis kills
 //! (-9) and restarts nodes, and pauses (SIGSTOP) and resumes them, one or two
-//! at a time. Checked:
+//! at a time; in the second test the nodes run in network namespaces
+//! (`kms_tests::netns`) and the nemesis also partitions one or two nodes
+//! from the others (the test's clients still reach every node, so a
+//! cut-off node's reads are checked too). Checked:
 //!
 //! - no read after an acknowledgement answers 404 (on any node, whatever its
 //!   state: a node that answers at all must answer with the write);
@@ -35,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use kms_client::tls::Trust;
 use kms_client::{ApiKey, Client, ClientConfig, Error};
-use kms_tests::{cluster, eventually, rt, Server, SEED_HSM_KEY};
+use kms_tests::netns::{setup, Net};
+use kms_tests::{cluster, eventually, fast_timing, ok, rt, Server, SEED_HSM_KEY};
 
 const ENCLAVE: &str = "acks";
 const NODES: usize = 3;
@@ -359,13 +363,26 @@ impl Rng {
 enum Fault {
     Kill,
     Pause,
+    /// Cut off from the other nodes, not from the clients: it stays up and
+    /// must keep answering reads with every acknowledged write.
+    Partition,
 }
 
 /// Brings node `i` back if the nemesis took it down.
-fn heal(nodes: &mut [Server], down: &mut [Option<Fault>; NODES], faults: &NodeFaults, i: usize) {
+fn heal(
+    nodes: &mut [Server],
+    net: Option<&Net>,
+    down: &mut [Option<Fault>; NODES],
+    faults: &NodeFaults,
+    i: usize,
+) {
     match down[i].take() {
         Some(Fault::Kill) => nodes[i].restart(),
         Some(Fault::Pause) => nodes[i].signal("CONT"),
+        Some(Fault::Partition) => {
+            net.expect("partitions need namespaces").rejoin(i);
+            return;
+        }
         None => return,
     }
     faults.mark_up(i);
@@ -375,6 +392,7 @@ fn heal(nodes: &mut [Server], down: &mut [Option<Fault>; NODES], faults: &NodeFa
 /// every node running. Returns the nodes and the number of node faults.
 fn nemesis(
     mut nodes: Vec<Server>,
+    net: Option<&Net>,
     duration: Duration,
     seed: u64,
     faults: &NodeFaults,
@@ -389,11 +407,12 @@ fn nemesis(
             break;
         }
         std::thread::sleep(gap);
-        let fault = if rng.below(2) == 0 {
-            Fault::Kill
+        let kinds: &[Fault] = if net.is_some() {
+            &[Fault::Kill, Fault::Pause, Fault::Partition]
         } else {
-            Fault::Pause
+            &[Fault::Kill, Fault::Pause]
         };
+        let fault = kinds[rng.below(kinds.len() as u64) as usize];
         let first = rng.below(NODES as u64) as usize;
         let mut victims = vec![first];
         if rng.below(4) == 0 {
@@ -401,37 +420,67 @@ fn nemesis(
         }
         let hold = match fault {
             Fault::Kill => rng.ms(200, 1500),
-            Fault::Pause => rng.ms(200, 2500),
+            Fault::Pause | Fault::Partition => rng.ms(200, 2500),
         };
         eprintln!(
             "{:>6} ms: {fault:?} node(s) {victims:?} for {hold} ms",
             start.elapsed().as_millis()
         );
         for &i in &victims {
-            faults.mark_down(i);
             down[i] = Some(fault);
             match fault {
-                Fault::Kill => nodes[i].kill9(),
-                Fault::Pause => nodes[i].signal("STOP"),
+                Fault::Kill => {
+                    faults.mark_down(i);
+                    nodes[i].kill9()
+                }
+                Fault::Pause => {
+                    faults.mark_down(i);
+                    nodes[i].signal("STOP")
+                }
+                Fault::Partition => net.expect("namespaces").isolate(i),
             }
             count += 1;
         }
         std::thread::sleep(Duration::from_millis(hold));
         for &i in &victims {
-            heal(&mut nodes, &mut down, faults, i);
+            heal(&mut nodes, net, &mut down, faults, i);
         }
     }
     for i in 0..NODES {
-        heal(&mut nodes, &mut down, faults, i);
+        heal(&mut nodes, net, &mut down, faults, i);
     }
     (nodes, count)
 }
 
-/// One run: a three-node cluster, writers, readers and the nemesis for
-/// `duration`, then the final check on every node.
-fn run(duration: Duration, seed: u64) -> Summary {
+/// A three-node cluster in the namespaces of `net` (reachable from here).
+fn cluster_in(net: &Net, tmp: &tempfile::TempDir) -> Vec<Server> {
+    let env = fast_timing(SEED_HSM_KEY);
+    let nodes: Vec<Server> = (0..NODES)
+        .map(|i| {
+            Server::start_in_netns(
+                &net.nodes[i],
+                &tmp.path().join(format!("n{i}")),
+                &env,
+                &format!("{}:7373", net.addr(i)),
+            )
+            .unwrap_or_else(|e| panic!("node {i}: {e}"))
+        })
+        .collect();
+    for s in &nodes[1..] {
+        ok(&nodes[0].cli(None, &["add", &s.url()]));
+    }
+    nodes
+}
+
+/// One run: a three-node cluster (in the namespaces of `net`, if given),
+/// writers, readers and the nemesis for `duration`, then the final check
+/// on every node.
+fn run(duration: Duration, seed: u64, net: Option<Arc<Net>>) -> Summary {
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = cluster(&tmp, NODES, SEED_HSM_KEY);
+    let nodes = match &net {
+        Some(net) => cluster_in(net, &tmp),
+        None => cluster(&tmp, NODES, SEED_HSM_KEY),
+    };
     let runtime = rt();
     let urls: Vec<String> = nodes.iter().map(Server::url).collect();
     let key = nodes[0].root_key.clone();
@@ -469,7 +518,8 @@ fn run(duration: Duration, seed: u64) -> Summary {
 
     let chaos = {
         let shared = shared.clone();
-        std::thread::spawn(move || nemesis(nodes, duration, seed, &shared.faults))
+        let net = net.clone();
+        std::thread::spawn(move || nemesis(nodes, net.as_deref(), duration, seed, &shared.faults))
     };
     let (nodes, faults) = chaos.join().expect("nemesis thread");
 
@@ -568,11 +618,27 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn reads_after_acks_see_them_under_kills_and_pauses() {
+    check_runs(None);
+}
+
+/// The same, with the nodes in network namespaces and partitions among the
+/// faults (root only; `KMS_TEST_SKIP_NETNS=1` skips it explicitly).
+#[test]
+fn reads_after_acks_see_them_under_partitions_kills_and_pauses() {
+    let Some(mut net) = setup(NODES, 9) else {
+        return;
+    };
+    net.connect_host()
+        .unwrap_or_else(|e| panic!("cannot connect the test to the namespaces: {e}"));
+    check_runs(Some(Arc::new(net)));
+}
+
+fn check_runs(net: Option<Arc<Net>>) {
     let secs = env_u64("KMS_CHAOS_SECS", 60);
     let first = env_u64("KMS_CHAOS_SEED", 1);
     let runs = env_u64("KMS_CHAOS_RUNS", 1);
     for seed in first..first + runs {
-        let s = run(Duration::from_secs(secs), seed);
+        let s = run(Duration::from_secs(secs), seed, net.clone());
         let line = s.line(seed);
         assert!(
             s.anomalies.is_empty(),

@@ -1,5 +1,6 @@
-//! Network partitions with Linux network namespaces made by the test: three
-//! nodes, each in its own namespace, joined by a bridge in a fourth. Cutting
+//! Network partitions with Linux network namespaces made by the test
+//! (`kms_tests::netns`): three nodes, each in its own namespace, joined by a
+//! bridge in a fourth. Cutting
 //! a node's link on the bridge partitions it from the others (the CLI runs
 //! inside the node's namespace, so reads on a cut-off node can be checked).
 //!
@@ -7,99 +8,10 @@
 //! with the reason, unless `KMS_TEST_SKIP_NETNS=1` is set, in which case it
 //! prints SKIPPED and returns: never silently green.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kms_tests::netns::{setup, Net};
 use kms_tests::*;
-
-struct Net {
-    hub: String,
-    nodes: Vec<String>,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-impl Net {
-    /// Namespaces `<prefix>-h` (the bridge) and `<prefix>-0..n` with
-    /// addresses 10.77.<subnet>.(1+i)/24.
-    fn create(n: usize, subnet: u8) -> Result<Net, String> {
-        let prefix = format!("kms{}", std::process::id());
-        let net = Net {
-            hub: format!("{prefix}-h"),
-            nodes: (0..n).map(|i| format!("{prefix}-{i}")).collect(),
-        };
-        ip(&["netns", "add", &net.hub])?;
-        ip(&["-n", &net.hub, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &net.hub, "link", "set", "br0", "up"])?;
-        for (i, ns) in net.nodes.iter().enumerate() {
-            ip(&["netns", "add", ns])?;
-            let (v, h) = (format!("v{i}"), format!("h{i}"));
-            ip(&[
-                "-n", &net.hub, "link", "add", &h, "type", "veth", "peer", "name", &v, "netns", ns,
-            ])?;
-            ip(&["-n", &net.hub, "link", "set", &h, "master", "br0", "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("10.77.{subnet}.{}/24", i + 1),
-                "dev",
-                &v,
-            ])?;
-            ip(&["-n", ns, "link", "set", &v, "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn cut(&self, i: usize) {
-        ip(&["-n", &self.hub, "link", "set", &format!("h{i}"), "down"]).unwrap();
-    }
-
-    fn heal(&self, i: usize) {
-        ip(&["-n", &self.hub, "link", "set", &format!("h{i}"), "up"]).unwrap();
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.nodes.iter().chain([&self.hub]) {
-            let _ = ip(&["netns", "del", ns]);
-        }
-    }
-}
-
-fn setup(n: usize, subnet: u8) -> Option<Net> {
-    match Net::create(n, subnet) {
-        Ok(net) => Some(net),
-        Err(e) => {
-            if std::env::var("KMS_TEST_SKIP_NETNS").is_ok_and(|v| v == "1") {
-                eprintln!("SKIPPED: cannot create network namespaces ({e})");
-                None
-            } else {
-                panic!(
-                    "cannot create network namespaces ({e}); run as root, or set \
-                     KMS_TEST_SKIP_NETNS=1 to skip this test explicitly"
-                );
-            }
-        }
-    }
-}
 
 fn start(net: &Net, tmp: &tempfile::TempDir, subnet: u8) -> Vec<Server> {
     let env = fast_timing(SEED_HSM_KEY);

@@ -3,8 +3,7 @@
 //! envelope encryption, the vendor mechanism, failover, configuration errors,
 //! and hostile callers through the raw C interface.
 
-use std::ffi::CString;
-use std::ptr::{null, null_mut, NonNull};
+use std::ptr::{null, null_mut};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,31 +27,27 @@ const CKM_KMS_CIPHERTEXT: CK_MECHANISM_TYPE = CKM_VENDOR_DEFINED | 0x4B4D_0001;
 struct Ctx {
     p11: Pkcs11,
     slot: Slot,
-    _config: CString,
+}
+
+/// Names the module's configuration file (`KMS_PKCS11_CONFIG`, the only way
+/// to name one). Tests that initialize the module hold `SERIAL`, so no other
+/// test of this process reads the variable meanwhile.
+fn use_config(config: &std::path::Path) {
+    std::env::set_var("KMS_PKCS11_CONFIG", config);
 }
 
 fn load(config: &std::path::Path) -> Ctx {
     let p11 = Pkcs11::new(module_path()).expect("load module");
-    let c = CString::new(config.to_str().unwrap()).unwrap();
-    // SAFETY: `c` lives in the returned Ctx, past C_Initialize.
-    let args = unsafe {
-        CInitializeArgs::new_with_reserved(
-            CInitializeFlags::OS_LOCKING_OK,
-            NonNull::new(c.as_ptr() as *mut _).unwrap(),
-        )
-    };
-    p11.initialize(args).expect("C_Initialize");
+    use_config(config);
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
     let slot = p11
         .get_slots_with_token()
         .unwrap()
         .into_iter()
         .find(|s| p11.get_token_info(*s).unwrap().label() == ENCLAVE)
         .expect("a slot for the enclave");
-    Ctx {
-        p11,
-        slot,
-        _config: c,
-    }
+    Ctx { p11, slot }
 }
 
 fn rw(c: &Ctx) -> Session {
@@ -539,29 +534,34 @@ fn bad_configurations_fail_c_initialize_cleanly() {
         let p = tmp.path().join(format!("bad{i}.toml"));
         std::fs::write(&p, text).unwrap();
         let p11 = Pkcs11::new(module_path()).unwrap();
-        let c = CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: `c` outlives the call.
-        let args = unsafe {
-            CInitializeArgs::new_with_reserved(
-                CInitializeFlags::OS_LOCKING_OK,
-                NonNull::new(c.as_ptr() as *mut _).unwrap(),
-            )
-        };
-        let r = p11.initialize(args);
-        let code = rv(r);
-        // A bad file named by the caller is a bad argument; a good one
-        // whose enclaves cannot be listed is a general error.
-        let want = if i == 3 {
-            RvError::GeneralError
-        } else {
-            RvError::ArgumentsBad
-        };
-        assert_eq!(code, want, "config {i}");
-        // Still uninitialized: a good configuration works afterwards.
+        use_config(&p);
+        let r = p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        // A bad file named by KMS_PKCS11_CONFIG, and a good one whose
+        // enclaves cannot be listed, are general errors (docs/pkcs11.md).
+        assert_eq!(rv(r), RvError::GeneralError, "config {i}");
+        // Still uninitialized.
         assert!(p11.get_slots_with_token().is_err());
     }
-    // Through KMS_PKCS11_CONFIG (no reserved argument): CKR_GENERAL_ERROR and
-    // a clear line on stderr, in a child process so the variable stays local.
+    // A missing file is a general error too.
+    let p11 = Pkcs11::new(module_path()).unwrap();
+    use_config(&tmp.path().join("absent.toml"));
+    let r = p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    assert_eq!(rv(r), RvError::GeneralError);
+    // ... and a good configuration works afterwards.
+    let good = tmp.path().join("good.toml");
+    write_config(
+        &good,
+        &[format!("https://127.0.0.1:{}", dead_port())],
+        &kms_client::ApiKey::generate(),
+        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
+    );
+    use_config(&good);
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize after bad configurations");
+    assert_eq!(p11.get_slots_with_token().unwrap().len(), 1);
+    p11.finalize().unwrap();
+    // CKR_GENERAL_ERROR from a plain C caller too, and a clear line on
+    // stderr, in a child process so that stderr can be read.
     let bad = tmp.path().join("bad0.toml");
     let out = std::process::Command::new("python3")
         .arg("-c")
@@ -668,12 +668,24 @@ fn hostile_callers_get_error_codes() {
             lib.C_GetInterface(null_mut(), null_mut(), null_mut(), 0),
             CKR_ARGUMENTS_BAD
         );
-        let cfg = CString::new(node.config.to_str().unwrap()).unwrap();
+        use_config(&node.config);
         let mut args: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
         // As p11-kit and GnuTLS initialize modules: the module then keeps no
         // threads of its own.
         args.flags = CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS;
-        args.pReserved = cfg.as_ptr() as *mut _;
+        // A non-NULL pReserved (here a string without NUL) is refused and
+        // never read, even with a good configuration in the environment.
+        let mut no_nul = *b"/etc";
+        args.pReserved = no_nul.as_mut_ptr() as *mut _;
+        assert_eq!(
+            f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_GetInfo.unwrap()(&mut info),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
+        args.pReserved = null_mut();
         assert_eq!(
             f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),
             CKR_OK
@@ -1179,6 +1191,82 @@ fn hostile_callers_get_error_codes() {
 
 unsafe extern "C" fn dummy_mutex(_m: *mut std::ffi::c_void) -> CK_RV {
     CKR_OK
+}
+
+/// PKCS#11 says `pReserved` must be NULL: anything else is
+/// `CKR_ARGUMENTS_BAD`, before or after initialization, and the module never
+/// reads what it points to (a string without NUL, an address nothing is
+/// mapped at); the process lives on and a correct `C_Initialize` works.
+#[test]
+fn a_non_null_p_reserved_is_arguments_bad() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A good configuration in the environment (no server is contacted: the
+    // enclave is named).
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("p11.toml");
+    write_config(
+        &cfg,
+        &[format!("https://127.0.0.1:{}", dead_port())],
+        &kms_client::ApiKey::generate(),
+        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
+    );
+    use_config(&cfg);
+    // SAFETY: loading the module under test.
+    let lib = unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap();
+    let mut garbage = [0xFFu8; 4];
+    let reserved: [*mut std::ffi::c_void; 4] = [
+        garbage.as_mut_ptr() as *mut _,
+        // 0x1 (c_void has size 1).
+        null_mut::<std::ffi::c_void>().wrapping_add(1),
+        std::ptr::without_provenance_mut(0xdead_beef),
+        std::ptr::without_provenance_mut(usize::MAX),
+    ];
+    // SAFETY: the arguments are locals; the pointers in pReserved are
+    // garbage on purpose and must never be dereferenced (if they were, the
+    // test process would crash).
+    unsafe {
+        let mut fl: *mut CK_FUNCTION_LIST = null_mut();
+        assert_eq!(lib.C_GetFunctionList(&mut fl), CKR_OK);
+        let f = &*fl;
+        let init = |flags: CK_FLAGS, reserved: *mut std::ffi::c_void| {
+            let mut args: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
+            args.flags = flags;
+            args.pReserved = reserved;
+            f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _)
+        };
+        let mut info: CK_INFO = std::mem::zeroed();
+        for p in reserved {
+            for flags in [
+                0,
+                CKF_OS_LOCKING_OK,
+                CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS,
+            ] {
+                assert_eq!(init(flags, p), CKR_ARGUMENTS_BAD, "{p:?} {flags:#x}");
+                assert_eq!(
+                    f.C_GetInfo.unwrap()(&mut info),
+                    CKR_CRYPTOKI_NOT_INITIALIZED,
+                    "{p:?}: the refused call initialized the module"
+                );
+            }
+        }
+        assert_eq!(garbage, [0xFF; 4]);
+        // Still alive: a correct C_Initialize works.
+        assert_eq!(init(CKF_OS_LOCKING_OK, null_mut()), CKR_OK);
+        assert_eq!(f.C_GetInfo.unwrap()(&mut info), CKR_OK);
+        // Once initialized, a non-NULL pReserved is still a bad argument
+        // (not CKR_CRYPTOKI_ALREADY_INITIALIZED), and changes nothing.
+        for p in reserved {
+            assert_eq!(init(CKF_OS_LOCKING_OK, p), CKR_ARGUMENTS_BAD, "{p:?}");
+        }
+        assert_eq!(
+            init(CKF_OS_LOCKING_OK, null_mut()),
+            CKR_CRYPTOKI_ALREADY_INITIALIZED
+        );
+        let mut count: CK_ULONG = 0;
+        assert_eq!(f.C_GetSlotList.unwrap()(1, null_mut(), &mut count), CKR_OK);
+        assert_eq!(count, 1);
+        assert_eq!(f.C_Finalize.unwrap()(null_mut()), CKR_OK);
+    }
 }
 
 /// A forked child must call C_Initialize again; then it works.

@@ -8,7 +8,6 @@
 //! module's cluster keys are tested in pkcs11_cluster.rs.
 
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -30,9 +29,9 @@ struct Target {
     module: PathBuf,
     slot: Slot,
     pin: String,
-    /// The configuration file passed in the reserved argument (ours), kept
-    /// alive for `C_Initialize` calls of the test.
-    config: Option<std::ffi::CString>,
+    /// The configuration file of our module, named by `KMS_PKCS11_CONFIG`
+    /// at each `C_Initialize` of the test.
+    config: Option<PathBuf>,
     _node: Option<KmsNode>,
     _tmp: Option<tempfile::TempDir>,
     _guard: std::sync::MutexGuard<'static, ()>,
@@ -44,17 +43,14 @@ enum Which {
     Kms,
 }
 
-fn init_args(config: &Option<std::ffi::CString>) -> CInitializeArgs {
-    match config {
-        // SAFETY: the CString outlives C_Initialize (kept in Target).
-        Some(c) => unsafe {
-            CInitializeArgs::new_with_reserved(
-                CInitializeFlags::OS_LOCKING_OK,
-                NonNull::new(c.as_ptr() as *mut _).expect("non-null"),
-            )
-        },
-        None => CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK),
+/// The `C_Initialize` arguments (pReserved NULL, as PKCS#11 requires); our
+/// module's configuration file, if any, is named by `KMS_PKCS11_CONFIG`
+/// (cases hold `SERIAL`, so no other case reads the variable meanwhile).
+fn init_args(config: &Option<PathBuf>) -> CInitializeArgs {
+    if let Some(c) = config {
+        std::env::set_var("KMS_PKCS11_CONFIG", c);
     }
+    CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)
 }
 
 fn open(which: Which) -> Target {
@@ -90,7 +86,7 @@ fn open(which: Which) -> Target {
             }
             Which::Kms => {
                 let node = KmsNode::start("");
-                let c = std::ffi::CString::new(node.config.to_str().unwrap()).unwrap();
+                let c = node.config.clone();
                 (
                     kms_tests::pkcs11::module_path(),
                     ENCLAVE.to_string(),

@@ -538,7 +538,17 @@ async fn kms(
     enclave: &str,
 ) -> Result<Result<Response<Body>, ApiError>, ApiError> {
     let started = Instant::now();
-    let body = read_body(parts, body, node.max_request_bytes).await?;
+    let body = tokio::time::timeout(
+        node.body_timeout,
+        read_body(parts, body, node.max_request_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            408,
+            format!("request body not received within {:?}", node.body_timeout),
+        )
+    })??;
     if !enclave.is_empty() {
         validate_name("enclave", enclave)?;
     }

@@ -1,8 +1,9 @@
 //! The C boundary: every PKCS#11 entry point, the function lists and the
-//! 3.0 interfaces. Each entry point reads its arguments through
-//! [`util`] (NULL checks first), calls the safe library inside a panic
-//! boundary ([`entry`]), and maps its `Result` to a `CK_RV`. Nothing else in
-//! the crate uses `unsafe`.
+//! 3.0 interfaces. Each entry point reads its arguments and writes its
+//! answers only through [`util`] (NULL checks first; every write checked
+//! against the caller's capacity by [`util::copy_out`]), calls the safe
+//! library inside a panic boundary ([`entry`]), and maps its `Result` to a
+//! `CK_RV`. Nothing else in the crate uses `unsafe`.
 //!
 //! # Safety
 //! The exported functions are called by PKCS#11 applications, which must
@@ -22,7 +23,6 @@ use crate::error::{rv_name, Error, Result};
 use crate::log::Level;
 use crate::mech::{self, Mech};
 use crate::module::{self, Module};
-use crate::object::AttrOut;
 use crate::ops::Kind;
 use util::*;
 
@@ -69,11 +69,20 @@ fn ok(r: Result<()>) -> Result<CK_RV> {
 #[no_mangle]
 pub unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
     entry("C_Initialize", || {
-        let mut reserved = None;
         let mut no_threads = false;
-        if !args.is_null() {
-            // SAFETY: a non-NULL argument is a CK_C_INITIALIZE_ARGS.
-            let a = unsafe { std::ptr::read_unaligned(args as *const CK_C_INITIALIZE_ARGS) };
+        // SAFETY: a non-NULL argument is a CK_C_INITIALIZE_ARGS; NULL is
+        // checked by `read`.
+        if let Some(a) = unsafe { read(args as *const CK_C_INITIALIZE_ARGS) } {
+            // PKCS#11 says pReserved must be NULL. Only its value is looked
+            // at: whatever it points to is never read.
+            if !a.pReserved.is_null() {
+                crate::log!(
+                    Level::Error,
+                    "C_Initialize: pReserved is not NULL (CKR_ARGUMENTS_BAD); \
+                     name a configuration file with KMS_PKCS11_CONFIG"
+                );
+                return Err(Error::Ck(CKR_ARGUMENTS_BAD));
+            }
             let fns = [
                 a.CreateMutex.is_some(),
                 a.DestroyMutex.is_some(),
@@ -89,14 +98,8 @@ pub unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
                 return Err(Error::Ck(CKR_CANT_LOCK));
             }
             no_threads = a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0;
-            if !a.pReserved.is_null() {
-                // SAFETY: our extension: pReserved is a NUL-terminated path.
-                let s = unsafe { std::ffi::CStr::from_ptr(a.pReserved as *const std::ffi::c_char) };
-                let s = s.to_str().map_err(|_| Error::Ck(CKR_ARGUMENTS_BAD))?;
-                reserved = Some(std::path::PathBuf::from(s));
-            }
         }
-        ok(module::initialize(reserved, no_threads))
+        ok(module::initialize(no_threads))
     })
 }
 
@@ -469,44 +472,9 @@ pub unsafe extern "C" fn C_GetAttributeValue(
             m.session(s)?;
             return Err(Error::Ck(CKR_ARGUMENTS_BAD));
         }
-        let attrs: &mut [CK_ATTRIBUTE] = if n == 0 {
-            &mut []
-        } else {
-            // SAFETY: non-NULL; the caller promises `n` attributes.
-            unsafe { std::slice::from_raw_parts_mut(t, n as usize) }
-        };
-        let types: Vec<CK_ATTRIBUTE_TYPE> = attrs.iter().map(|a| a.type_).collect();
-        let values = m.get_attributes(s, o, &types)?;
-        // Every attribute is processed; the return code is the last
-        // problem met, as PKCS#11 specifies.
-        let mut rv = CKR_OK;
-        for (a, v) in attrs.iter_mut().zip(values) {
-            match v {
-                AttrOut::Value(v) => {
-                    if a.pValue.is_null() {
-                        a.ulValueLen = v.len() as CK_ULONG;
-                    } else if (a.ulValueLen as usize) < v.len() {
-                        a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                        rv = CKR_BUFFER_TOO_SMALL;
-                    } else {
-                        // SAFETY: the caller's buffer holds ulValueLen >= len bytes.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(v.as_ptr(), a.pValue as *mut u8, v.len())
-                        };
-                        a.ulValueLen = v.len() as CK_ULONG;
-                    }
-                }
-                AttrOut::Sensitive => {
-                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    rv = CKR_ATTRIBUTE_SENSITIVE;
-                }
-                AttrOut::Invalid => {
-                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    rv = CKR_ATTRIBUTE_TYPE_INVALID;
-                }
-            }
-        }
-        Ok(rv)
+        // SAFETY: checked by `attribute_values`; the caller promises `n`
+        // attributes at `t`.
+        unsafe { attribute_values(t, n, |types| m.get_attributes(s, o, types)) }
     })
 }
 
@@ -553,11 +521,11 @@ pub unsafe extern "C" fn C_FindObjects(
         if pn.is_null() || (p.is_null() && max > 0) {
             return Err(Error::Ck(CKR_ARGUMENTS_BAD));
         }
-        let found = m.find(s, usize::try_from(max).unwrap_or(usize::MAX))?;
-        if !found.is_empty() {
-            // SAFETY: the caller's buffer holds `max` >= len handles.
-            unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), p, found.len()) };
-        }
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let found = m.find(s, max)?;
+        // SAFETY: the caller's buffer holds `max` handles; checked against
+        // the length by `copy_out`.
+        unsafe { copy_out(found.as_slice(), p, Some(max)) }?;
         // SAFETY: non-NULL.
         unsafe { put(pn, found.len() as CK_ULONG) }?;
         Ok(CKR_OK)
@@ -610,8 +578,9 @@ unsafe fn op_finish(
         // Bad arguments end the operation, like every error but
         // CKR_BUFFER_TOO_SMALL.
         let (data, cap) = args.inspect_err(|_| m.op_cancel(s, kind))?;
-        // SAFETY: `capacity` checked the pointers.
-        unsafe { deliver(m.op_finish(s, kind, data, cap), out, out_len) }
+        // SAFETY: `capacity` checked the pointers; `deliver` checks the
+        // output against `cap`.
+        unsafe { deliver(m.op_finish(s, kind, data, cap), cap, out, out_len) }
     })
 }
 
@@ -913,7 +882,7 @@ pub unsafe extern "C" fn C_WrapKey(
         unsafe {
             let mech: Mech = mechanism(mech)?;
             let cap = capacity(out, out_len)?;
-            deliver(m.wrap_key(s, mech, wrapping, key, cap), out, out_len)
+            deliver(m.wrap_key(s, mech, wrapping, key, cap), cap, out, out_len)
         }
     })
 }
@@ -978,9 +947,9 @@ pub unsafe extern "C" fn C_GenerateRandom(
         if p.is_null() || n > (1 << 30) {
             return Err(Error::Ck(CKR_ARGUMENTS_BAD));
         }
-        // SAFETY: non-NULL; the caller promises `n` writable bytes.
-        let buf = unsafe { std::slice::from_raw_parts_mut(p, n as usize) };
-        ok(m.random(s, buf))
+        // SAFETY: non-NULL; the caller promises `n` writable bytes, which
+        // `fill` writes through `copy_out`.
+        ok(unsafe { fill(p, n, |buf| m.random(s, buf)) })
     })
 }
 
@@ -1244,29 +1213,55 @@ pub unsafe extern "C" fn C_GetInterface(
         if pp.is_null() {
             return Err(Error::Ck(CKR_ARGUMENTS_BAD));
         }
-        if !name.is_null() {
-            // SAFETY: a non-NULL name is NUL-terminated.
-            let n = unsafe { std::ffi::CStr::from_ptr(name as *const std::ffi::c_char) };
-            if n.to_bytes() != b"PKCS 11" {
-                return Err(Error::Ck(CKR_ARGUMENTS_BAD));
-            }
+        // SAFETY: a non-NULL name is NUL-terminated; `name_is` reads no
+        // further than the first byte that differs.
+        if !name.is_null() && !unsafe { name_is(name, b"PKCS 11") } {
+            return Err(Error::Ck(CKR_ARGUMENTS_BAD));
         }
         // No interface is fork-safe: a child must call C_Initialize again.
         if flags != 0 {
             return Err(Error::Ck(CKR_ARGUMENTS_BAD));
         }
-        let idx = if version.is_null() {
-            0
-        } else {
-            // SAFETY: non-NULL.
-            match unsafe { std::ptr::read_unaligned(version) } {
-                CK_VERSION { major: 3, minor: 0 } => 0,
-                CK_VERSION { major: 2, .. } => 1,
-                _ => return Err(Error::Ck(CKR_ARGUMENTS_BAD)),
-            }
+        // SAFETY: NULL or a CK_VERSION; checked by `read`.
+        let idx = match unsafe { read(version) } {
+            None => 0,
+            Some(CK_VERSION { major: 3, minor: 0 }) => 0,
+            Some(CK_VERSION { major: 2, .. }) => 1,
+            Some(_) => return Err(Error::Ck(CKR_ARGUMENTS_BAD)),
         };
         // SAFETY: non-NULL; the interface lives in a static.
         unsafe { put(pp, &INTERFACES.0[idx] as *const _ as *mut CK_INTERFACE) }?;
         Ok(CKR_OK)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_null_reserved_pointer_is_arguments_bad_and_never_read() {
+        let mut garbage = [0xFFu8; 4];
+        for reserved in [
+            garbage.as_mut_ptr() as *mut c_void,
+            // 0x1 (c_void has size 1).
+            std::ptr::null_mut::<c_void>().wrapping_add(1),
+            std::ptr::without_provenance_mut(usize::MAX),
+        ] {
+            // SAFETY: the arguments are a valid local; `reserved` is never
+            // dereferenced (a read of 0x1 would crash the test).
+            let rv = unsafe {
+                let mut a: CK_C_INITIALIZE_ARGS = std::mem::zeroed();
+                a.flags = CKF_OS_LOCKING_OK;
+                a.pReserved = reserved;
+                C_Initialize(&mut a as *mut _ as *mut c_void)
+            };
+            assert_eq!(rv, CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                m().err().map(|e| e.rv()),
+                Some(CKR_CRYPTOKI_NOT_INITIALIZED)
+            );
+        }
+        assert_eq!(garbage, [0xFF; 4]);
+    }
 }

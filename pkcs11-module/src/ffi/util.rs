@@ -1,17 +1,60 @@
 //! Pointer handling of the C boundary: every read of a caller's pointer and
 //! every write to a caller's buffer is here, and checks for NULL first.
+//!
+//! Every write to caller memory, of any type, goes through [`copy_out`],
+//! which checks the length against the capacity the caller gave: an answer
+//! that does not fit is never written (`CKR_DEVICE_ERROR` and one log line).
 
 use cryptoki_sys::*;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::log::Level;
 use crate::mech::{Mech, CKM_KMS_CIPHERTEXT};
-use crate::object::Attr;
+use crate::object::{Attr, AttrOut};
 use crate::ops::Out;
 
 /// Largest attribute value or mechanism parameter read from a caller.
 const MAX_VALUE: CK_ULONG = 64 << 20;
 /// Most attributes read from one template.
 const MAX_TEMPLATE: CK_ULONG = 4096;
+/// Size of the local buffer that [`fill`] copies from.
+const FILL_CHUNK: usize = 64 << 10;
+
+/// Reads one value from a caller's pointer: `None` if it is NULL. Reads
+/// unaligned, since callers may pass any address.
+///
+/// # Safety
+/// `p` must be NULL or point to a readable `T`.
+pub unsafe fn read<T: Copy>(p: *const T) -> Option<T> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL; the caller promises a readable T.
+    Some(unsafe { std::ptr::read_unaligned(p) })
+}
+
+/// Whether the caller's NUL-terminated string at `p` is exactly `want`
+/// (which holds no NUL). Reads at most `want.len() + 1` bytes and stops at
+/// the first one that differs, so a string shorter than `want` is never
+/// read past its NUL. NULL is no name: false.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string.
+pub unsafe fn name_is(p: *const CK_UTF8CHAR, want: &[u8]) -> bool {
+    if p.is_null() {
+        return false;
+    }
+    for (i, w) in want.iter().chain(std::iter::once(&0u8)).enumerate() {
+        // SAFETY: the bytes before index i matched `want`, which holds no
+        // NUL, so the caller's string goes on at least to index i.
+        let c = unsafe { std::ptr::read(p.add(i)) };
+        if c != *w {
+            return false;
+        }
+    }
+    true
+}
 
 /// A caller's input buffer. `len` 0 gives an empty slice whatever `p` is.
 ///
@@ -131,58 +174,204 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mech> {
 /// # Safety
 /// `plen` must be NULL or point to a readable CK_ULONG.
 pub unsafe fn capacity(p: *const CK_BYTE, plen: *const CK_ULONG) -> Result<Option<usize>> {
-    if plen.is_null() {
-        return Err(Error::Ck(CKR_ARGUMENTS_BAD));
-    }
+    // SAFETY: the caller promises a readable CK_ULONG if not NULL.
+    let n = unsafe { read(plen) }.ok_or(Error::Ck(CKR_ARGUMENTS_BAD))?;
     if p.is_null() {
         return Ok(None);
     }
-    // SAFETY: non-NULL, the caller promises a CK_ULONG.
-    let n = unsafe { *plen };
     Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
 }
 
-/// Writes an [`Out`] (or the size of a too-small buffer) to the caller.
+/// The one function that writes to caller memory: copies `src` to `dst`,
+/// a buffer of `cap` items of `T` (`None`: a size query, NULL buffer).
+///
+/// - `cap` `None`: copies nothing, whatever `src` is.
+/// - `src` longer than `cap`: copies nothing, logs one line at error level
+///   and returns `CKR_DEVICE_ERROR` (the safe layer or the cluster gave an
+///   answer that cannot be right for the buffer the caller was told to
+///   give).
+/// - else copies `src` byte by byte (so `dst` need not be aligned).
 ///
 /// # Safety
-/// `plen` non-NULL and writable; `p` writable for `*plen` bytes if not NULL.
-pub unsafe fn deliver(r: Result<Out>, p: *mut CK_BYTE, plen: *mut CK_ULONG) -> Result<CK_RV> {
+/// If `cap` is `Some(m)`, `dst` must be NULL or writable for `m` items of `T`.
+pub unsafe fn copy_out<T: Copy>(src: &[T], dst: *mut T, cap: Option<usize>) -> Result<()> {
+    let Some(cap) = cap else {
+        return Ok(());
+    };
+    if src.len() > cap {
+        let size = std::mem::size_of::<T>();
+        crate::log!(
+            Level::Error,
+            "the answer had {} bytes for a buffer of {}: nothing written, CKR_DEVICE_ERROR",
+            std::mem::size_of_val(src),
+            cap.saturating_mul(size)
+        );
+        return Err(Error::Ck(CKR_DEVICE_ERROR));
+    }
+    if src.is_empty() {
+        return Ok(());
+    }
+    if dst.is_null() {
+        return Err(Error::Ck(CKR_ARGUMENTS_BAD));
+    }
+    // SAFETY: `dst` is non-NULL and writable for `cap` >= `src.len()` items
+    // (the caller's promise); `T: Copy`, so a bitwise copy is a valid value
+    // and nothing is dropped twice; a byte copy needs no alignment; the
+    // caller's buffer cannot overlap the module's own `src`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr() as *const u8,
+            dst as *mut u8,
+            std::mem::size_of_val(src),
+        )
+    };
+    Ok(())
+}
+
+/// Writes an [`Out`] (or the size of a too-small buffer) to the caller.
+/// `cap` is what [`capacity`] returned for `p` and `plen`: data longer than
+/// that is never written (`CKR_DEVICE_ERROR`, see [`copy_out`]), and a size
+/// query (`None`) never copies.
+///
+/// # Safety
+/// `plen` non-NULL and writable; `p` writable for `cap` bytes if `cap` is
+/// `Some`.
+pub unsafe fn deliver(
+    r: Result<Out>,
+    cap: Option<usize>,
+    p: *mut CK_BYTE,
+    plen: *mut CK_ULONG,
+) -> Result<CK_RV> {
     match r {
         Ok(Out::Size(n)) => {
-            // SAFETY: checked non-NULL by `capacity`.
-            unsafe { *plen = n as CK_ULONG };
+            // SAFETY: the caller promises a writable CK_ULONG; NULL is
+            // checked by `put`.
+            unsafe { put(plen, n as CK_ULONG) }?;
             Ok(CKR_OK)
         }
         Ok(Out::Data(d)) => {
-            if !d.is_empty() {
-                // SAFETY: `capacity` read the buffer size from the caller,
-                // and the safe layer returns at most that many bytes.
-                unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), p, d.len()) };
-            }
+            // SAFETY: `cap` is the caller's buffer size at `p`; checked
+            // against the length by `copy_out`.
+            unsafe { copy_out(d.as_slice(), p, cap) }?;
             // SAFETY: as above.
-            unsafe { *plen = d.len() as CK_ULONG };
+            unsafe { put(plen, d.len() as CK_ULONG) }?;
             Ok(CKR_OK)
         }
         Err(Error::BufferTooSmall(n)) => {
             // SAFETY: as above.
-            unsafe { *plen = n as CK_ULONG };
+            unsafe { put(plen, n as CK_ULONG) }?;
             Ok(CKR_BUFFER_TOO_SMALL)
         }
         Err(e) => Err(e),
     }
 }
 
-/// Writes a value to a caller's pointer.
+/// Writes a value to a caller's pointer (through [`copy_out`]).
 ///
 /// # Safety
 /// `p` must be NULL or writable.
-pub unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
+pub unsafe fn put<T: Copy>(p: *mut T, v: T) -> Result<()> {
     if p.is_null() {
         return Err(Error::Ck(CKR_ARGUMENTS_BAD));
     }
     // SAFETY: non-NULL, the caller promises a writable T.
-    unsafe { std::ptr::write_unaligned(p, v) };
+    unsafe { copy_out(std::slice::from_ref(&v), p, Some(1)) }
+}
+
+/// Fills the caller's buffer of `n` bytes at `p` with what `f` writes, a
+/// chunk at a time in a local (zeroized) buffer copied out by
+/// [`copy_out`].
+///
+/// # Safety
+/// `p` must be NULL or writable for `n` bytes.
+pub unsafe fn fill(
+    p: *mut CK_BYTE,
+    n: CK_ULONG,
+    mut f: impl FnMut(&mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let n = usize::try_from(n).map_err(|_| Error::Ck(CKR_ARGUMENTS_BAD))?;
+    if n == 0 {
+        return Ok(());
+    }
+    if p.is_null() {
+        return Err(Error::Ck(CKR_ARGUMENTS_BAD));
+    }
+    let mut chunk = Zeroizing::new(vec![0u8; n.min(FILL_CHUNK)]);
+    let mut done = 0;
+    while done < n {
+        let len = (n - done).min(chunk.len());
+        f(&mut chunk[..len])?;
+        // SAFETY: `done` < `n`, so `p + done` lies in the caller's buffer,
+        // which has `n - done` bytes left from there.
+        unsafe { copy_out(&chunk[..len], p.add(done), Some(n - done)) }?;
+        done += len;
+    }
     Ok(())
+}
+
+/// `C_GetAttributeValue` on the caller's template of `n` attributes at `t`:
+/// reads their types, asks `values` for them, and writes back each value
+/// (through [`copy_out`]) and length. With a NULL `pValue` the length only;
+/// a short buffer gives `CK_UNAVAILABLE_INFORMATION` and
+/// `CKR_BUFFER_TOO_SMALL`. Every attribute is processed and the return code
+/// is the last problem met, as PKCS#11 specifies.
+///
+/// # Safety
+/// `t` must point to `n` writable `CK_ATTRIBUTE`s, each with a `pValue`
+/// that is NULL or writable for `ulValueLen` bytes.
+pub unsafe fn attribute_values(
+    t: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
+    values: impl FnOnce(&[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrOut>>,
+) -> Result<CK_RV> {
+    if (n > 0 && t.is_null()) || n > MAX_TEMPLATE {
+        return Err(Error::Ck(CKR_ARGUMENTS_BAD));
+    }
+    let n = n as usize;
+    let mut attrs = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: `t` is non-NULL (n > 0) and the caller promises `n`
+        // attributes; i < n.
+        let a =
+            unsafe { read(t.add(i) as *const CK_ATTRIBUTE) }.ok_or(Error::Ck(CKR_ARGUMENTS_BAD))?;
+        attrs.push(a);
+    }
+    let types: Vec<CK_ATTRIBUTE_TYPE> = attrs.iter().map(|a| a.type_).collect();
+    let values = values(&types)?;
+    let mut rv = CKR_OK;
+    for (i, (a, v)) in attrs.iter().zip(values).enumerate() {
+        let len = match v {
+            AttrOut::Value(v) => {
+                let cap = usize::try_from(a.ulValueLen).unwrap_or(usize::MAX);
+                if a.pValue.is_null() {
+                    v.len() as CK_ULONG
+                } else if cap < v.len() {
+                    rv = CKR_BUFFER_TOO_SMALL;
+                    CK_UNAVAILABLE_INFORMATION
+                } else {
+                    // SAFETY: the caller promises `ulValueLen` writable
+                    // bytes at the non-NULL `pValue`.
+                    unsafe { copy_out(v.as_slice(), a.pValue as *mut u8, Some(cap)) }?;
+                    v.len() as CK_ULONG
+                }
+            }
+            AttrOut::Sensitive => {
+                rv = CKR_ATTRIBUTE_SENSITIVE;
+                CK_UNAVAILABLE_INFORMATION
+            }
+            AttrOut::Invalid => {
+                rv = CKR_ATTRIBUTE_TYPE_INVALID;
+                CK_UNAVAILABLE_INFORMATION
+            }
+        };
+        // SAFETY: i < n attributes at `t`; `addr_of_mut!` makes no reference
+        // to the caller's memory, and `put` writes unaligned.
+        unsafe {
+            let p = std::ptr::addr_of_mut!((*t.add(i)).ulValueLen);
+            put(p, len)
+        }?;
+    }
+    Ok(rv)
 }
 
 /// A fixed-size, blank-padded PKCS#11 string.
@@ -206,23 +395,20 @@ pub fn padded<const N: usize>(s: &str) -> [u8; N] {
 /// # Safety
 /// `pn` non-NULL and writable; `p` writable for `*pn` items if not NULL.
 pub unsafe fn list<T: Copy>(items: &[T], p: *mut T, pn: *mut CK_ULONG) -> Result<CK_RV> {
-    if pn.is_null() {
-        return Err(Error::Ck(CKR_ARGUMENTS_BAD));
-    }
+    // SAFETY: the caller promises a readable CK_ULONG if not NULL.
+    let cap = unsafe { read(pn) }.ok_or(Error::Ck(CKR_ARGUMENTS_BAD))?;
+    // SAFETY: non-NULL (read above) and writable.
+    unsafe { put(pn, items.len() as CK_ULONG) }?;
     if p.is_null() {
-        // SAFETY: non-NULL.
-        unsafe { *pn = items.len() as CK_ULONG };
         return Ok(CKR_OK);
     }
-    // SAFETY: non-NULL.
-    let cap = unsafe { *pn } as usize;
-    // SAFETY: non-NULL.
-    unsafe { *pn = items.len() as CK_ULONG };
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
     if cap < items.len() {
         return Ok(CKR_BUFFER_TOO_SMALL);
     }
-    // SAFETY: the caller's buffer holds `cap` >= len items.
-    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) };
+    // SAFETY: the caller's buffer holds `cap` >= len items; checked again
+    // by `copy_out`.
+    unsafe { copy_out(items, p, Some(cap)) }?;
     Ok(CKR_OK)
 }
 
@@ -262,6 +448,159 @@ mod tests {
                 CKR_ARGUMENTS_BAD
             );
         }
+    }
+
+    #[test]
+    fn copies_never_exceed_the_capacity() {
+        // A 4-byte buffer between canaries.
+        let mut buf = [0xAAu8; 12];
+        let p = buf[4..].as_mut_ptr();
+        // SAFETY: `p` points to 8 writable bytes; capacities given are at
+        // most 4.
+        unsafe {
+            assert_eq!(
+                copy_out(&[1u8; 5], p, Some(4)).unwrap_err().rv(),
+                CKR_DEVICE_ERROR
+            );
+            // A size query never copies.
+            copy_out(&[1u8; 50], p, None).unwrap();
+            assert_eq!(buf, [0xAA; 12]);
+            let p = buf[4..].as_mut_ptr();
+            copy_out(&[1u8, 2, 3, 4], p, Some(4)).unwrap();
+            copy_out::<u8>(&[], std::ptr::null_mut(), Some(0)).unwrap();
+            assert_eq!(
+                copy_out(&[1u8], std::ptr::null_mut(), Some(1))
+                    .unwrap_err()
+                    .rv(),
+                CKR_ARGUMENTS_BAD
+            );
+        }
+        assert_eq!(
+            buf,
+            [0xAA, 0xAA, 0xAA, 0xAA, 1, 2, 3, 4, 0xAA, 0xAA, 0xAA, 0xAA]
+        );
+    }
+
+    #[test]
+    fn deliver_checks_the_capacity() {
+        let mut buf = [0xAAu8; 8];
+        let mut len: CK_ULONG = 4;
+        let data = || Ok(Out::Data(zeroize::Zeroizing::new(vec![7u8; 5])));
+        // SAFETY: `buf` has 8 bytes, of which 4 are offered; `len` is a local.
+        unsafe {
+            let p = buf[2..].as_mut_ptr();
+            let cap = capacity(p, &len).unwrap();
+            assert_eq!(cap, Some(4));
+            assert_eq!(
+                deliver(data(), cap, p, &mut len).unwrap_err().rv(),
+                CKR_DEVICE_ERROR
+            );
+            assert_eq!(len, 4, "the length is left alone");
+            // A size query: the length, nothing copied.
+            assert_eq!(
+                deliver(data(), None, std::ptr::null_mut(), &mut len).unwrap(),
+                CKR_OK
+            );
+            assert_eq!(len, 5);
+            assert_eq!(
+                deliver(Ok(Out::Size(9)), None, std::ptr::null_mut(), &mut len).unwrap(),
+                CKR_OK
+            );
+            assert_eq!(len, 9);
+            assert_eq!(
+                deliver(Err(Error::BufferTooSmall(5)), cap, p, &mut len).unwrap(),
+                CKR_BUFFER_TOO_SMALL
+            );
+            assert_eq!(len, 5);
+            let short = || Ok(Out::Data(zeroize::Zeroizing::new(vec![7u8; 3])));
+            assert_eq!(deliver(short(), cap, p, &mut len).unwrap(), CKR_OK);
+            assert_eq!(len, 3);
+        }
+        assert_eq!(buf, [0xAA, 0xAA, 7, 7, 7, 0xAA, 0xAA, 0xAA]);
+    }
+
+    #[test]
+    fn names_are_read_no_further_than_needed() {
+        // SAFETY: every pointer is NULL or points to a NUL-terminated local;
+        // "PKCS" stops at its NUL, which differs from ' '.
+        unsafe {
+            assert!(name_is(c"PKCS 11".as_ptr().cast(), b"PKCS 11"));
+            assert!(!name_is(c"PKCS 12".as_ptr().cast(), b"PKCS 11"));
+            assert!(!name_is(c"PKCS 110".as_ptr().cast(), b"PKCS 11"));
+            assert!(!name_is(c"PKCS".as_ptr().cast(), b"PKCS 11"));
+            assert!(!name_is(std::ptr::null(), b"PKCS 11"));
+        }
+    }
+
+    #[test]
+    fn fill_writes_exactly_the_buffer() {
+        let mut buf = vec![0u8; FILL_CHUNK * 2 + 10];
+        let n = buf.len() - 5;
+        let mut calls = 0;
+        // SAFETY: `buf` has more than `n` bytes.
+        unsafe {
+            fill(buf.as_mut_ptr(), n as CK_ULONG, |b| {
+                calls += 1;
+                b.fill(1);
+                Ok(())
+            })
+        }
+        .unwrap();
+        assert_eq!(calls, 3);
+        assert!(buf[..n].iter().all(|b| *b == 1));
+        assert!(buf[n..].iter().all(|b| *b == 0));
+        // SAFETY: NULL with a length is refused before anything is written.
+        let e = unsafe { fill(std::ptr::null_mut(), 3, |_| Ok(())) }.unwrap_err();
+        assert_eq!(e.rv(), CKR_ARGUMENTS_BAD);
+    }
+
+    #[test]
+    fn attribute_values_follow_the_two_call_convention() {
+        let mut small = [0xAAu8; 2];
+        let mut big = [0xAAu8; 8];
+        let mut t = [
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: 0,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: small.as_mut_ptr() as *mut _,
+                ulValueLen: 2,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: big.as_mut_ptr() as *mut _,
+                ulValueLen: 4,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: 0,
+            },
+        ];
+        // SAFETY: every pointer points to a live local of the given size.
+        let rv = unsafe {
+            attribute_values(t.as_mut_ptr(), 4, |types| {
+                assert_eq!(types, [CKA_LABEL, CKA_LABEL, CKA_LABEL, CKA_VALUE]);
+                Ok(vec![
+                    AttrOut::Value(b"abc".to_vec()),
+                    AttrOut::Value(b"abc".to_vec()),
+                    AttrOut::Value(b"abc".to_vec()),
+                    AttrOut::Sensitive,
+                ])
+            })
+        }
+        .unwrap();
+        assert_eq!(rv, CKR_ATTRIBUTE_SENSITIVE);
+        let lens: Vec<CK_ULONG> = t.iter().map(|a| a.ulValueLen).collect();
+        assert_eq!(
+            lens,
+            [3, CK_UNAVAILABLE_INFORMATION, 3, CK_UNAVAILABLE_INFORMATION]
+        );
+        assert_eq!(small, [0xAA; 2]);
+        assert_eq!(big, [b'a', b'b', b'c', 0xAA, 0xAA, 0xAA, 0xAA, 0xAA]);
     }
 
     #[test]
