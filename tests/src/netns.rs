@@ -108,7 +108,7 @@ impl Net {
     /// Cuts node `i` off from the other nodes only (both directions), not
     /// from the host's clients.
     pub fn isolate(&self, i: usize) {
-        self.routes(i, "add");
+        self.routes(i, "replace");
     }
 
     pub fn rejoin(&self, i: usize) {
@@ -126,7 +126,9 @@ impl Net {
                     "blackhole",
                     &format!("{}/32", self.addr(to)),
                 ]);
-                if op == "add" {
+                // `replace` is idempotent (two isolated nodes share a route);
+                // a `del` of a route already gone is fine.
+                if op == "replace" {
                     r.unwrap();
                 }
             }
