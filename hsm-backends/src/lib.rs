@@ -18,7 +18,23 @@ mod soft;
 pub use pkcs11::{Pkcs11Config, Pkcs11Hsm};
 pub use soft::SoftHsm;
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
+
+/// The HSMs of a node: every configured one unseals; `primary` also derives
+/// the root API key and the inter-node trust (see docs/hsm.md).
+pub struct Hsms {
+    pub all: Vec<Arc<dyn Hsm>>,
+    pub primary: Arc<dyn Hsm>,
+}
+
+impl Hsms {
+    /// The names of every configured HSM, the primary first.
+    pub fn names(&self) -> Vec<String> {
+        self.all.iter().map(|h| h.name()).collect()
+    }
+}
 
 /// Errors returned by an [`Hsm`].
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,6 @@ use zeroize::Zeroizing;
 use crate::codec;
 use crate::crypto::{KeyMaterial, KeyType};
 use crate::model::State;
-use crate::node::Node;
 use crate::store;
 
 const MAGIC: &[u8; 8] = b"KMSBAK01";
@@ -33,23 +32,22 @@ impl Drop for Payload {
     }
 }
 
-pub fn create(node: &Node) -> Result<Vec<u8>, String> {
-    let st = node.state();
+/// A backup of `st` sealed by `hsm` (the node's primary HSM).
+pub fn create(hsm: &dyn hsm_backends::Hsm, st: &State) -> Result<Vec<u8>, String> {
     let payload = Payload {
         applied: st.applied,
-        records: store::export_records(&st)
+        records: store::export_records(st)
             .into_iter()
             .map(|(k, v)| (k, v.to_vec()))
             .collect(),
     };
     let plain = Zeroizing::new(codec::encode(&payload));
     let key = crate::crypto::random_key();
-    let sealed_key = node
-        .hsm
+    let sealed_key = hsm
         .seal(key.as_ref(), CONTEXT)
         .map_err(|e| format!("cannot seal the backup key: {e}"))?;
     let ct = KeyMaterial::new(KeyType::Aes256, 0, &key).encrypt(&plain, CONTEXT);
-    let name = node.hsm.name();
+    let name = hsm.name();
     let mut out = Vec::with_capacity(ct.len() + 128);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(name.len() as u16).to_be_bytes());
@@ -69,17 +67,21 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
     Ok(h)
 }
 
-/// Opens a backup: returns the state it holds and its number of records.
-pub fn open(node: &Node, blob: &[u8]) -> Result<(State, u64), String> {
+/// Opens a backup with whichever of `configured` sealed it: returns the
+/// state it holds and its number of records.
+pub fn open(
+    configured: &[std::sync::Arc<dyn hsm_backends::Hsm>],
+    blob: &[u8],
+) -> Result<(State, u64), String> {
     let name = sealed_by(blob)?;
-    let hsm = node
-        .configured
+    let hsm = configured
         .iter()
         .find(|h| h.name() == name)
         .ok_or_else(|| {
+            let names: Vec<String> = configured.iter().map(|h| h.name()).collect();
             format!(
                 "the backup was sealed by HSM {name}, but this node's HSMs are {}",
-                node.configured_names().join(", ")
+                names.join(", ")
             )
         })?;
     open_with(hsm.as_ref(), blob)

@@ -10,7 +10,7 @@ use kms_client::tls::Trust;
 use kms_client::{proto, ApiKey, Client, ClientConfig, Command, Identity};
 use serde_json::json;
 
-use crate::serve::env;
+use crate::config::env;
 
 #[derive(Parser)]
 #[command(

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -75,9 +76,9 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Time a client has to send a request's head, and the most a kept-alive
     /// connection may stay idle (slow or idle clients are closed).
-    pub header_timeout: std::time::Duration,
+    pub header_timeout: Duration,
     /// Time a client has to send a request's body.
-    pub body_timeout: std::time::Duration,
+    pub body_timeout: Duration,
     /// Requests in flight on one HTTP/2 connection (HTTP/1.1 serves one at
     /// a time per connection).
     pub max_streams: u32,
@@ -88,8 +89,8 @@ impl Default for Limits {
         Limits {
             max_connections: 4096,
             max_handshakes: 512,
-            header_timeout: std::time::Duration::from_secs(60),
-            body_timeout: std::time::Duration::from_secs(30),
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
             max_streams: 64,
         }
     }
@@ -138,7 +139,7 @@ pub struct ServerConfig {
     pub hsm_primary: Option<String>,
     pub hsm_pkcs11: Option<Pkcs11File>,
     pub advertise: Option<String>,
-    pub timing: crate::node::Timing,
+    pub timing: Timing,
 }
 
 pub const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
@@ -204,7 +205,7 @@ impl ServerConfig {
             ));
         }
         let num = |name: &str, file: Option<u64>, default: u64| -> Result<u64, String> {
-            match crate::serve::env(name) {
+            match env(name) {
                 Some(v) => v
                     .trim()
                     .parse()
@@ -232,7 +233,7 @@ impl ServerConfig {
                 1_000_000,
             )? as usize,
             max_handshakes: d.max_handshakes,
-            header_timeout: std::time::Duration::from_millis(bounded(
+            header_timeout: Duration::from_millis(bounded(
                 "header_timeout_ms",
                 num(
                     "HEADER_TIMEOUT_MS",
@@ -242,7 +243,7 @@ impl ServerConfig {
                 100,
                 3_600_000,
             )?),
-            body_timeout: std::time::Duration::from_millis(bounded(
+            body_timeout: Duration::from_millis(bounded(
                 "body_timeout_ms",
                 num(
                     "BODY_TIMEOUT_MS",
@@ -261,7 +262,7 @@ impl ServerConfig {
         };
         let heartbeat = num("HEARTBEAT_MS", file.cluster.heartbeat_ms, 100)?;
         let election = num("ELECTION_MS", file.cluster.election_ms, 1000)?;
-        let timing = crate::node::Timing::new(heartbeat, election)
+        let timing = Timing::new(heartbeat, election)
             .map_err(|e| format!("cluster.heartbeat_ms/election_ms: {e}"))?;
         let advertise = match file.cluster.advertise {
             Some(a) => {
@@ -298,6 +299,57 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("'{s}' is not HOST:PORT ({e})"))?
         .next()
         .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+/// Reads a variable under its `KMS_*` name or its `MINIO_KMS_*` name.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(format!("KMS_{name}"))
+        .or_else(|_| std::env::var(format!("MINIO_KMS_{name}")))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// Replication timing, validated at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub tick: Duration,
+    pub heartbeat: Duration,
+    pub election: Duration,
+}
+
+impl Timing {
+    /// Heartbeat and election timeout in milliseconds: the election timeout
+    /// must be at least five heartbeats, so a slow heartbeat or two does not
+    /// start an election.
+    pub fn new(heartbeat_ms: u64, election_ms: u64) -> Result<Self, String> {
+        if !(10..=10_000).contains(&heartbeat_ms) {
+            return Err(format!(
+                "heartbeat interval {heartbeat_ms} ms is out of range (10 to 10000 ms)"
+            ));
+        }
+        if election_ms < 5 * heartbeat_ms || election_ms > 120_000 {
+            return Err(format!(
+                "election timeout {election_ms} ms must be at least 5 heartbeats ({} ms) and at most 120000 ms",
+                5 * heartbeat_ms
+            ));
+        }
+        Ok(Timing {
+            tick: Duration::from_millis((heartbeat_ms / 5).max(2)),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            election: Duration::from_millis(election_ms),
+        })
+    }
+
+    /// `d` in ticks (at least one).
+    pub fn ticks(&self, d: Duration) -> u64 {
+        (d.as_millis() / self.tick.as_millis().max(1)).max(1) as u64
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing::new(100, 1000).expect("valid defaults")
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod peer;
 pub mod policy;
 pub mod replication;
 pub mod serve;

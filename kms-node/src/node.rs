@@ -59,7 +59,8 @@ impl From<Fail> for ProposeError {
 }
 
 impl ProposeError {
-    fn to_fail(&self) -> Fail {
+    /// The error as a peer call's answer.
+    pub fn to_fail(&self) -> Fail {
         let status = match self {
             ProposeError::Apply(e) => e.status(),
             ProposeError::Failed { status, .. } => *status,
@@ -69,63 +70,24 @@ impl ProposeError {
     }
 }
 
-/// Replication timing, validated at start.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub tick: Duration,
-    pub heartbeat: Duration,
-    pub election: Duration,
-}
+pub use crate::config::Timing;
 
-impl Timing {
-    /// Heartbeat and election timeout in milliseconds: the election timeout
-    /// must be at least five heartbeats, so a slow heartbeat or two does not
-    /// start an election.
-    pub fn new(heartbeat_ms: u64, election_ms: u64) -> Result<Self, String> {
-        if !(10..=10_000).contains(&heartbeat_ms) {
-            return Err(format!(
-                "heartbeat interval {heartbeat_ms} ms is out of range (10 to 10000 ms)"
-            ));
-        }
-        if election_ms < 5 * heartbeat_ms || election_ms > 120_000 {
-            return Err(format!(
-                "election timeout {election_ms} ms must be at least 5 heartbeats ({} ms) and at most 120000 ms",
-                5 * heartbeat_ms
-            ));
-        }
-        Ok(Timing {
-            tick: Duration::from_millis((heartbeat_ms / 5).max(2)),
-            heartbeat: Duration::from_millis(heartbeat_ms),
-            election: Duration::from_millis(election_ms),
-        })
-    }
-
-    fn ticks(&self, d: Duration) -> u64 {
-        (d.as_millis() / self.tick.as_millis().max(1)).max(1) as u64
-    }
-
-    fn core_config(&self, seed: u64) -> core::Config {
-        let e = self.ticks(self.election);
-        core::Config {
-            heartbeat_ticks: self.ticks(self.heartbeat),
-            election_ticks: (e, 2 * e),
-            write_timeout_ticks: e,
-            max_batch: 256,
-            seed,
-            retain: crate::store::LOG_RETAIN / 2,
-            #[cfg(test)]
-            broken_majority_commit: false,
-            #[cfg(test)]
-            broken_publish_latest: false,
-            #[cfg(test)]
-            broken_hold: false,
-        }
-    }
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing::new(100, 1000).expect("valid defaults")
+/// The protocol core's settings for `t`.
+fn core_config(t: &Timing, seed: u64) -> core::Config {
+    let e = t.ticks(t.election);
+    core::Config {
+        heartbeat_ticks: t.ticks(t.heartbeat),
+        election_ticks: (e, 2 * e),
+        write_timeout_ticks: e,
+        max_batch: 256,
+        seed,
+        retain: crate::store::LOG_RETAIN / 2,
+        #[cfg(test)]
+        broken_majority_commit: false,
+        #[cfg(test)]
+        broken_publish_latest: false,
+        #[cfg(test)]
+        broken_hold: false,
     }
 }
 
@@ -210,7 +172,7 @@ impl Node {
     /// Starts the replication driver for an opened store.
     pub fn start(
         opened: crate::store::Opened,
-        hsms: &crate::serve::Hsms,
+        hsms: &hsm_backends::Hsms,
         root_identity: Identity,
         addr: String,
         (max_request_bytes, body_timeout): (usize, Duration),
@@ -236,7 +198,7 @@ impl Node {
             .map(|i| (i, durable.log[durable.pos(i)].clone()))
             .collect();
         let (log_lo, log_hi) = (durable.snap_index + 1, durable.last_index());
-        let mut c = Core::new(me, members, timing.core_config(rand::random()), durable);
+        let mut c = Core::new(me, members, core_config(&timing, rand::random()), durable);
         let mut first = c.set_members(c.members().to_vec(), st.cluster.epoch);
         if c.members() == [me] {
             first.extend(c.campaign());
@@ -479,8 +441,9 @@ impl Node {
         rx.await.map_err(|_| shutting_down())
     }
 
-    /// Proposes on this node only (no forwarding).
-    async fn propose_local(&self, change: Change) -> Result<u64, ProposeError> {
+    /// Proposes on this node only (no forwarding): the leader's answer to a
+    /// forwarded write.
+    pub async fn propose_local(&self, change: Change) -> Result<u64, ProposeError> {
         self.ask(|r| Event::Propose(change, r)).await?
     }
 
@@ -721,132 +684,21 @@ impl Node {
             })
     }
 
-    /// Answers a call from a peer.
-    pub async fn handle_call(self: &Arc<Self>, call: Call) -> Result<Reply, Fail> {
-        if let Some(r) = &self.view().removed {
-            return Err(Fail::new(503, r.clone()));
-        }
-        match call {
-            Call::Forward(changes) => {
-                let mut out = Vec::with_capacity(changes.len());
-                for c in changes {
-                    out.push(self.propose_local(c).await.map_err(|e| match e {
-                        ProposeError::NotLeader(_) => Fail::new(
-                            503,
-                            "this node is not the leader any more; nothing was applied",
-                        ),
-                        e => e.to_fail(),
-                    }));
-                }
-                Ok(Reply::Forwarded(out))
-            }
-            Call::Join {
-                term,
-                members,
-                epoch,
-                ..
-            } => {
-                let joined = self
-                    .ask(|reply| Event::Join {
-                        term,
-                        members,
-                        epoch,
-                        reply,
-                    })
-                    .await
-                    .map_err(|e| e.to_fail())?;
-                match joined {
-                    Ok(()) => Ok(Reply::Joined { id: self.id() }),
-                    Err(m) => Err(Fail::new(409, m)),
-                }
-            }
-            Call::Status => {
-                use prost::Message;
-                Ok(Reply::Status(
-                    crate::api::server_status(self).encode_to_vec(),
-                ))
-            }
-            Call::ReadyWrite => match self.view().role {
-                Role::Leader => match Box::pin(self.write_blocker()).await {
-                    None => Ok(Reply::Done),
-                    Some(m) => Err(Fail::new(503, m)),
-                },
-                _ => Err(Fail::new(503, "not the leader")),
-            },
-            Call::AddNode(addr) => {
-                if self.view().role != Role::Leader {
-                    return Err(Fail::new(503, "not the leader"));
-                }
-                Box::pin(self.add_node(&addr))
-                    .await
-                    .map(|()| Reply::Done)
-                    .map_err(|e| e.to_fail())
-            }
-        }
+    /// Becomes a learner of another cluster on its leader's `Join` call.
+    pub async fn join(
+        &self,
+        term: u64,
+        members: BTreeMap<NodeId, String>,
+        epoch: u64,
+    ) -> Result<Result<(), String>, ProposeError> {
+        self.ask(|reply| Event::Join {
+            term,
+            members,
+            epoch,
+            reply,
+        })
+        .await
     }
-}
-
-/// Serves an inbound peer connection (already authenticated by mutual TLS).
-pub async fn serve_peer<S>(stream: S, node: Arc<Node>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    use tokio::io::AsyncWriteExt;
-    let (mut r, w) = tokio::io::split(stream);
-    let from = match net::read_frame(&mut r).await {
-        Ok(Wire::Hello { from }) => from,
-        _ => return,
-    };
-    let (atx, mut arx) = mpsc::channel::<Wire>(256);
-    let writer = tokio::spawn(async move {
-        let mut w = tokio::io::BufWriter::new(w);
-        while let Some(f) = arx.recv().await {
-            if net::write_frame(&mut w, &f).await.is_err() {
-                return;
-            }
-            if arx.is_empty() && w.flush().await.is_err() {
-                return;
-            }
-        }
-    });
-    loop {
-        match net::read_frame(&mut r).await {
-            Ok(Wire::Raft(msg)) => {
-                // A node outside this cluster campaigning: tell it, on this
-                // connection (this node has no connection of its own to it).
-                let v = node.view();
-                if matches!(msg, Msg::PreVote { .. } | Msg::Vote { .. })
-                    && v.members.contains_key(&node.id())
-                    && !v.members.contains_key(&from)
-                {
-                    let notice = Msg::Removed {
-                        term: v.term,
-                        epoch: v.epoch,
-                    };
-                    let _ = atx.try_send(Wire::Raft(notice));
-                    continue;
-                }
-                drop(v);
-                node.deliver(from, msg, None)
-            }
-            Ok(Wire::Snapshot(msg, records)) => node.deliver_snapshot(from, msg, records).await,
-            Ok(Wire::Call { id, call }) => {
-                let node = node.clone();
-                let atx = atx.clone();
-                tokio::spawn(async move {
-                    let reply = node.handle_call(call).await;
-                    let _ = atx.send(Wire::Answer { id, reply }).await;
-                });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(peer = from, error = %e, "peer connection ended");
-                break;
-            }
-        }
-    }
-    drop(atx);
-    let _ = writer.await;
 }
 
 fn shutting_down() -> ProposeError {
@@ -1514,7 +1366,7 @@ impl Driver {
         self.core = Core::new(
             self.me,
             members.keys().copied().collect(),
-            self.timing.core_config(rand::random()),
+            core_config(&self.timing, rand::random()),
             durable,
         );
         let acts = self

@@ -9,13 +9,8 @@ use crate::config::{LogFormat, ServerConfig};
 use crate::node::Node;
 use crate::store::Store;
 
-/// Reads a variable under its `KMS_*` name or its `MINIO_KMS_*` name.
-pub fn env(name: &str) -> Option<String> {
-    std::env::var(format!("KMS_{name}"))
-        .or_else(|_| std::env::var(format!("MINIO_KMS_{name}")))
-        .ok()
-        .filter(|v| !v.is_empty())
-}
+pub use crate::config::env;
+pub use hsm_backends::Hsms;
 
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = std::env::var("RUST_LOG")
@@ -29,19 +24,6 @@ pub fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),
     };
-}
-
-/// The HSMs of a node: every configured one unseals; `primary` also derives
-/// the root API key and the inter-node trust (see docs/hsm.md).
-pub struct Hsms {
-    pub all: Vec<Arc<dyn Hsm>>,
-    pub primary: Arc<dyn Hsm>,
-}
-
-impl Hsms {
-    pub fn names(&self) -> Vec<String> {
-        self.all.iter().map(|h| h.name()).collect()
-    }
 }
 
 /// Why the HSMs could not be set up. Exits with [`HSM_EXIT_CODE`].

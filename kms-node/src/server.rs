@@ -129,7 +129,7 @@ pub async fn run(
                 // Peer connections live as long as the node: shutdown does not
                 // wait for them (the protocol tolerates a cut connection).
                 drop(watcher);
-                crate::node::serve_peer(tls, node).await;
+                crate::peer::serve_peer(tls, node).await;
                 return;
             }
             let Ok(_client) = clients.try_acquire_owned() else {

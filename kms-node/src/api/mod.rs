@@ -452,7 +452,7 @@ fn require_sysadmin(node: &Node, identity: &Identity, what: &str) -> Result<(), 
 
 fn backup(node: &Node, identity: &Identity) -> Result<Response<Body>, ApiError> {
     require_sysadmin(node, identity, "BACKUP")?;
-    let blob = crate::backup::create(node).map_err(|e| {
+    let blob = crate::backup::create(node.hsm.as_ref(), &node.state()).map_err(|e| {
         crate::audit::op(identity, "BACKUP", "failed");
         ApiError::new(500, e)
     })?;
@@ -468,7 +468,7 @@ async fn restore(
 ) -> Result<Response<Body>, ApiError> {
     require_sysadmin(node, identity, "RESTORE")?;
     let body = read_body(parts, body, 1 << 30).await?;
-    let (st, n) = crate::backup::open(node, &body).map_err(|e| {
+    let (st, n) = crate::backup::open(&node.configured, &body).map_err(|e| {
         crate::audit::op(identity, "RESTORE", "failed");
         ApiError::bad(e)
     })?;
