@@ -1,6 +1,13 @@
 //! Framing of the KMS API: a request or response body is a sequence of frames
 //! `u16 big-endian command id | u32 big-endian length | protobuf message`.
 
+// Input from the network or from a C caller must never panic here: no
+// unwrap, expect or unchecked indexing (tests excepted).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use bytes::{BufMut, BytesMut};
 
 use crate::cmd::Command;
@@ -53,30 +60,29 @@ impl<'a> Iterator for Frames<'a> {
     type Item = Result<Frame<'a>, FrameError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.offset == self.body.len() {
+        if self.failed || self.offset >= self.body.len() {
             return None;
         }
-        let rest = &self.body[self.offset..];
-        if rest.len() < HEADER_LEN {
+        let rest = self.body.get(self.offset..).unwrap_or_default();
+        let Some((head, tail)) = rest.split_first_chunk::<HEADER_LEN>() else {
             self.failed = true;
             return Some(Err(FrameError::TruncatedHeader {
                 offset: self.offset,
                 remaining: rest.len(),
             }));
-        }
-        let id = u16::from_be_bytes([rest[0], rest[1]]);
-        let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
-        let avail = rest.len() - HEADER_LEN;
-        if len as usize > avail {
+        };
+        let [i0, i1, l0, l1, l2, l3] = *head;
+        let id = u16::from_be_bytes([i0, i1]);
+        let len = u32::from_be_bytes([l0, l1, l2, l3]);
+        let Some(payload) = usize::try_from(len).ok().and_then(|n| tail.get(..n)) else {
             self.failed = true;
             return Some(Err(FrameError::TruncatedPayload {
                 offset: self.offset,
                 declared: len,
-                remaining: avail,
+                remaining: tail.len(),
             }));
-        }
-        let payload = &rest[HEADER_LEN..HEADER_LEN + len as usize];
-        self.offset += HEADER_LEN + len as usize;
+        };
+        self.offset += HEADER_LEN + payload.len();
         Some(Ok(Frame { id, payload }))
     }
 }
@@ -95,7 +101,8 @@ pub fn encode<M: prost::Message>(buf: &mut BytesMut, cmd: u16, msg: &M) {
     buf.reserve(HEADER_LEN + len);
     buf.put_u16(cmd);
     buf.put_u32(len as u32);
-    msg.encode(buf).expect("reserved enough capacity");
+    // Cannot fail: BytesMut grows as needed (and capacity was reserved).
+    let _ = msg.encode(buf);
 }
 
 /// Encodes a batch of messages of one command into a body.

@@ -200,6 +200,8 @@ fn attr_value(ty: CK_ATTRIBUTE_TYPE, raw: &[u8]) -> Vec<u8> {
 /// SAFETY (for the unsafe calls inside): every pointer passed points to a
 /// live local of the right size, or is NULL on purpose.
 fn step(w: &mut World, c: &Call) -> CK_RV {
+    // SAFETY: every pointer passed points to a live local of the right
+    // size, or is NULL on purpose (the doc above).
     unsafe {
         match c {
             Call::Initialize => {

@@ -6,6 +6,13 @@
 //! authentication against the current state, then one handler call per frame
 //! (one file per command family), each authorized on its own.
 
+// Input from the network or from a C caller must never panic here: no
+// unwrap, expect or unchecked indexing (tests excepted).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 mod cluster;
 pub use cluster::server_status;
 mod enclave;
@@ -248,12 +255,17 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
 }
 
 fn response(status: u16, content_type: &'static str, body: Bytes) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(Full::new(body))
-        .expect("valid response")
+    let len = body.len();
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r
 }
 
 fn wants_json(req: &http::request::Parts) -> bool {
@@ -560,7 +572,9 @@ async fn kms(
                 .ok_or_else(|| ApiError::bad(format!("unknown command id {}", f.id)))?,
         );
     }
-    let first = cmds[0];
+    let Some(&first) = cmds.first() else {
+        return Err(ApiError::bad("the request holds no command"));
+    };
     if cmds.iter().any(|c| c.is_write() != first.is_write()) {
         return Err(ApiError::bad(
             "a request must not mix commands that change state with commands that do not",

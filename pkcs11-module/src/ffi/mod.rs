@@ -10,6 +10,13 @@
 //! follow the PKCS#11 rules for the pointers they pass; the module checks
 //! what it can (NULL, lengths, handles) and never trusts the rest beyond the
 //! lengths given.
+
+// Input from the network or from a C caller must never panic here: no
+// unwrap, expect or unchecked indexing (tests excepted).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 pub mod util;
@@ -166,7 +173,10 @@ pub unsafe extern "C" fn C_GetSlotList(
 pub unsafe extern "C" fn C_GetSlotInfo(id: CK_SLOT_ID, info: *mut CK_SLOT_INFO) -> CK_RV {
     entry("C_GetSlotInfo", || {
         let m = m()?;
-        let slot = &m.slots[m.slot(id)?];
+        let slot = m
+            .slots
+            .get(m.slot(id)?)
+            .ok_or(Error::Ck(CKR_SLOT_ID_INVALID))?;
         let v = CK_SLOT_INFO {
             slotDescription: padded(&format!("KMS enclave {}", slot.enclave)),
             manufacturerID: padded("kms"),
@@ -185,7 +195,7 @@ pub unsafe extern "C" fn C_GetTokenInfo(id: CK_SLOT_ID, info: *mut CK_TOKEN_INFO
     entry("C_GetTokenInfo", || {
         let m = m()?;
         let idx = m.slot(id)?;
-        let slot = &m.slots[idx];
+        let slot = m.slots.get(idx).ok_or(Error::Ck(CKR_SLOT_ID_INVALID))?;
         let (all, rw) = m.session_counts(idx);
         let v = CK_TOKEN_INFO {
             label: padded(&slot.enclave),
@@ -340,7 +350,11 @@ pub unsafe extern "C" fn C_GetSessionInfo(
         let sess = m.session(s)?;
         let sess = sess.lock();
         let v = CK_SESSION_INFO {
-            slotID: m.slots[sess.slot].id,
+            slotID: m
+                .slots
+                .get(sess.slot)
+                .map(|s| s.id)
+                .ok_or(Error::Ck(CKR_GENERAL_ERROR))?,
             state: m.session_state(&sess),
             flags: CKF_SERIAL_SESSION | if sess.rw { CKF_RW_SESSION } else { 0 },
             ulDeviceError: 0,
@@ -1230,7 +1244,9 @@ pub unsafe extern "C" fn C_GetInterface(
             Some(_) => return Err(Error::Ck(CKR_ARGUMENTS_BAD)),
         };
         // SAFETY: non-NULL; the interface lives in a static.
-        unsafe { put(pp, &INTERFACES.0[idx] as *const _ as *mut CK_INTERFACE) }?;
+        let i = INTERFACES.0.get(idx).ok_or(Error::Ck(CKR_GENERAL_ERROR))?;
+        // SAFETY: as above.
+        unsafe { put(pp, i as *const _ as *mut CK_INTERFACE) }?;
         Ok(CKR_OK)
     })
 }

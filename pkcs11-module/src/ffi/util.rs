@@ -300,10 +300,11 @@ pub unsafe fn fill(
     let mut done = 0;
     while done < n {
         let len = (n - done).min(chunk.len());
-        f(&mut chunk[..len])?;
+        let part = chunk.get_mut(..len).ok_or(Error::Ck(CKR_GENERAL_ERROR))?;
+        f(part)?;
         // SAFETY: `done` < `n`, so `p + done` lies in the caller's buffer,
         // which has `n - done` bytes left from there.
-        unsafe { copy_out(&chunk[..len], p.add(done), Some(n - done)) }?;
+        unsafe { copy_out(part, p.add(done), Some(n - done)) }?;
         done += len;
     }
     Ok(())
@@ -385,7 +386,9 @@ pub fn padded<const N: usize>(s: &str) -> [u8; N] {
         }
         n = i + c.len_utf8();
     }
-    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    if let (Some(o), Some(i)) = (out.get_mut(..n), s.as_bytes().get(..n)) {
+        o.copy_from_slice(i);
+    }
     out
 }
 
@@ -635,19 +638,15 @@ mod tests {
             ..m
         };
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { mechanism(&short) }.unwrap_err().rv(),
-            CKR_MECHANISM_PARAM_INVALID
-        );
+        let r = unsafe { mechanism(&short) };
+        assert_eq!(r.unwrap_err().rv(), CKR_MECHANISM_PARAM_INVALID);
         let unknown = CK_MECHANISM {
             mechanism: CKM_RSA_PKCS,
             pParameter: std::ptr::null_mut(),
             ulParameterLen: 0,
         };
         // SAFETY: no parameter.
-        assert_eq!(
-            unsafe { mechanism(&unknown) }.unwrap_err().rv(),
-            CKR_MECHANISM_INVALID
-        );
+        let r = unsafe { mechanism(&unknown) };
+        assert_eq!(r.unwrap_err().rv(), CKR_MECHANISM_INVALID);
     }
 }
