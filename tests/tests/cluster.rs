@@ -324,3 +324,28 @@ fn add_node_while_writes_run() {
     }
     assert_eq!(up_count(&ls_json(&joining)), 3);
 }
+
+/// A write in doubt names only the members that did not confirm it: with
+/// one follower paused (SIGSTOP, so the leader does not yet count it down),
+/// a write answers within about an election timeout and names the paused
+/// node, never the healthy one.
+#[test]
+fn a_write_in_doubt_names_only_the_members_that_did_not_confirm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = kms_tests::cluster(&tmp, 3, SEED_HSM_KEY);
+    ok(&nodes[0].cli(None, &["add-enclave", "e"]));
+    nodes[2].signal("STOP");
+    let t = Instant::now();
+    let err = fails(&nodes[0].cli(None, &["add-key", "-e", "e", "k"]));
+    nodes[2].signal("CONT");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(err.contains(&nodes[2].addr), "names the paused node: {err}");
+    assert!(
+        !err.contains(&nodes[1].addr),
+        "names a healthy node that confirmed: {err}"
+    );
+    assert!(
+        err.contains("nothing was applied") || err.contains("outcome is unknown"),
+        "{err}"
+    );
+}

@@ -117,3 +117,58 @@ fn cli_moves_on_from_a_hung_server() {
     let out = ok(&srv.cli(None, &["-s", &servers, "ls-enclave"]));
     assert!(out.contains("cli-9"), "{out}");
 }
+
+/// The PKCS#11 module uses the same client: with a hung server listed first
+/// it still initializes and encrypts, each call within the bound.
+#[test]
+fn pkcs11_module_moves_on_from_a_hung_server() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, ObjectClass};
+    use kms_tests::pkcs11::{module_path, write_config, KmsNode, ENCLAVE};
+
+    let node = KmsNode::start("");
+    let hung = hung_server();
+    let config = node.tmp.path().join("hung-first.toml");
+    write_config(
+        &config,
+        &[format!("https://{hung}"), node.server.url()],
+        &node.server.root_key,
+        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
+    );
+    std::env::set_var("KMS_PKCS11_CONFIG", &config);
+    let p11 = Pkcs11::new(module_path()).unwrap();
+    let t = Instant::now();
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p11.get_slots_with_token().unwrap()[0];
+    let s = p11.open_rw_session(slot).unwrap();
+    let key = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Label(b"hung-test".to_vec()),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+            ],
+        )
+        .expect("a cluster key through the live server");
+    let mut slowest = t.elapsed();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let iv = [7u8; 16];
+        let ct = s
+            .encrypt(&Mechanism::AesCbcPad(iv), key, b"moves on")
+            .expect("encrypt");
+        assert_eq!(
+            s.decrypt(&Mechanism::AesCbcPad(iv), key, &ct).unwrap(),
+            b"moves on"
+        );
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(slowest < bound() * 3, "a call took {slowest:?}");
+    p11.finalize().unwrap();
+}

@@ -1,6 +1,6 @@
 //! Inter-node transport: length-prefixed frames over mutual TLS (see
 //! `tls.rs`), on the API port. A peer connection is told apart from an API
-//! client by its ALPN protocol, `kms-peer/1`, in the TLS ClientHello.
+//! client by its ALPN protocol, `kms-peer/2`, in the TLS ClientHello.
 //!
 //! Every node dials every other member once and keeps the connection: it
 //! sends its protocol messages and calls on it, and reads the answers to
@@ -23,7 +23,7 @@ use super::core::{Msg, NodeId};
 use crate::change::Change;
 use crate::codec;
 
-pub const ALPN: &[u8] = b"kms-peer/1";
+pub const ALPN: &[u8] = b"kms-peer/2";
 const MAX_FRAME: usize = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const QUEUE: usize = 4096;
