@@ -73,6 +73,9 @@ impl ProposeError {
 pub use crate::config::Timing;
 
 /// The protocol core's settings for `t`.
+// The update fills the simulator's test-only fields; outside tests every
+// field is already given.
+#[allow(clippy::needless_update)]
 fn core_config(t: &Timing, seed: u64) -> core::Config {
     let e = t.ticks(t.election);
     core::Config {
@@ -82,12 +85,7 @@ fn core_config(t: &Timing, seed: u64) -> core::Config {
         max_batch: 256,
         seed,
         retain: crate::store::LOG_RETAIN / 2,
-        #[cfg(test)]
-        broken_majority_commit: false,
-        #[cfg(test)]
-        broken_publish_latest: false,
-        #[cfg(test)]
-        broken_hold: false,
+        ..core::Config::default()
     }
 }
 

@@ -67,7 +67,8 @@ fn idle_slow_and_handshake_floods_do_not_starve_established_clients() {
     let srv = Server::try_start_env(&data_dir(&tmp, "n"), &env, &[]).unwrap();
     let runtime = rt();
     let key = srv.root_key.clone();
-    let client = {
+    // A client with its own connections (made inside the runtime).
+    let new_client = || {
         let _g = runtime.enter();
         Client::new(ClientConfig {
             endpoints: vec![srv.url()],
@@ -77,6 +78,7 @@ fn idle_slow_and_handshake_floods_do_not_starve_established_clients() {
         })
         .unwrap()
     };
+    let client = new_client();
     runtime.block_on(client.create_enclave("e")).unwrap();
     let rss0 = rss_kib(srv.pid());
     let before = runtime.block_on(rate(&client, Duration::from_secs(3)));
@@ -130,16 +132,7 @@ fn idle_slow_and_handshake_floods_do_not_starve_established_clients() {
     );
     // A new client over the limit is refused (closed after its handshake),
     // not queued forever.
-    let fresh = {
-        let _g = runtime.enter();
-        Client::new(ClientConfig {
-            endpoints: vec![srv.url()],
-            api_key: key.clone(),
-            trust: Trust::Insecure,
-            timeout: Duration::from_secs(10),
-        })
-        .unwrap()
-    };
+    let fresh = new_client();
     let t = Instant::now();
     assert!(
         runtime.block_on(fresh.version()).is_err(),
