@@ -1380,3 +1380,23 @@ impl Driver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot this node cannot read is an error to log and refuse (the
+    /// driver drops the message), never a reason to stop.
+    #[test]
+    fn unreadable_snapshots_are_errors() {
+        for records in [
+            vec![(b"garbage".to_vec(), b"x".to_vec())],
+            vec![(b"E\0e".to_vec(), vec![0xff; 40])],
+            vec![(Vec::new(), Vec::new())],
+        ] {
+            assert!(parse_snapshot(&Records(records)).is_err());
+        }
+        let empty = parse_snapshot(&Records(Vec::new())).expect("an empty state");
+        assert!(empty.enclaves.is_empty());
+    }
+}
