@@ -62,3 +62,7 @@ if [ "${1:-}" = "--test" ] && ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest >/dev/null
 fi
+if [ "${1:-}" = "--test" ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (the fuzzers run on stable with --sanitizer none)" >&2
+  cargo install --locked cargo-fuzz >/dev/null
+fi

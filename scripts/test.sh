@@ -18,3 +18,5 @@ if [ "$(id -u)" != 0 ] && [ -z "${KMS_TEST_SKIP_NETNS:-}" ]; then
   export KMS_TEST_SKIP_NETNS=1
 fi
 cargo nextest run --workspace --no-fail-fast --failure-output final "$@"
+# A short run of each fuzz target from the committed corpus (scripts/fuzz.sh).
+scripts/fuzz.sh "${KMS_FUZZ_SECS:-20}"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing on the stable toolchain: cargo fuzz (libFuzzer)
+# with --sanitizer none (no nightly needed; panics, hangs and unbounded
+# allocations are what it finds, Rust's checks do the rest).
+#
+#   scripts/fuzz.sh [SECONDS]      each target for SECONDS (default 20)
+#
+# New inputs go to a scratch corpus; the committed corpus (fuzz/corpus/) is
+# read, never rewritten (grow it by hand: cargo fuzz cmin).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+SECS="${1:-20}"
+T="${KMS_FUZZ_TARGET_DIR:-/var/tmp/kms-fuzz-target}"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: cargo-fuzz is missing: cargo install --locked cargo-fuzz" >&2
+  exit 1
+fi
+for target in $(cargo fuzz list); do
+  scratch=$(mktemp -d)
+  echo "fuzz: $target for ${SECS}s" >&2
+  cargo fuzz run --sanitizer none --target-dir "$T" "$target" "$scratch" "corpus/$target" -- \
+    -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=1024 -timeout=5 -print_final_stats=1 2>&1 |
+    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY" || true
+  status=${PIPESTATUS[0]}
+  rm -rf "$scratch"
+  if [ "$status" != 0 ]; then
+    echo "fuzz: $target failed (artifact in fuzz/artifacts/$target)" >&2
+    exit 1
+  fi
+done
