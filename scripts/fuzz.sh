@@ -17,14 +17,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 for target in $(cargo fuzz list); do
   scratch=$(mktemp -d)
+  log="$scratch.log"
   echo "fuzz: $target for ${SECS}s" >&2
+  status=0
   cargo fuzz run --sanitizer none --target-dir "$T" "$target" "$scratch" "corpus/$target" -- \
-    -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=1024 -timeout=5 -print_final_stats=1 2>&1 |
-    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY" || true
-  status=${PIPESTATUS[0]}
-  rm -rf "$scratch"
+    -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=1024 -timeout=5 -print_final_stats=1 \
+    > "$log" 2>&1 || status=$?
+  grep -E "^stat::(number_of_executed_units|peak_rss_mb)|ERROR|panicked|SUMMARY" "$log" >&2 || true
+  rm -rf "$scratch" "$log"
   if [ "$status" != 0 ]; then
-    echo "fuzz: $target failed (artifact in fuzz/artifacts/$target)" >&2
+    echo "fuzz: $target failed (exit $status; the input is in fuzz/artifacts/$target)" >&2
     exit 1
   fi
 done

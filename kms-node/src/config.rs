@@ -214,50 +214,57 @@ impl ServerConfig {
             }
         };
         let d = Limits::default();
-        let bounded = |name: &str, v: u64, lo: u64, hi: u64| -> Result<u64, String> {
-            if (lo..=hi).contains(&v) {
+        // `limits.NAME` (or `KMS_VAR` when given) within lo..=hi.
+        let limit = |name: &str,
+                     var: Option<&str>,
+                     file: Option<u64>,
+                     default: u64,
+                     range: (u64, u64)|
+         -> Result<u64, String> {
+            let v = match var {
+                Some(var) => num(var, file, default)?,
+                None => file.unwrap_or(default),
+            };
+            if (range.0..=range.1).contains(&v) {
                 Ok(v)
             } else {
-                Err(format!("limits.{name}: {v} is outside {lo}..={hi}"))
+                Err(format!(
+                    "limits.{name}: {v} is outside {}..={}",
+                    range.0, range.1
+                ))
             }
         };
+        let ms = |d: Duration| d.as_millis() as u64;
+        let l = &file.limits;
         let limits = Limits {
-            max_connections: bounded(
+            max_connections: limit(
                 "max_connections",
-                num(
-                    "MAX_CONNECTIONS",
-                    file.limits.max_connections,
-                    d.max_connections as u64,
-                )?,
-                16,
-                1_000_000,
+                Some("MAX_CONNECTIONS"),
+                l.max_connections,
+                d.max_connections as u64,
+                (16, 1_000_000),
             )? as usize,
             max_handshakes: d.max_handshakes,
-            header_timeout: Duration::from_millis(bounded(
+            header_timeout: Duration::from_millis(limit(
                 "header_timeout_ms",
-                num(
-                    "HEADER_TIMEOUT_MS",
-                    file.limits.header_timeout_ms,
-                    d.header_timeout.as_millis() as u64,
-                )?,
-                100,
-                3_600_000,
+                Some("HEADER_TIMEOUT_MS"),
+                l.header_timeout_ms,
+                ms(d.header_timeout),
+                (100, 3_600_000),
             )?),
-            body_timeout: Duration::from_millis(bounded(
+            body_timeout: Duration::from_millis(limit(
                 "body_timeout_ms",
-                num(
-                    "BODY_TIMEOUT_MS",
-                    file.limits.body_timeout_ms,
-                    d.body_timeout.as_millis() as u64,
-                )?,
-                100,
-                3_600_000,
+                Some("BODY_TIMEOUT_MS"),
+                l.body_timeout_ms,
+                ms(d.body_timeout),
+                (100, 3_600_000),
             )?),
-            max_streams: bounded(
+            max_streams: limit(
                 "max_streams",
-                file.limits.max_streams.unwrap_or(u64::from(d.max_streams)),
-                1,
-                1024,
+                None,
+                l.max_streams,
+                u64::from(d.max_streams),
+                (1, 1024),
             )? as u32,
         };
         let heartbeat = num("HEARTBEAT_MS", file.cluster.heartbeat_ms, 100)?;

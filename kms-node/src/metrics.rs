@@ -12,6 +12,19 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// Upper bounds of the batch size histogram buckets.
 const BATCH_BUCKETS: [u64; 8] = [1, 2, 8, 32, 128, 256, 1024, 4096];
 const STATUSES: [u16; 11] = [200, 400, 403, 404, 405, 408, 409, 413, 500, 501, 503];
+/// Where a status not listed is counted (as 500).
+const OTHER: usize = status_index(500);
+
+const fn status_index(status: u16) -> usize {
+    let mut i = 0;
+    while i < STATUSES.len() {
+        if STATUSES[i] == status {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("status not listed")
+}
 
 struct Histogram<const N: usize> {
     buckets: [AtomicU64; N],
@@ -84,7 +97,7 @@ impl Metrics {
         elapsed: std::time::Duration,
     ) {
         let m = &self.commands[cmd_index(cmd)];
-        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(8);
+        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(OTHER);
         m.by_status[si].fetch_add(1, Relaxed);
         m.frames.fetch_add(frames as u64, Relaxed);
         let secs = elapsed.as_secs_f64();

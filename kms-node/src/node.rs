@@ -70,7 +70,7 @@ impl ProposeError {
     }
 }
 
-pub use crate::config::Timing;
+use crate::config::Timing;
 
 /// The protocol core's settings for `t`.
 // The update fills the simulator's test-only fields; outside tests every
@@ -392,11 +392,14 @@ impl Node {
         let mut rx = self.changed.subscribe();
         let waited = tokio::time::timeout(self.fence_bound(), async {
             loop {
-                // Resolved once nothing at or below `first` is fenced any more.
-                match target(&self.view()) {
-                    Some(t) if t >= first && self.view().published < first => {}
+                // Resolved once `first` is published here, or nothing at or
+                // past it is fenced any more (truncated, or behind a hold).
+                let v = self.view();
+                match target(&v) {
+                    Some(t) if t >= first && v.published < first => {}
                     _ => return,
                 }
+                drop(v);
                 if rx.changed().await.is_err() {
                     return;
                 }

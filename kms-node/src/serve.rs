@@ -9,8 +9,8 @@ use crate::config::{LogFormat, ServerConfig};
 use crate::node::Node;
 use crate::store::Store;
 
-pub use crate::config::env;
-pub use hsm_backends::Hsms;
+use crate::config::env;
+use hsm_backends::Hsms;
 
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = std::env::var("RUST_LOG")

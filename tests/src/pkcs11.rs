@@ -41,6 +41,19 @@ pub fn softhsm_module() -> PathBuf {
     panic!("SoftHSM2 is not installed: scripts/setup.sh --test");
 }
 
+/// A raw template attribute pointing at `v` (for calls through the C
+/// functions): `v` must outlive the call.
+pub fn raw_attr<T>(
+    type_: cryptoki_sys::CK_ATTRIBUTE_TYPE,
+    v: &mut T,
+) -> cryptoki_sys::CK_ATTRIBUTE {
+    cryptoki_sys::CK_ATTRIBUTE {
+        type_,
+        pValue: v as *mut T as *mut std::ffi::c_void,
+        ulValueLen: std::mem::size_of::<T>() as cryptoki_sys::CK_ULONG,
+    }
+}
+
 /// Writes a module configuration file.
 pub fn write_config(path: &Path, servers: &[String], key: &ApiKey, extra: &str) {
     let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();

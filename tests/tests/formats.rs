@@ -20,7 +20,7 @@ use kms_node::change::Change;
 use kms_node::model::Time;
 use kms_node::replication::core::{Entry, Msg};
 use kms_node::replication::net::Wire;
-use kms_tests::{ok, rt, Server};
+use kms_tests::{copy_dir, ok, rt, Server};
 
 use base64::engine::general_purpose::STANDARD as B64;
 /// The software HSM key of the fixtures (a test key, not a secret).
@@ -66,19 +66,6 @@ fn message() -> Wire {
         hold: Some(40),
         seq: 3,
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
 }
 
 async fn mac(c: &Client, key: &str, version: u32, msg: &[u8]) -> Vec<u8> {

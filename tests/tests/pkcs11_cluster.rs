@@ -18,7 +18,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::*;
 use kms_tests::pkcs11::{dead_port, module_path, write_config, KmsNode, ENCLAVE};
-use kms_tests::{ok, rt};
+use kms_tests::{copy_dir, ok, rt};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -34,6 +34,17 @@ struct Ctx {
 /// test of this process reads the variable meanwhile.
 fn use_config(config: &std::path::Path) {
     std::env::set_var("KMS_PKCS11_CONFIG", config);
+}
+
+/// A valid configuration that never needs a server at `C_Initialize` (the
+/// enclave is named; the one server is a dead port).
+fn write_offline_config(path: &std::path::Path) {
+    write_config(
+        path,
+        &[format!("https://127.0.0.1:{}", dead_port())],
+        &kms_client::ApiKey::generate(),
+        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
+    );
 }
 
 fn load(config: &std::path::Path) -> Ctx {
@@ -550,12 +561,7 @@ fn bad_configurations_fail_c_initialize_cleanly() {
     assert_eq!(rv(r), RvError::GeneralError);
     // ... and a good configuration works afterwards.
     let good = tmp.path().join("good.toml");
-    write_config(
-        &good,
-        &[format!("https://127.0.0.1:{}", dead_port())],
-        &kms_client::ApiKey::generate(),
-        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
-    );
+    write_offline_config(&good);
     use_config(&good);
     p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .expect("C_Initialize after bad configurations");
@@ -1205,12 +1211,7 @@ fn a_non_null_p_reserved_is_arguments_bad() {
     // enclave is named).
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("p11.toml");
-    write_config(
-        &cfg,
-        &[format!("https://127.0.0.1:{}", dead_port())],
-        &kms_client::ApiKey::generate(),
-        &format!("enclaves = [\"{ENCLAVE}\"]\n"),
-    );
+    write_offline_config(&cfg);
     use_config(&cfg);
     // SAFETY: loading the module under test.
     let lib = unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap();
@@ -1573,19 +1574,6 @@ fn a_policy_limits_what_the_module_may_do() {
         )
         .unwrap();
     assert_eq!(s.find_objects(&[]).unwrap(), vec![sk]);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 /// A node killed in the middle of a run of encrypt/decrypt calls on four

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use cryptoki_sys::*;
 use kms_client::raw::{self, RawMechanism};
 use kms_client::{proto, ApiKey, Command};
-use kms_tests::pkcs11::{module_path, write_config};
+use kms_tests::pkcs11::{module_path, raw_attr, write_config};
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -500,11 +500,7 @@ fn a_hostile_server_never_makes_the_module_write_past_a_buffer() {
         );
         // The cluster key "k" that the server lists.
         let mut label = *b"k";
-        let mut t = [CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_mut_ptr() as *mut _,
-            ulValueLen: 1,
-        }];
+        let mut t = [raw_attr(CKA_LABEL, &mut label)];
         assert_eq!(
             f.C_FindObjectsInit.unwrap()(session, t.as_mut_ptr(), 1),
             CKR_OK
@@ -527,21 +523,9 @@ fn a_hostile_server_never_makes_the_module_write_past_a_buffer() {
         let mut no: CK_BBOOL = CK_FALSE;
         let mut yes: CK_BBOOL = CK_TRUE;
         let mut kt = [
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE_LEN,
-                pValue: &mut value_len as *mut _ as *mut _,
-                ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_TOKEN,
-                pValue: &mut no as *mut _ as *mut _,
-                ulValueLen: 1,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_EXTRACTABLE,
-                pValue: &mut yes as *mut _ as *mut _,
-                ulValueLen: 1,
-            },
+            raw_attr(CKA_VALUE_LEN, &mut value_len),
+            raw_attr(CKA_TOKEN, &mut no),
+            raw_attr(CKA_EXTRACTABLE, &mut yes),
         ];
         let mut session_key: CK_OBJECT_HANDLE = 0;
         assert_eq!(

@@ -23,7 +23,7 @@
 //!   the knowledge that it committed survives the leader), and answers a
 //!   proposal once every member reported it: an acknowledged write is then
 //!   published on every member, the leader included;
-//! - `fence_range` names the entries a node holds unpublished that another
+//! - `fence_to` bounds the entries a node holds unpublished that another
 //!   node may already serve: reads touching them wait (the shell bounds it).
 //!
 //! # Holds: not waiting for writes in doubt
@@ -735,12 +735,7 @@ impl<P: Clone> Core<P> {
             to = n;
         }
         // Applied (published) by a member means committed by some leader.
-        let seen = self
-            .member_progress()
-            .map(|p| p.applied)
-            .max()
-            .unwrap_or(0)
-            .min(self.last_index());
+        let seen = self.applied_anywhere().unwrap_or(0).min(self.last_index());
         to = to.max(seen);
         if let Some(h) = self.hold {
             if to > h.index {
@@ -774,19 +769,25 @@ impl<P: Clone> Core<P> {
     /// member published it, so survivors know it committed even if this
     /// leader dies now). A single member publishes what it applies.
     fn publish_leader(&mut self) {
-        let everywhere = self.applied_everywhere();
-        let anywhere = self.member_progress().map(|p| p.applied).max();
         #[cfg_attr(not(test), allow(unused_mut))]
-        let mut to = self.d.applied.min(everywhere.max(anywhere.unwrap_or(0)));
+        let mut to = self
+            .applied_anywhere()
+            .map_or(self.d.applied, |a| a.min(self.d.applied));
         #[cfg(test)]
         if self.cfg.broken_publish_latest {
-            to = if everywhere >= self.d.applied {
+            to = if self.applied_everywhere() >= self.d.applied {
                 self.d.applied
             } else {
                 self.published
             };
         }
         self.publish(to);
+    }
+
+    /// The highest index some voting member reported publishing (`None`
+    /// without other members).
+    fn applied_anywhere(&self) -> Option<Index> {
+        self.member_progress().map(|p| p.applied).max()
     }
 
     fn publish(&mut self, to: Index) {
@@ -1181,18 +1182,24 @@ impl<P: Clone> Core<P> {
         std::mem::take(&mut self.out)
     }
 
+    /// Answers an `Append` or `Snapshot` from `to`: what this node matched,
+    /// its published index, and the hold version it has seen.
+    fn respond(&mut self, to: NodeId, term: Term, success: bool, matched: Index) {
+        self.out.push(Action::Send(
+            to,
+            Msg::AppendResp {
+                term,
+                success,
+                matched,
+                applied: self.published,
+                seq: self.held_seq,
+            },
+        ));
+    }
+
     fn on_snapshot(&mut self, from: NodeId, term: Term, index: Index, last_term: Term) {
         if term < self.d.term {
-            self.out.push(Action::Send(
-                from,
-                Msg::AppendResp {
-                    term: self.d.term,
-                    success: false,
-                    matched: 0,
-                    applied: self.published,
-                    seq: self.held_seq,
-                },
-            ));
+            self.respond(from, self.d.term, false, 0);
             return;
         }
         if self.role != Role::Follower || self.leader != Some(from) {
@@ -1221,16 +1228,7 @@ impl<P: Clone> Core<P> {
             // The snapshot is the leader's applied state: committed.
             self.publish(index);
         }
-        self.out.push(Action::Send(
-            from,
-            Msg::AppendResp {
-                term,
-                success: true,
-                matched: self.d.applied,
-                applied: self.published,
-                seq: self.held_seq,
-            },
-        ));
+        self.respond(from, term, true, self.d.applied);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1246,16 +1244,7 @@ impl<P: Clone> Core<P> {
         seq: u64,
     ) {
         if term < self.d.term {
-            self.out.push(Action::Send(
-                from,
-                Msg::AppendResp {
-                    term: self.d.term,
-                    success: false,
-                    matched: 0,
-                    applied: self.published,
-                    seq: self.held_seq,
-                },
-            ));
+            self.respond(from, self.d.term, false, 0);
             return;
         }
         if self.role != Role::Follower || self.leader != Some(from) {
@@ -1278,16 +1267,7 @@ impl<P: Clone> Core<P> {
             || (prev_index >= self.d.snap_index && self.term_at(prev_index) != prev_term)
         {
             let hint = self.last_index().min(prev_index.saturating_sub(1));
-            self.out.push(Action::Send(
-                from,
-                Msg::AppendResp {
-                    term,
-                    success: false,
-                    matched: hint,
-                    applied: self.published,
-                    seq: self.held_seq,
-                },
-            ));
+            self.respond(from, term, false, hint);
             return;
         }
         let mut idx = prev_index;
@@ -1326,15 +1306,6 @@ impl<P: Clone> Core<P> {
         // Publish what this leader says is committed (a node that led before
         // may hold applied entries no one else knows committed yet).
         self.publish(self.d.applied.min(c));
-        self.out.push(Action::Send(
-            from,
-            Msg::AppendResp {
-                term,
-                success: true,
-                matched,
-                applied: self.published,
-                seq: self.held_seq,
-            },
-        ));
+        self.respond(from, term, true, matched);
     }
 }
