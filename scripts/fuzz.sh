@@ -16,12 +16,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   exit 1
 fi
 for target in $(cargo fuzz list); do
+  # The PKCS#11 target starts a live server in its first input.
+  timeout=5
+  [ "$target" = pkcs11_calls ] && timeout=60
+  mkdir -p "corpus/$target"
   scratch=$(mktemp -d)
   log="$scratch.log"
   echo "fuzz: $target for ${SECS}s" >&2
   status=0
   cargo fuzz run --sanitizer none --target-dir "$T" "$target" "$scratch" "corpus/$target" -- \
-    -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=1024 -timeout=5 -print_final_stats=1 \
+    -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout="$timeout" -print_final_stats=1 \
     > "$log" 2>&1 || status=$?
   grep -E "^stat::(number_of_executed_units|peak_rss_mb)|ERROR|panicked|SUMMARY" "$log" >&2 || true
   rm -rf "$scratch" "$log"

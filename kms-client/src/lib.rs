@@ -26,3 +26,21 @@ pub use apikey::{ApiKey, Identity};
 pub use client::{Client, ClientConfig, CONNECT_TIMEOUT};
 pub use cmd::Command;
 pub use error::Error;
+
+/// Reads a small file (a configuration, an API key, a CA bundle) of at most
+/// `max` bytes: a path that names something endless, like `/dev/zero`, is
+/// an error instead of an unbounded read.
+pub fn read_small_file(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(out)
+}

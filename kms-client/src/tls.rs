@@ -23,7 +23,7 @@ pub enum Trust {
 impl Trust {
     /// Loads the PEM certificates of a CA file.
     pub fn from_ca_file(path: &std::path::Path) -> Result<Self, Error> {
-        let pem = std::fs::read(path)
+        let pem = crate::read_small_file(path, 16 << 20)
             .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
         let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
             .collect::<Result<_, _>>()

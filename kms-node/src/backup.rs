@@ -125,7 +125,13 @@ pub fn open_with(hsm: &dyn hsm_backends::Hsm, blob: &[u8]) -> Result<(State, u64
     let plain = KeyMaterial::new(KeyType::Aes256, 0, &key)
         .decrypt(b, CONTEXT)
         .map_err(|e| format!("cannot decrypt the backup: {e}"))?;
-    let payload: Payload = codec::decode(&plain).map_err(|e| format!("corrupt backup: {e}"))?;
+    decode_payload(&plain)
+}
+
+/// Reads a backup's decrypted payload into the state it holds and its
+/// number of records.
+pub fn decode_payload(plain: &[u8]) -> Result<(State, u64), String> {
+    let payload: Payload = codec::decode(plain).map_err(|e| format!("corrupt backup: {e}"))?;
     let mut records: Vec<(&[u8], &[u8])> = payload
         .records
         .iter()

@@ -156,15 +156,25 @@ pub struct Overrides {
 
 impl ServerConfig {
     pub fn load(path: Option<&std::path::Path>, o: Overrides) -> Result<Self, String> {
-        let file: File = match path {
-            None => File::default(),
+        match path {
+            None => Self::build(File::default(), o),
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| format!("config file {}: {}", p.display(), e.to_string().trim()))?
+                Self::from_toml(&text, &p.display().to_string(), o)
             }
-        };
+        }
+    }
+
+    /// The configuration a config file's text gives (`origin` names the
+    /// file in errors), with `o` taking precedence. Reads no files.
+    pub fn from_toml(text: &str, origin: &str, o: Overrides) -> Result<Self, String> {
+        let file: File = toml::from_str(text)
+            .map_err(|e| format!("config file {origin}: {}", e.to_string().trim()))?;
+        Self::build(file, o)
+    }
+
+    fn build(file: File, o: Overrides) -> Result<Self, String> {
         let default_addr = if o.dev {
             "127.0.0.1:7373"
         } else {

@@ -1174,6 +1174,9 @@ impl Driver {
                          use it again, wipe its data directory and `kms add` it"
                     ));
                 }
+                Action::Refused { from, why } => {
+                    tracing::error!(peer = from, "refused a replication message: {why}");
+                }
             }
         }
         if staged {

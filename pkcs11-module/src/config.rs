@@ -97,11 +97,16 @@ impl Config {
     /// Reads a TOML file; unset fields fall back to the environment only for
     /// the log settings.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let text = kms_client::read_small_file(path, 1 << 20)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let f: File =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        Self::build(f, format!("file {}", path.display()))
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses a configuration file's text (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        let f: File = toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        Self::build(f, format!("file {origin}"))
     }
 
     /// Reads `KMS_SERVER`, `KMS_API_KEY` (or `KMS_API_KEY_FILE`), `KMS_CA`,
@@ -159,7 +164,8 @@ impl Config {
             }
             (Some(k), None) => Some(k),
             (None, Some(p)) => Some(
-                std::fs::read_to_string(&p)
+                kms_client::read_small_file(&p, 4096)
+                    .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
                     .map_err(|e| {
                         Error::Config(format!("{source}: api_key_file {}: {e}", p.display()))
                     })?

@@ -188,6 +188,12 @@ pub enum Action<P> {
         by: NodeId,
         epoch: u64,
     },
+    /// A message from `from` broke the protocol (a bug or a corrupt peer):
+    /// it was refused whole and changed nothing. The driver logs `why`.
+    Refused {
+        from: NodeId,
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1281,8 +1287,22 @@ impl<P: Clone> Core<P> {
                 if self.term_at(idx) == e.term {
                     continue;
                 }
-                // A conflicting, uncommitted suffix: never below what was applied.
-                debug_assert!(idx > self.d.applied, "truncating applied entries");
+                // A conflicting suffix must be uncommitted: a leader that
+                // contradicts a committed entry is broken; its whole
+                // message is refused (nothing was changed yet: a
+                // truncation comes first, and only once).
+                if idx <= self.commit.max(self.d.applied) {
+                    self.out.push(Action::Refused {
+                        from,
+                        why: format!(
+                            "its append contradicts committed entry {idx} (term {} here, {} in \
+                             the message)",
+                            self.term_at(idx),
+                            e.term
+                        ),
+                    });
+                    return;
+                }
                 let p = self.d.pos(idx);
                 self.d.log.truncate(p);
             }
@@ -1307,5 +1327,47 @@ impl<P: Clone> Core<P> {
         // may hold applied entries no one else knows committed yet).
         self.publish(self.d.applied.min(c));
         self.respond(from, term, true, matched);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(term: Term, entries: Vec<Entry<u32>>, commit: Index) -> Msg<u32> {
+        Msg::Append {
+            term,
+            prev_index: 0,
+            prev_term: 0,
+            entries,
+            commit,
+            hold: None,
+            seq: 0,
+        }
+    }
+
+    /// Found by the `replication` fuzz target: a broken peer's append that
+    /// rewrote a committed entry truncated it (a `debug_assert` only).
+    #[test]
+    fn an_append_contradicting_a_committed_entry_is_refused_whole() {
+        let mut c: Core<u32> = Core::new(2, vec![1, 2, 3], Config::default(), Durable::default());
+        let e = |term, p: u32| Entry {
+            term,
+            payload: Some(p),
+        };
+        c.step(1, append(1, vec![e(1, 10), e(1, 11)], 2));
+        assert_eq!(c.commit(), 2);
+        let out = c.step(1, append(2, vec![e(2, 99), e(2, 98), e(2, 97)], 2));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Refused { from: 1, .. })),
+            "{out:?}"
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Append { .. })),
+            "nothing is written: {out:?}"
+        );
+        assert_eq!(c.durable().log.len(), 2);
+        assert_eq!((c.term_at(1), c.term_at(2)), (1, 1));
     }
 }

@@ -454,6 +454,11 @@ impl Sim {
                 Action::Removed { .. } => {
                     return Err(format!("node {id}: unexpected {a:?}: nothing is removed"));
                 }
+                Action::Refused { .. } => {
+                    return Err(format!(
+                        "node {id}: {a:?}: correct peers never break the protocol"
+                    ));
+                }
                 Action::Reply { id: pid, result } => {
                     if let Ok(i) = result {
                         let payload = self.proposals[&pid];
