@@ -34,7 +34,8 @@ use crate::log::Level;
 use crate::object::{Attr, AttrOut, KeyObject};
 
 /// A slot's cluster keys: their handles by name, and when they were last
-/// listed (`None`: never, or since the last login).
+/// listed (`None`: not yet, or, with login = "api-key", not since the last
+/// login or logout).
 #[derive(Default)]
 pub(super) struct KeyCache {
     pub(super) fetched: Option<Instant>,
