@@ -1,10 +1,12 @@
 //! `libkms_pkcs11.so`: the KMS cluster's enclaves as PKCS#11 slots.
 //!
-//! - [`ffi`]: the thin C boundary (the only `unsafe` code): every entry
-//!   point checks its pointers, runs the safe library behind a panic
-//!   boundary and maps its error to a `CK_RV`.
-//! - [`module`]: state between `C_Initialize` and `C_Finalize`: slots (one
-//!   per enclave), sessions, login, objects and the cluster client.
+//! - [`ffi`]: the thin C boundary (the only `unsafe` code), one file per
+//!   PKCS#11 chapter: every entry point checks its pointers (through
+//!   [`ffi::util`], the only code touching caller memory), runs the safe
+//!   library behind a panic boundary and maps its error to a `CK_RV`.
+//! - [`module`]: state between `C_Initialize` and `C_Finalize`, one file per
+//!   concern: the process-wide state, network I/O, slots (one per enclave),
+//!   sessions, login, the object cache and key creation.
 //! - [`ops`]: encrypt, decrypt, sign, verify, digest, wrap and unwrap.
 //! - [`object`], [`mech`]: attributes, templates, mechanisms.
 //! - [`config`], [`log`], [`error`].

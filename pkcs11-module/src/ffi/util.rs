@@ -5,6 +5,13 @@
 //! which checks the length against the capacity the caller gave: an answer
 //! that does not fit is never written (`CKR_DEVICE_ERROR` and one log line).
 
+// Input from the network or from a C caller must never panic here: no
+// unwrap, expect or unchecked indexing (tests excepted).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 

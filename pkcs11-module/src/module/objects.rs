@@ -1,0 +1,253 @@
+//! The object cache: handles of cluster keys and session objects.
+//!
+//! Invariants:
+//! - The module's object table maps every live object handle to its
+//!   [`KeyObject`]; each slot's [`KeyCache`] maps the names of the cluster
+//!   keys last listed (or created here) to their handles. A cluster key
+//!   keeps its handle across refreshes for as long as it is listed; a key
+//!   no longer listed loses its handle, and a handle is never reused.
+//! - Lock order: a slot's cache lock before the object table's lock, never
+//!   the other way round. The cache lock is held across the KEY:LIST calls
+//!   of a refresh, so that concurrent callers do not list the same keys.
+//! - The cache is refreshed at most once per `refresh` interval (or when
+//!   forced). If the cluster cannot be reached, the last list is kept; an
+//!   identity not allowed KEY:LIST sees no cluster keys; a missing enclave
+//!   is `CKR_TOKEN_NOT_PRESENT`.
+//! - An object is visible to a session of its own slot only, and a private
+//!   one only while the slot is logged in; anything else is
+//!   `CKR_OBJECT_HANDLE_INVALID` (`CKR_KEY_HANDLE_INVALID` for a key).
+//! - Session objects belong to their session and are destroyed with it
+//!   (`session.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cryptoki_sys::*;
+use kms_client::{proto, Command};
+
+use super::session::Session;
+use super::Module;
+use crate::config::LoginMode;
+use crate::error::{Error, Result};
+use crate::log::Level;
+use crate::object::{Attr, AttrOut, KeyObject};
+
+/// A slot's cluster keys: their handles by name, and when they were last
+/// listed (`None`: not yet, or, with login = "api-key", not since the last
+/// login or logout).
+#[derive(Default)]
+pub(super) struct KeyCache {
+    pub(super) fetched: Option<Instant>,
+    pub(super) keys: BTreeMap<String, CK_OBJECT_HANDLE>,
+}
+
+impl Module {
+    /// Lists the slot's cluster keys if the cache is older than the refresh
+    /// interval, and updates the object table.
+    pub fn refresh(&self, slot: usize, force: bool) -> Result<()> {
+        let s = &self.slots[slot];
+        if s.client.read().is_none() {
+            return Ok(()); // not logged in (login = "api-key"): no token objects
+        }
+        let mut cache = s.cache.lock();
+        if !force
+            && cache
+                .fetched
+                .is_some_and(|t| t.elapsed() < self.cfg.refresh)
+        {
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        let mut continue_at = String::new();
+        for _ in 0..100_000 {
+            let page: Result<proto::ListKeysResponse> = self.call(
+                slot,
+                Command::KeyList,
+                &proto::ListRequest {
+                    prefix: String::new(),
+                    continue_at: continue_at.clone(),
+                    limit: 0,
+                },
+            );
+            let page = match page {
+                Ok(p) => p,
+                // An identity whose policy does not allow KEY:LIST sees no
+                // cluster keys, but can still use its session keys.
+                Err(Error::Remote(e)) if e.status() == Some(403) => {
+                    crate::log!(
+                        Level::Warn,
+                        "enclave '{}': not allowed to list keys; no cluster keys are shown",
+                        s.enclave
+                    );
+                    keys.clear();
+                    break;
+                }
+                Err(Error::Remote(e)) if e.status() == Some(404) => {
+                    return Err(Error::Ck(CKR_TOKEN_NOT_PRESENT));
+                }
+                // The cluster cannot be reached: keep showing the keys of
+                // the last listing (their operations fail or fail over on
+                // their own), and try again after the refresh interval.
+                Err(e) if cache.fetched.is_some() => {
+                    crate::log!(
+                        Level::Warn,
+                        "enclave '{}': cannot list keys ({e}); showing the last list",
+                        s.enclave
+                    );
+                    cache.fetched = Some(Instant::now());
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            keys.extend(page.keys);
+            if page.continue_at.is_empty() {
+                break;
+            }
+            continue_at = page.continue_at;
+        }
+        let private = self.cfg.login == LoginMode::ApiKey;
+        let mut objects = self.objects.write();
+        let mut next = BTreeMap::new();
+        for k in keys {
+            let h = match cache.keys.remove(&k.name) {
+                Some(h) if objects.contains_key(&h) => h,
+                _ => {
+                    let h = self.handle();
+                    objects.insert(
+                        h,
+                        Arc::new(KeyObject::cluster(slot, &k.name, &k.r#type, private)),
+                    );
+                    h
+                }
+            };
+            next.insert(k.name, h);
+        }
+        for (_, gone) in std::mem::replace(&mut cache.keys, next) {
+            objects.remove(&gone);
+        }
+        cache.fetched = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Adds a cluster key this module just created.
+    pub fn add_cluster_key(&self, slot: usize, name: &str) -> CK_OBJECT_HANDLE {
+        let s = &self.slots[slot];
+        let mut cache = s.cache.lock();
+        if let Some(h) = cache.keys.get(name) {
+            return *h;
+        }
+        let h = self.handle();
+        let private = self.cfg.login == LoginMode::ApiKey;
+        self.objects.write().insert(
+            h,
+            Arc::new(KeyObject::cluster(slot, name, "AES256", private)),
+        );
+        cache.keys.insert(name.to_string(), h);
+        h
+    }
+
+    /// Adds a session object.
+    pub fn add_session_object(&self, obj: KeyObject) -> CK_OBJECT_HANDLE {
+        let h = self.handle();
+        self.objects.write().insert(h, Arc::new(obj));
+        h
+    }
+
+    /// An object visible to session `s` (same slot; private ones only when
+    /// logged in).
+    pub fn object(&self, s: &Session, h: CK_OBJECT_HANDLE) -> Result<Arc<KeyObject>> {
+        let o = self
+            .objects
+            .read()
+            .get(&h)
+            .cloned()
+            .ok_or(Error::Ck(CKR_OBJECT_HANDLE_INVALID))?;
+        if o.slot != s.slot || (o.private && !self.logged_in(s.slot)) {
+            return Err(Error::Ck(CKR_OBJECT_HANDLE_INVALID));
+        }
+        Ok(o)
+    }
+
+    /// A key for an operation: like [`Module::object`], with the key error code.
+    pub fn key(&self, s: &Session, h: CK_OBJECT_HANDLE) -> Result<Arc<KeyObject>> {
+        self.object(s, h).map_err(|e| match e {
+            Error::Ck(CKR_OBJECT_HANDLE_INVALID) => Error::Ck(CKR_KEY_HANDLE_INVALID),
+            e => e,
+        })
+    }
+
+    pub fn find_init(&self, sh: CK_SESSION_HANDLE, template: &[Attr]) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        if s.found.is_some() {
+            return Err(Error::Ck(CKR_OPERATION_ACTIVE));
+        }
+        // Only secret keys exist: a search for another class finds nothing
+        // without asking the cluster.
+        let wants_token = !template.iter().any(|a| {
+            (a.ty == CKA_TOKEN && a.value == [0])
+                || (a.ty == CKA_CLASS && a.value != CKO_SECRET_KEY.to_ne_bytes())
+        });
+        if wants_token {
+            self.refresh(s.slot, false)?;
+        }
+        let logged_in = self.logged_in(s.slot);
+        let mut found: Vec<(CK_OBJECT_HANDLE, Vec<u8>)> = self
+            .objects
+            .read()
+            .iter()
+            .filter(|(_, o)| o.slot == s.slot && (!o.private || logged_in) && o.matches(template))
+            .map(|(h, o)| (*h, o.label.clone()))
+            .collect();
+        found.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+        // Returned by popping from the end: reverse for label order.
+        s.found = Some(found.into_iter().rev().map(|(h, _)| h).collect());
+        Ok(())
+    }
+
+    pub fn find(&self, sh: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        let found = s
+            .found
+            .as_mut()
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))?;
+        let mut out = Vec::with_capacity(max.min(found.len()));
+        while out.len() < max {
+            match found.pop() {
+                Some(h) => out.push(h),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn find_final(&self, sh: CK_SESSION_HANDLE) -> Result<()> {
+        let sess = self.session(sh)?;
+        let mut s = sess.lock();
+        s.found
+            .take()
+            .map(drop)
+            .ok_or(Error::Ck(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    pub fn get_attributes(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        h: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrOut>> {
+        let sess = self.session(sh)?;
+        let s = sess.lock();
+        let o = self.object(&s, h)?;
+        Ok(types.iter().map(|t| o.get(*t)).collect())
+    }
+
+    pub fn object_size(&self, sh: CK_SESSION_HANDLE, h: CK_OBJECT_HANDLE) -> Result<usize> {
+        let sess = self.session(sh)?;
+        let s = sess.lock();
+        let o = self.object(&s, h)?;
+        Ok(o.value_len + o.label.len() + o.id.len() + 64)
+    }
+}
