@@ -53,26 +53,17 @@ impl Node {
             return;
         }
         let started = Instant::now();
-        let mut rx = self.changed.subscribe();
-        let waited = tokio::time::timeout(self.fence_bound(), async {
-            loop {
-                // Resolved once `first` is published here, or nothing at or
-                // past it is fenced any more (truncated, or behind a hold).
-                let v = self.view();
-                match target(&v) {
-                    Some(t) if t >= first && v.published < first => {}
-                    _ => return,
-                }
-                drop(v);
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        self.metrics
-            .record_fence(started.elapsed(), waited.is_err());
-        if waited.is_err() {
+        // Resolved once `first` is published here, or nothing at or past it
+        // is fenced any more (truncated, or behind a hold).
+        let resolved = self
+            .wait_view(self.fence_bound(), |v| match target(v) {
+                Some(t) if t >= first && v.published < first => None,
+                _ => Some(()),
+            })
+            .await;
+        let expired = resolved.is_none();
+        self.metrics.record_fence(started.elapsed(), expired);
+        if expired {
             let mut e = self.fence_expired.lock();
             let t = e.entry(enclave.to_string()).or_default();
             *t = (*t).max(first);
@@ -108,7 +99,13 @@ impl Node {
                     return self.forward(l, change).await
                 }
                 Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(self.timing.heartbeat / 2).await;
+                    // Proposing again helps only once this node leads, knows
+                    // another leader, or was removed (which answers at once).
+                    self.wait_view(deadline.saturating_duration_since(Instant::now()), |v| {
+                        let led = v.role == Role::Leader || v.removed.is_some();
+                        (led || v.leader.is_some_and(|l| l != self.id())).then_some(())
+                    })
+                    .await;
                 }
                 Err(ProposeError::NotLeader(_)) => {
                     let v = self.view();

@@ -5,8 +5,8 @@
 //! returns: everything to persist goes into one synced RocksDB batch
 //! (entries, applied records, term and vote), and only after that batch is
 //! durable are the new state published, messages sent and proposals
-//! answered. After every round it publishes a new `View` and signals the
-//! node's watch channel.
+//! answered. After every round it publishes a new `View`, and signals the
+//! node's watch channel when that view changed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -94,7 +94,8 @@ pub(super) struct Published {
     pub(super) state: Arc<ArcSwap<State>>,
     /// The replication view of the last round.
     pub(super) view: Arc<ArcSwap<View>>,
-    /// Signalled after every round that published a new view.
+    /// Signalled after every round whose view differs from the one before
+    /// (`View::same_for_waiters`).
     pub(super) changed: Arc<watch::Sender<()>>,
 }
 
@@ -362,7 +363,8 @@ impl Driver {
         }
     }
 
-    /// Publishes the view of this round and signals the watch channel.
+    /// Publishes the view of this round, and signals the watch channel if a
+    /// waiter could tell it from the one before.
     fn publish(&self) {
         let st = &self.current;
         let leader = self.core.role() == Role::Leader;
@@ -414,8 +416,10 @@ impl Driver {
             },
             published: self.core.published(),
         });
-        self.view.store(view);
-        self.changed.send_replace(());
+        let before = self.view.swap(view.clone());
+        if !view.same_for_waiters(&before) {
+            self.changed.send_replace(());
+        }
     }
 
     fn fatal(&self, what: String) -> ! {

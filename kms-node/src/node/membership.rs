@@ -5,7 +5,7 @@
 //! on its leader's `Join` call.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::change::Change;
 use crate::replication::core::{NodeId, Role};
@@ -74,21 +74,20 @@ impl Node {
         self.send(Event::AddLearner(id, addr.clone())).await?;
         // A member only once in sync: wait until it holds what was committed.
         let target = self.view().last_index;
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.view();
-            if v.progress.get(&id).is_some_and(|(m, _)| *m >= target) {
-                break;
-            }
-            if Instant::now() > until || v.role != Role::Leader {
-                drop(v);
-                let _ = self.send(Event::RemoveLearner(id)).await;
-                return Err(ProposeError::Unavailable(format!(
-                    "node {addr} did not catch up within 60 s; it was not added"
-                )));
-            }
-            drop(v);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let caught_up = self
+            .wait_view(Duration::from_secs(60), |v| {
+                if v.progress.get(&id).is_some_and(|(m, _)| *m >= target) {
+                    Some(true)
+                } else {
+                    (v.role != Role::Leader).then_some(false)
+                }
+            })
+            .await;
+        if caught_up != Some(true) {
+            let _ = self.send(Event::RemoveLearner(id)).await;
+            return Err(ProposeError::Unavailable(format!(
+                "node {addr} did not catch up within 60 s; it was not added"
+            )));
         }
         self.propose(Change::SetMember { id, addr }).await.map(drop)
     }

@@ -5,8 +5,8 @@
 //! This file holds the `Node` itself: starting it (`Node::start`), its
 //! accessors, the `View` the driver publishes after every round, the events
 //! the node sends the driver, and the helpers the other files share (asking
-//! the driver). The rest is split by concern, each file with its own
-//! `impl Node` block:
+//! the driver, waiting on the published view). The rest is split by
+//! concern, each file with its own `impl Node` block:
 //!
 //! - `app`: the client-facing API (propose, restore, the read fence);
 //! - `membership`: adding, removing and force-removing members, joining;
@@ -69,6 +69,43 @@ pub struct View {
     pub published: u64,
 }
 
+impl View {
+    /// Whether a waiter on the view (`Node::wait_view`) could not tell
+    /// `self` from `other`: every field but `leader_contact`, which moves
+    /// with every heartbeat, is the same.
+    fn same_for_waiters(&self, other: &View) -> bool {
+        let View {
+            role,
+            term,
+            leader,
+            commit,
+            applied,
+            last_index,
+            members,
+            epoch,
+            progress,
+            down,
+            removed,
+            leader_contact: _,
+            pending,
+            published,
+        } = self;
+        *role == other.role
+            && *term == other.term
+            && *leader == other.leader
+            && *commit == other.commit
+            && *applied == other.applied
+            && *last_index == other.last_index
+            && *members == other.members
+            && *epoch == other.epoch
+            && *progress == other.progress
+            && *down == other.down
+            && *removed == other.removed
+            && *pending == other.pending
+            && *published == other.published
+    }
+}
+
 /// Where the driver answers a proposal.
 type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
 
@@ -118,7 +155,8 @@ pub struct Node {
     /// Per enclave, the highest fence target a read gave up waiting for:
     /// later reads of that enclave do not wait for it again (see `fence`).
     fence_expired: parking_lot::Mutex<HashMap<String, u64>>,
-    /// Signalled after every round that published a new view.
+    /// Signalled after every round whose view differs from the one before
+    /// (`View::same_for_waiters`): what `wait_view` waits on.
     changed: Arc<watch::Sender<()>>,
 }
 
@@ -264,6 +302,35 @@ impl Node {
         self.send(make(reply)).await?;
         rx.await.map_err(|_| shutting_down())
     }
+
+    /// Waits, for at most `within`, until `check` returns `Some` for the
+    /// published view, and returns that; `None` if the time ran out first.
+    /// `check` sees the current view, then each view a round publishes that
+    /// differs from the one before (the driver signals `changed`): nothing
+    /// polls.
+    async fn wait_view<T>(
+        &self,
+        within: Duration,
+        mut check: impl FnMut(&View) -> Option<T>,
+    ) -> Option<T> {
+        // Subscribed before the first check: a view published after it
+        // wakes the loop below.
+        let mut rx = self.changed.subscribe();
+        tokio::time::timeout(within, async {
+            loop {
+                if let Some(t) = check(&self.view()) {
+                    return Some(t);
+                }
+                // Cannot fail while `self` lives: it holds the sender.
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
 }
 
 fn shutting_down() -> ProposeError {
@@ -279,4 +346,53 @@ fn describe(members: &BTreeMap<NodeId, String>, ids: &[NodeId]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        View {
+            role: Role::Leader,
+            term: 3,
+            leader: Some(1),
+            commit: 10,
+            applied: 10,
+            last_index: 10,
+            members: [(1, "a:1".to_string()), (2, "b:1".to_string())].into(),
+            epoch: 2,
+            progress: [(2, (10, 9))].into(),
+            down: Vec::new(),
+            removed: None,
+            leader_contact: Some(Instant::now()),
+            pending: HashMap::new(),
+            published: 9,
+        }
+    }
+
+    /// A round that only moved `leader_contact` wakes no waiter; any other
+    /// change does.
+    #[test]
+    fn waiters_see_every_change_but_leader_contact() {
+        let a = view();
+        let mut b = a.clone();
+        b.leader_contact = Some(Instant::now() + Duration::from_secs(1));
+        assert!(b.same_for_waiters(&a));
+        let changes: [fn(&mut View); 6] = [
+            |v| v.role = Role::Follower,
+            |v| v.leader = None,
+            |v| v.published = 10,
+            |v| v.progress = [(2, (10, 10))].into(),
+            |v| v.removed = Some("removed".into()),
+            |v| {
+                v.pending.insert("e".into(), 11);
+            },
+        ];
+        for change in changes {
+            let mut c = a.clone();
+            change(&mut c);
+            assert!(!c.same_for_waiters(&a));
+        }
+    }
 }
