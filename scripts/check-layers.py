@@ -2,10 +2,12 @@
 """Fails if the modules of a crate import each other in a cycle.
 
 A module is a file or folder directly under the crate's `src/` (`api/` and
-`replication/` count as one module each; `lib.rs` and `main.rs` are left
-out: they only declare and start). An import is any `crate::NAME` path in
-the module's code (`use crate::node::Node;`, `crate::serve::env(...)`),
-comments and `#[cfg(test)]` modules excluded. Prints the layers from the
+`replication/` and `node/` count as one module each; `lib.rs` and `main.rs`
+are left out: they only declare and start). An import is any `crate::NAME`
+path in the module's code (`use crate::node::Node;`, `crate::serve::env(...)`),
+and any `super::` path that climbs out of the module to the crate root
+(`super::store` in `node.rs` or `node/mod.rs`, `super::super::store` in
+`node/app.rs`), comments and `#[cfg(test)]` modules excluded. Prints the layers from the
 bottom up, and each cycle with the names that tie it.
 
     scripts/check-layers.py [CRATE_SRC ...]     (default: kms-node/src)
@@ -44,11 +46,34 @@ def modules(src: pathlib.Path) -> dict:
     return mods
 
 
-def edges(mods: dict) -> dict:
+def depth(src: pathlib.Path, f: pathlib.Path) -> int:
+    """How many `super::` from file `f` reach the crate root: 1 for `x.rs`
+    and `x/mod.rs`, 2 for `x/y.rs`, ..."""
+    parts = list(f.relative_to(src).parts)
+    if parts[-1] == "mod.rs":
+        parts.pop()
+    return len(parts)
+
+
+def edges(src: pathlib.Path, mods: dict) -> dict:
     out = {m: {} for m in mods}
     for m, files in mods.items():
         for f in files:
             code = strip(f.read_text())
+            # `super::` paths that climb to the crate root name a module
+            # there, as `crate::` would (inline modules only make a path
+            # climb further, so this errs on the strict side).
+            up = depth(src, f)
+            for supers, group, single in re.findall(
+                r"\b((?:super::)+)(?:\{([^}]*)\}|(\w+))", code
+            ):
+                if supers.count("super::") < up:
+                    continue
+                names = group.split(",") if group else [single]
+                for part in names:
+                    target = part.strip().split("::")[0]
+                    if target in mods and target != m:
+                        out[m].setdefault(target, set()).add(str(f))
             # `use crate::{a, b::C}` and `crate::a::...` alike.
             for group in re.findall(r"crate::\{([^}]*)\}", code):
                 for part in group.split(","):
@@ -114,7 +139,7 @@ def main() -> int:
     failed = False
     for root in roots:
         src = pathlib.Path(root)
-        g = edges(modules(src))
+        g = edges(src, modules(src))
         found = cycles(g)
         if found:
             failed = True

@@ -2,8 +2,8 @@
 //! seeded deterministic simulator that drives several cores through message
 //! loss, reordering, duplication, delays, crashes and partitions.
 //!
-//! The I/O shell around the core is `node.rs` (the driver) and `net.rs` (the
-//! transport); docs/cluster-design.md describes the whole.
+//! The I/O shell around the core is `node/driver.rs` (the driver) and
+//! `net.rs` (the transport); docs/cluster-design.md describes the whole.
 
 pub mod core;
 pub mod net;

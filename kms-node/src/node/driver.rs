@@ -1,76 +1,33 @@
-//! A KMS node: the published state, the replication driver that makes state
-//! changes durable on every member (group commit), and what the API needs to
-//! serve requests.
-//!
-//! The driver is the I/O shell around the protocol core
-//! (`replication::core`): one thread owns the core, the store and the
+//! The replication driver: the I/O shell around the protocol core
+//! (`replication::core`). One thread owns the core, the store and the
 //! published state. It takes a batch of events (proposals, peer messages,
 //! ticks), feeds them to the core, and carries out the actions the core
 //! returns: everything to persist goes into one synced RocksDB batch
 //! (entries, applied records, term and vote), and only after that batch is
 //! durable are the new state published, messages sent and proposals
-//! answered.
+//! answered. After every round it publishes a new `View`, and signals the
+//! node's watch channel when that view changed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use hsm_backends::Hsm;
-use kms_client::Identity;
 use rocksdb::WriteBatch;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 
 use crate::change::{apply, ApplyError, Change, Touch};
-use crate::metrics::Metrics;
+use crate::config::Timing;
 use crate::model::State;
 use crate::replication::core::{self, Action, Core, Durable, Msg, NodeId, Reject, Role};
-use crate::replication::net::{self, Call, Fail, Peers, Records, Reply, Wire};
-use crate::store::{Entry, NodeMeta, Store};
+use crate::replication::net::{Peers, Records, Wire};
+use crate::store::{Entry, Store};
+
+use super::protocol::parse_snapshot;
+use super::{describe, Event, ProposeError, View, Waiter};
 
 /// Most events handled (and proposals committed) per round.
-const GROUP_MAX: usize = 1024;
-
-/// Why a proposed change was not committed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    /// The change was committed to the log but did not apply (validation).
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    /// The change could not be replicated now (the message says whether it
-    /// may still apply).
-    #[error("{0}")]
-    Unavailable(String),
-    /// This node is not the leader (the leader, if known).
-    #[error("not the leader")]
-    NotLeader(Option<NodeId>),
-    /// Another node answered with this error.
-    #[error("{message}")]
-    Failed { status: u16, message: String },
-}
-
-impl From<Fail> for ProposeError {
-    fn from(f: Fail) -> Self {
-        ProposeError::Failed {
-            status: f.status,
-            message: f.message,
-        }
-    }
-}
-
-impl ProposeError {
-    /// The error as a peer call's answer.
-    pub fn to_fail(&self) -> Fail {
-        let status = match self {
-            ProposeError::Apply(e) => e.status(),
-            ProposeError::Failed { status, .. } => *status,
-            _ => 503,
-        };
-        Fail::new(status, self.to_string())
-    }
-}
-
-use crate::config::Timing;
+pub(super) const GROUP_MAX: usize = 1024;
 
 /// The protocol core's settings for `t`.
 // The update fills the simulator's test-only fields; outside tests every
@@ -89,640 +46,15 @@ fn core_config(t: &Timing, seed: u64) -> core::Config {
     }
 }
 
-/// What the driver publishes about replication after every round.
-#[derive(Debug, Clone)]
-pub struct View {
-    pub role: Role,
-    pub term: u64,
-    pub leader: Option<NodeId>,
-    pub commit: u64,
-    pub applied: u64,
-    pub last_index: u64,
-    pub members: BTreeMap<NodeId, String>,
-    pub epoch: u64,
-    /// (matched, applied) per member and learner, on the leader.
-    pub progress: BTreeMap<NodeId, (u64, u64)>,
-    /// Members the leader has not heard from within an election timeout.
-    pub down: Vec<NodeId>,
-    /// Why this node no longer serves, if it was removed from the cluster.
-    pub removed: Option<String>,
-    /// When the leader was last heard from (a follower) or now (the leader).
-    pub leader_contact: Option<Instant>,
-    /// Per enclave, the highest log index touching it that this node holds
-    /// unpublished while another node may serve it (`Core::fence_to`); the
-    /// key "" stands for entries that touch every enclave (identities
-    /// outside enclaves, a restore).
-    pub pending: HashMap<String, u64>,
-    /// The index reads on this node see.
-    pub published: u64,
-}
-
-type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
-
-enum Event {
-    Propose(Change, Waiter),
-    Restore(Box<State>, u64, Waiter),
-    Msg(NodeId, Msg<Change>, Option<Records>),
-    Tick,
-    AddLearner(NodeId, String),
-    RemoveLearner(NodeId),
-    Edit(Vec<NodeId>, oneshot::Sender<Result<(), String>>),
-    Join {
-        term: u64,
-        members: BTreeMap<NodeId, String>,
-        epoch: u64,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// Finish what is queued before, then stop.
-    Stop,
-}
-
-pub struct Node {
-    driver: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
-    ticker: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    state: Arc<ArcSwap<State>>,
-    view: Arc<ArcSwap<View>>,
-    tx: mpsc::Sender<Event>,
-    pub peers: Arc<Peers>,
-    pub timing: Timing,
-    pub store: Arc<Store>,
-    /// The primary HSM: derives the root API key and inter-node trust, seals backups.
-    pub hsm: Arc<dyn Hsm>,
-    /// Every configured HSM (the primary first).
-    pub configured: Vec<Arc<dyn Hsm>>,
-    pub root_identity: Identity,
-    pub meta: NodeMeta,
-    /// The address clients and peers use to reach this node (`host:port`).
-    pub addr: String,
-    pub started: Instant,
-    pub metrics: Metrics,
-    pub max_request_bytes: usize,
-    /// Time a client has to send a request's body.
-    pub body_timeout: Duration,
-    /// Per enclave, the highest fence target a read gave up waiting for:
-    /// later reads of that enclave do not wait for it again (see `fence`).
-    fence_expired: parking_lot::Mutex<HashMap<String, u64>>,
-    /// Signalled after every round that published a new view.
-    changed: Arc<tokio::sync::watch::Sender<()>>,
-}
-
-impl Node {
-    /// Starts the replication driver for an opened store.
-    pub fn start(
-        opened: crate::store::Opened,
-        hsms: &hsm_backends::Hsms,
-        root_identity: Identity,
-        addr: String,
-        (max_request_bytes, body_timeout): (usize, Duration),
-        timing: Timing,
-        peer_tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Arc<Self>, String> {
-        let hsm = hsms.primary.clone();
-        let me = opened.meta.node_id;
-        let store = opened.store.clone();
-        let durable = store
-            .durable(opened.state.applied)
-            .map_err(|e| format!("cannot read the replication log: {e}"))?;
-        let st = opened.state;
-        let members: Vec<NodeId> = if st.cluster.members.is_empty() {
-            vec![me]
-        } else {
-            st.cluster.members.keys().copied().collect()
-        };
-        // What is on disk, before the core acts (it may elect itself,
-        // append and compact in `first` below).
-        let unapplied: BTreeMap<u64, core::Entry<Change>> = (durable.applied + 1
-            ..=durable.last_index())
-            .map(|i| (i, durable.log[durable.pos(i)].clone()))
-            .collect();
-        let (log_lo, log_hi) = (durable.snap_index + 1, durable.last_index());
-        let mut c = Core::new(me, members, core_config(&timing, rand::random()), durable);
-        let mut first = c.set_members(c.members().to_vec(), st.cluster.epoch);
-        if c.members() == [me] {
-            first.extend(c.campaign());
-        }
-        let rt = tokio::runtime::Handle::current();
-        let peers = Arc::new(Peers::new(me, peer_tls, rt));
-        peers.update(&st.cluster.members);
-        let current = Arc::new(st);
-        let state = Arc::new(ArcSwap::new(current.clone()));
-        let view = Arc::new(ArcSwap::from_pointee(View {
-            role: c.role(),
-            term: c.term(),
-            leader: c.leader(),
-            commit: c.commit(),
-            applied: c.applied(),
-            last_index: log_hi,
-            members: state.load().cluster.members.clone(),
-            epoch: c.epoch(),
-            progress: BTreeMap::new(),
-            down: Vec::new(),
-            removed: None,
-            leader_contact: None,
-            pending: HashMap::new(),
-            published: c.published(),
-        }));
-        let (changed, _) = tokio::sync::watch::channel(());
-        let changed = Arc::new(changed);
-        let (tx, rx) = mpsc::channel(GROUP_MAX * 4);
-        let mut d = Driver {
-            me,
-            addr: addr.clone(),
-            timing,
-            core: c,
-            store: store.clone(),
-            state: state.clone(),
-            view: view.clone(),
-            peers: peers.clone(),
-            unapplied,
-            log_lo,
-            log_hi,
-            waiters: HashMap::new(),
-            outcomes: BTreeMap::new(),
-            next_id: 1,
-            snapshot_in: None,
-            restore: None,
-            learners: BTreeMap::new(),
-            current,
-            removed: None,
-            genesis_sent: false,
-            leader_contact: None,
-            unpublished: VecDeque::new(),
-            changed: changed.clone(),
-        };
-        d.execute(first);
-        d.publish();
-        let handle = std::thread::Builder::new()
-            .name("kms-replication".into())
-            .spawn(move || d.run(rx))
-            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
-        let ticker = {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut iv = tokio::time::interval(timing.tick);
-                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                loop {
-                    iv.tick().await;
-                    if tx.is_closed() {
-                        return;
-                    }
-                    let _ = tx.try_send(Event::Tick);
-                }
-            })
-        };
-        let inbox_tx = tx.clone();
-        peers.set_inbox(Box::new(move |from, msg| {
-            let _ = inbox_tx.try_send(Event::Msg(from, msg, None));
-        }));
-        Ok(Arc::new(Node {
-            driver: parking_lot::Mutex::new(Some(handle)),
-            ticker: parking_lot::Mutex::new(Some(ticker)),
-            state,
-            view,
-            tx,
-            peers,
-            timing,
-            store: opened.store,
-            hsm,
-            configured: hsms.all.clone(),
-            root_identity,
-            meta: opened.meta,
-            addr,
-            started: Instant::now(),
-            metrics: Metrics::default(),
-            max_request_bytes,
-            body_timeout,
-            fence_expired: Default::default(),
-            changed,
-        }))
-    }
-
-    pub fn id(&self) -> NodeId {
-        self.meta.node_id
-    }
-
-    /// Names of the HSMs that hold a sealed root key entry of this node.
-    pub fn hsm_entries(&self) -> Vec<String> {
-        self.store.hsm_entries().unwrap_or_default()
-    }
-
-    /// Names of the configured HSMs (the primary first).
-    pub fn configured_names(&self) -> Vec<String> {
-        self.configured.iter().map(|h| h.name()).collect()
-    }
-
-    /// The configured HSM named `name` (`soft` and `pkcs11` select by kind).
-    pub fn configured_hsm(&self, name: &str) -> Option<&Arc<dyn Hsm>> {
-        self.configured.iter().find(|h| {
-            let n = h.name();
-            n == name || n.split(':').next() == Some(name)
-        })
-    }
-
-    /// Stops the driver after the events queued before, waits for it, and
-    /// stops the store's background work, so that the process can exit with
-    /// nothing half-written (RocksDB aborts if the process exits under it).
-    pub async fn shutdown(&self) {
-        if let Some(t) = self.ticker.lock().take() {
-            t.abort();
-        }
-        let _ = self.tx.send(Event::Stop).await;
-        let handle = self.driver.lock().take();
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
-        self.peers.stop();
-        self.store.close();
-    }
-
-    /// Whether the driver still accepts state changes.
-    pub fn writer_alive(&self) -> bool {
-        !self.tx.is_closed()
-    }
-
-    /// The current, durable state. Cheap; never blocks.
-    pub fn state(&self) -> arc_swap::Guard<Arc<State>> {
-        self.state.load()
-    }
-
-    /// The replication view of the last round.
-    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
-        self.view.load()
-    }
-
-    /// How long a read waits at most for a write that another node may
-    /// already serve (`fence`): two election timeouts, time for a new leader
-    /// to be elected and resolve the entries of the one that died.
-    pub fn fence_bound(&self) -> Duration {
-        self.timing.election * 2
-    }
-
-    /// Waits until the entries touching `enclave` that this node holds
-    /// unpublished while another node may serve them (`View::pending`) are
-    /// published here or resolved, for at most `fence_bound`; then it serves
-    /// what it has, and later reads of that enclave do not wait for those
-    /// entries again. Entries in doubt behind a leader's hold are not
-    /// fenced at all (`Core::fence_to`), so with a member down and nothing
-    /// in doubt a read never waits (consistency.md, "Reads").
-    pub async fn fence(&self, enclave: &str) {
-        // A read outside any enclave ("") depends on every entry.
-        let target = |v: &View| {
-            if enclave.is_empty() {
-                v.pending.values().copied().max()
-            } else {
-                v.pending
-                    .get(enclave)
-                    .copied()
-                    .max(v.pending.get("").copied())
-            }
-            .filter(|t| *t > v.published)
-        };
-        let Some(first) = target(&self.view()) else {
-            return;
-        };
-        if self
-            .fence_expired
-            .lock()
-            .get(enclave)
-            .is_some_and(|e| *e >= first)
-        {
-            return;
-        }
-        let started = Instant::now();
-        let mut rx = self.changed.subscribe();
-        let waited = tokio::time::timeout(self.fence_bound(), async {
-            loop {
-                // Resolved once `first` is published here, or nothing at or
-                // past it is fenced any more (truncated, or behind a hold).
-                let v = self.view();
-                match target(&v) {
-                    Some(t) if t >= first && v.published < first => {}
-                    _ => return,
-                }
-                drop(v);
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        self.metrics
-            .record_fence(started.elapsed(), waited.is_err());
-        if waited.is_err() {
-            let mut e = self.fence_expired.lock();
-            let t = e.entry(enclave.to_string()).or_default();
-            *t = (*t).max(first);
-            tracing::warn!(
-                enclave,
-                target = first,
-                bound = ?self.fence_bound(),
-                "read served without a write in doubt that another node may serve (no leader \
-                 resolved it in time); later reads of this enclave do not wait for it again"
-            );
-        }
-    }
-
-    /// `id (addr)` for messages.
-    pub fn describe(&self, ids: &[NodeId]) -> String {
-        describe(&self.view().members, ids)
-    }
-
-    async fn send(&self, ev: Event) -> Result<(), ProposeError> {
-        self.tx.send(ev).await.map_err(|_| shutting_down())
-    }
-
-    /// Sends the driver the event `make` builds around a reply channel and
-    /// waits for the reply.
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Event,
-    ) -> Result<T, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(make(reply)).await?;
-        rx.await.map_err(|_| shutting_down())
-    }
-
-    /// Proposes on this node only (no forwarding): the leader's answer to a
-    /// forwarded write.
-    pub async fn propose_local(&self, change: Change) -> Result<u64, ProposeError> {
-        self.ask(|r| Event::Propose(change, r)).await?
-    }
-
-    /// Commits `change` through the leader (forwarding it there if this node
-    /// is a follower) and returns its log index once every member has
-    /// applied it, this node included.
-    pub async fn propose(&self, change: Change) -> Result<u64, ProposeError> {
-        let deadline = Instant::now() + self.timing.election * 2;
-        loop {
-            match self.propose_local(change.clone()).await {
-                Err(ProposeError::NotLeader(Some(l))) if l != self.id() => {
-                    return self.forward(l, change).await
-                }
-                Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(self.timing.heartbeat / 2).await;
-                }
-                Err(ProposeError::NotLeader(_)) => {
-                    let v = self.view();
-                    let others: Vec<NodeId> = v
-                        .members
-                        .keys()
-                        .copied()
-                        .filter(|m| *m != self.id())
-                        .collect();
-                    return Err(ProposeError::Unavailable(format!(
-                        "no leader: this node cannot reach a majority of the cluster (members {}); \
-                         nothing was applied",
-                        self.describe(&others)
-                    )));
-                }
-                r => return r,
-            }
-        }
-    }
-
-    async fn forward(&self, leader: NodeId, change: Change) -> Result<u64, ProposeError> {
-        let timeout = self.timing.election * 2 + Duration::from_secs(1);
-        match self
-            .peers
-            .call(leader, Call::Forward(vec![change]), timeout)
-            .await
-        {
-            Ok(Reply::Forwarded(mut v)) => match v.pop() {
-                Some(Ok(i)) => {
-                    // Every member published it before the leader answered
-                    // (this one reported it), so this holds at once.
-                    debug_assert!(self.state().applied >= i || self.view().removed.is_some());
-                    Ok(i)
-                }
-                Some(Err(f)) => Err(f.into()),
-                None => Err(ProposeError::Unavailable(
-                    "empty answer from the leader".into(),
-                )),
-            },
-            Ok(_) => Err(ProposeError::Unavailable(
-                "unexpected answer from the leader".into(),
-            )),
-            Err(f) if f.unsent => Err(ProposeError::Unavailable(format!(
-                "write refused: the leader, {}, cannot be reached from this node ({}); nothing \
-                 was applied",
-                self.describe(&[leader]),
-                f.message
-            ))),
-            Err(f) => Err(ProposeError::Unavailable(format!(
-                "the write was sent to the leader, {}, which did not answer ({}): its outcome is \
-                 unknown, it may still apply",
-                self.describe(&[leader]),
-                f.message
-            ))),
-        }
-    }
-
-    /// Replaces the whole state (restore from a backup): single-node clusters only.
-    pub async fn replace_state(&self, st: State, records: u64) -> Result<u64, ProposeError> {
-        if self.view().members.len() > 1 {
-            return Err(ProposeError::Failed {
-                status: 409,
-                message: "restore needs a single-node cluster: restore into a fresh node, then \
-                          `kms add` the other nodes (after wiping them)"
-                    .into(),
-            });
-        }
-        self.ask(|r| Event::Restore(Box::new(st), records, r))
-            .await?
-    }
-
-    /// Hands a message from a peer to the driver (dropped when it is busy:
-    /// the protocol resends).
-    pub fn deliver(&self, from: NodeId, msg: Msg<Change>, snapshot: Option<Records>) {
-        let _ = self.tx.try_send(Event::Msg(from, msg, snapshot));
-    }
-
-    pub async fn deliver_snapshot(&self, from: NodeId, msg: Msg<Change>, snapshot: Records) {
-        let _ = self.tx.send(Event::Msg(from, msg, Some(snapshot))).await;
-    }
-
-    /// Why a write cannot succeed now, if it cannot.
-    pub async fn write_blocker(&self) -> Option<String> {
-        let v = self.view().clone();
-        if let Some(r) = &v.removed {
-            return Some(r.clone());
-        }
-        match (v.role, v.leader) {
-            (Role::Leader, _) if v.down.is_empty() => None,
-            (Role::Leader, _) => Some(format!(
-                "unreachable: {}; a write needs every member",
-                self.describe(&v.down)
-            )),
-            (_, Some(l)) if l != self.id() => {
-                match self
-                    .peers
-                    .call(l, Call::ReadyWrite, self.timing.election)
-                    .await
-                {
-                    Ok(_) => None,
-                    Err(f) => Some(format!("leader {}: {}", self.describe(&[l]), f.message)),
-                }
-            }
-            _ => Some("no leader elected (an election is in progress, or a majority of the members is unreachable)".into()),
-        }
-    }
-
-    /// Adds the node at `url` to the cluster (`kms add`).
-    pub async fn add_node(&self, url: &str) -> Result<(), ProposeError> {
-        let addr = net::host_port(url);
-        let v = self.view().clone();
-        if v.role != Role::Leader {
-            let Some(l) = v.leader.filter(|l| *l != self.id()) else {
-                return Err(ProposeError::Unavailable("no leader elected".into()));
-            };
-            return match self
-                .peers
-                .call(l, Call::AddNode(addr), Duration::from_secs(120))
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(f) => Err(f.into()),
-            };
-        }
-        if v.members.values().any(|a| *a == addr) {
-            return Err(ProposeError::Failed {
-                status: 409,
-                message: format!("node {addr} is already a member"),
-            });
-        }
-        if !v.down.is_empty() {
-            return Err(ProposeError::Unavailable(format!(
-                "cannot add a node while {} unreachable",
-                self.describe(&v.down)
-            )));
-        }
-        let joined = net::call_addr(
-            self.id(),
-            &addr,
-            self.peers.tls(),
-            Call::Join {
-                leader: self.id(),
-                term: v.term,
-                members: v.members.clone(),
-                epoch: v.epoch,
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|f| ProposeError::Failed {
-            status: f.status.max(400),
-            message: format!("cannot add {addr}: {}", f.message),
-        })?;
-        let Reply::Joined { id } = joined else {
-            return Err(ProposeError::Unavailable(format!(
-                "unexpected answer from {addr}"
-            )));
-        };
-        if v.members.contains_key(&id) {
-            return Err(ProposeError::Failed {
-                status: 409,
-                message: format!("node {addr} has id {id}, which a member already has"),
-            });
-        }
-        self.send(Event::AddLearner(id, addr.clone())).await?;
-        // A member only once in sync: wait until it holds what was committed.
-        let target = self.view().last_index;
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.view();
-            if v.progress.get(&id).is_some_and(|(m, _)| *m >= target) {
-                break;
-            }
-            if Instant::now() > until || v.role != Role::Leader {
-                drop(v);
-                let _ = self.send(Event::RemoveLearner(id)).await;
-                return Err(ProposeError::Unavailable(format!(
-                    "node {addr} did not catch up within 60 s; it was not added"
-                )));
-            }
-            drop(v);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.propose(Change::SetMember { id, addr }).await.map(drop)
-    }
-
-    /// Removes the member at `url` (`kms rm`), through the log.
-    pub async fn remove_node(&self, url: &str) -> Result<(), ProposeError> {
-        let addr = net::host_port(url);
-        let v = self.view().clone();
-        let Some((&id, _)) = v.members.iter().find(|(_, a)| **a == addr) else {
-            return Err(ProposeError::Failed {
-                status: 404,
-                message: format!("node {addr} is not a member"),
-            });
-        };
-        if v.members.len() == 1 {
-            return Err(ProposeError::Failed {
-                status: 409,
-                message: "cannot remove the last member of a cluster".into(),
-            });
-        }
-        match self.propose(Change::RemoveMember { id }).await {
-            // Removing the leader itself: it steps down as it applies the
-            // removal, before every member confirmed; the state says whether
-            // the removal happened.
-            Err(ProposeError::Unavailable(_))
-                if !self.state().cluster.members.contains_key(&id) =>
-            {
-                Ok(())
-            }
-            r => r.map(drop),
-        }
-    }
-
-    /// Force-removes `ids` from this node's view of the cluster (`kms edit`).
-    pub async fn edit(&self, ids: Vec<NodeId>) -> Result<(), ProposeError> {
-        self.ask(|r| Event::Edit(ids, r))
-            .await?
-            .map_err(|m| ProposeError::Failed {
-                status: 400,
-                message: m,
-            })
-    }
-
-    /// Becomes a learner of another cluster on its leader's `Join` call.
-    pub async fn join(
-        &self,
-        term: u64,
-        members: BTreeMap<NodeId, String>,
-        epoch: u64,
-    ) -> Result<Result<(), String>, ProposeError> {
-        self.ask(|reply| Event::Join {
-            term,
-            members,
-            epoch,
-            reply,
-        })
-        .await
-    }
-}
-
-fn shutting_down() -> ProposeError {
-    ProposeError::Unavailable("the node is shutting down".into())
-}
-
-/// `node ID (ADDR), ...` for messages.
-fn describe(members: &BTreeMap<NodeId, String>, ids: &[NodeId]) -> String {
-    ids.iter()
-        .map(|id| match members.get(id) {
-            Some(a) => format!("node {id} ({a})"),
-            None => format!("node {id}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
+/// What the driver sends or answers once a round's batch is durable.
 enum Out {
     Send(NodeId, Wire),
     Reply(u64, Result<u64, Reject>),
 }
 
-struct Driver {
+/// The driver: owns the core, the store and the published state (see the
+/// module docs).
+pub(super) struct Driver {
     me: NodeId,
     addr: String,
     timing: Timing,
@@ -753,14 +85,18 @@ struct Driver {
     /// The states after each applied entry that is not published yet, with
     /// what the entry touches (`fence_key`): the core may publish any of them.
     unpublished: VecDeque<(u64, Arc<State>, Option<String>)>,
-    changed: Arc<tokio::sync::watch::Sender<()>>,
+    changed: Arc<watch::Sender<()>>,
 }
 
-/// Reads a snapshot's records into a state (in key order, as stored).
-fn parse_snapshot(records: &Records) -> Result<State, crate::store::StoreError> {
-    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = records.0.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    crate::store::import_records(sorted.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+/// What the driver publishes, shared with the `Node`.
+pub(super) struct Published {
+    /// The state reads see.
+    pub(super) state: Arc<ArcSwap<State>>,
+    /// The replication view of the last round.
+    pub(super) view: Arc<ArcSwap<View>>,
+    /// Signalled after every round whose view differs from the one before
+    /// (`View::same_for_waiters`).
+    pub(super) changed: Arc<watch::Sender<()>>,
 }
 
 /// What a read must wait for when an entry is unpublished: its enclave,
@@ -774,7 +110,95 @@ fn fence_key(c: &Change) -> Option<String> {
 }
 
 impl Driver {
-    fn run(mut self, mut rx: mpsc::Receiver<Event>) {
+    /// The driver of node `me` over `store`, whose durable log is `durable`
+    /// and applied state `st`, sending through `peers`. Carries out the
+    /// core's first actions (a lone member elects itself, the core may
+    /// append and compact) and publishes the first view; `run` then drives
+    /// it.
+    pub(super) fn new(
+        me: NodeId,
+        addr: String,
+        timing: Timing,
+        store: Arc<Store>,
+        durable: Durable<Change>,
+        st: State,
+        peers: Arc<Peers>,
+    ) -> (Self, Published) {
+        let members: Vec<NodeId> = if st.cluster.members.is_empty() {
+            vec![me]
+        } else {
+            st.cluster.members.keys().copied().collect()
+        };
+        // What is on disk, before the core acts (it may elect itself,
+        // append and compact in `first` below).
+        let unapplied: BTreeMap<u64, core::Entry<Change>> = (durable.applied + 1
+            ..=durable.last_index())
+            .map(|i| (i, durable.log[durable.pos(i)].clone()))
+            .collect();
+        let (log_lo, log_hi) = (durable.snap_index + 1, durable.last_index());
+        let mut c = Core::new(me, members, core_config(&timing, rand::random()), durable);
+        let mut first = c.set_members(c.members().to_vec(), st.cluster.epoch);
+        if c.members() == [me] {
+            first.extend(c.campaign());
+        }
+        let current = Arc::new(st);
+        let state = Arc::new(ArcSwap::new(current.clone()));
+        let view = Arc::new(ArcSwap::from_pointee(View {
+            role: c.role(),
+            term: c.term(),
+            leader: c.leader(),
+            commit: c.commit(),
+            applied: c.applied(),
+            last_index: log_hi,
+            members: state.load().cluster.members.clone(),
+            epoch: c.epoch(),
+            progress: BTreeMap::new(),
+            down: Vec::new(),
+            removed: None,
+            leader_contact: None,
+            pending: HashMap::new(),
+            published: c.published(),
+        }));
+        let (changed, _) = watch::channel(());
+        let changed = Arc::new(changed);
+        let mut d = Driver {
+            me,
+            addr,
+            timing,
+            core: c,
+            store,
+            state: state.clone(),
+            view: view.clone(),
+            peers,
+            unapplied,
+            log_lo,
+            log_hi,
+            waiters: HashMap::new(),
+            outcomes: BTreeMap::new(),
+            next_id: 1,
+            snapshot_in: None,
+            restore: None,
+            learners: BTreeMap::new(),
+            current,
+            removed: None,
+            genesis_sent: false,
+            leader_contact: None,
+            unpublished: VecDeque::new(),
+            changed: changed.clone(),
+        };
+        d.execute(first);
+        d.publish();
+        let published = Published {
+            state,
+            view,
+            changed,
+        };
+        (d, published)
+    }
+
+    /// Handles the events of `rx` in rounds until a `Stop` (or until every
+    /// sender is gone).
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Event>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < GROUP_MAX {
@@ -939,10 +363,12 @@ impl Driver {
         }
     }
 
+    /// Publishes the view of this round, and signals the watch channel if a
+    /// waiter could tell it from the one before.
     fn publish(&self) {
         let st = &self.current;
         let leader = self.core.role() == Role::Leader;
-        self.view.store(Arc::new(View {
+        let view = Arc::new(View {
             role: self.core.role(),
             term: self.core.term(),
             leader: self.core.leader(),
@@ -989,8 +415,11 @@ impl Driver {
                 p
             },
             published: self.core.published(),
-        }));
-        self.changed.send_replace(());
+        });
+        let before = self.view.swap(view.clone());
+        if !view.same_for_waiters(&before) {
+            self.changed.send_replace(());
+        }
     }
 
     fn fatal(&self, what: String) -> ! {
@@ -1384,25 +813,5 @@ impl Driver {
         self.execute(acts);
         tracing::info!(members = ?members, "joining a cluster as a learner");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A snapshot this node cannot read is an error to log and refuse (the
-    /// driver drops the message), never a reason to stop.
-    #[test]
-    fn unreadable_snapshots_are_errors() {
-        for records in [
-            vec![(b"garbage".to_vec(), b"x".to_vec())],
-            vec![(b"E\0e".to_vec(), vec![0xff; 40])],
-            vec![(Vec::new(), Vec::new())],
-        ] {
-            assert!(parse_snapshot(&Records(records)).is_err());
-        }
-        let empty = parse_snapshot(&Records(Vec::new())).expect("an empty state");
-        assert!(empty.enclaves.is_empty());
     }
 }
