@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fails if the modules of a crate import each other in a cycle.
 
-A module is a file or folder directly under the crate's `src/` (`api/` and
-`replication/` count as one module each; `lib.rs` and `main.rs` are left
+A module is a file or folder directly under the crate's `src/` (`api/`,
+`cli/` and `replication/` count as one module each; `lib.rs` and `main.rs` are left
 out: they only declare and start). An import is any `crate::NAME` path in
 the module's code (`use crate::node::Node;`, `crate::serve::env(...)`),
 comments and `#[cfg(test)]` modules excluded. Prints the layers from the
