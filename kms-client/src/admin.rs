@@ -56,6 +56,8 @@ impl Privilege {
 }
 
 /// Follows `continue_at` from the first page to the last, collecting items.
+/// A server that answers the same `continue_at` twice in a row is an error,
+/// not an endless loop.
 async fn all_pages<P, T, F, Fut>(
     mut page: F,
     split: impl Fn(P) -> (Vec<T>, String),
@@ -67,10 +69,15 @@ where
     let mut out = Vec::new();
     let mut continue_at = String::new();
     loop {
-        let (items, next) = split(page(continue_at).await?);
+        let (items, next) = split(page(continue_at.clone()).await?);
         out.extend(items);
         if next.is_empty() {
             return Ok(out);
+        }
+        if next == continue_at {
+            return Err(Error::Protocol(format!(
+                "the listing does not advance past '{next}'"
+            )));
         }
         continue_at = next;
     }
@@ -454,5 +461,12 @@ mod tests {
         };
         let all = all_pages(pages, |p| p).await.unwrap();
         assert_eq!(all, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn all_pages_stops_when_the_listing_does_not_advance() {
+        let stuck = |_at: String| async { Ok::<_, Error>((vec![1], "b".to_string())) };
+        let e = all_pages(stuck, |p| p).await.unwrap_err();
+        assert!(matches!(e, Error::Protocol(_)), "{e}");
     }
 }
