@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails if the modules of a crate import each other in a cycle.
 
-A module is a file or folder directly under the crate's `src/` (`api/` and
+A module is a file or folder directly under the crate's `src/` (`api/`, `cli/`,
 `replication/` and `node/` count as one module each; `lib.rs` and `main.rs`
 are left out: they only declare and start). An import is any `crate::NAME`
 path in the module's code (`use crate::node::Node;`, `crate::serve::env(...)`),

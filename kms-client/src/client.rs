@@ -432,7 +432,8 @@ impl Client {
         prost::Message::decode(body).map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    // ---- typed helpers used by the CLI, the module and the tests ----
+    // ---- typed helpers used by the CLI, the module and the tests (more in
+    // admin.rs) ----
 
     /// ENCLAVE:CREATE.
     pub async fn create_enclave(&self, name: &str) -> Result<(), Error> {
@@ -524,30 +525,6 @@ impl Client {
             version: 0,
         };
         self.call(Some(enclave), Command::KeyStatus, &req).await
-    }
-
-    /// Every page of KEY:LIST with `prefix`.
-    pub async fn list_keys(
-        &self,
-        enclave: &str,
-        prefix: &str,
-    ) -> Result<Vec<proto::KeyStatusResponse>, Error> {
-        let mut out = Vec::new();
-        let mut continue_at = String::new();
-        loop {
-            let req = proto::ListRequest {
-                prefix: prefix.into(),
-                continue_at: continue_at.clone(),
-                limit: 0,
-            };
-            let page: proto::ListKeysResponse =
-                self.call(Some(enclave), Command::KeyList, &req).await?;
-            out.extend(page.keys);
-            if page.continue_at.is_empty() {
-                return Ok(out);
-            }
-            continue_at = page.continue_at;
-        }
     }
 }
 

@@ -6,13 +6,15 @@
 //!   `prost` derive so that no `protoc` is needed.
 //! - [`frame`]: the `u16 command | u32 length | message` framing and batches.
 //! - [`apikey`]: `k1:` API keys, `h1:` identities, client certificates.
-//! - [`client`]: an async client with failover across servers.
+//! - [`client`]: an async client with failover across servers; [`admin`]:
+//!   its typed methods for the administration commands.
 //! - [`raw`]: raw AES mechanisms (GCM, CBC-PAD, key wrap) and HMAC shared by
 //!   the server's PKCS#11 commands and the PKCS#11 module.
 //!
 //! This crate does not link RocksDB, so the PKCS#11 module can use it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod apikey;
 pub mod client;
 pub mod cmd;
@@ -22,6 +24,7 @@ pub mod proto;
 pub mod raw;
 pub mod tls;
 
+pub use admin::{KeyVersions, Privilege};
 pub use apikey::{ApiKey, Identity};
 pub use client::{Client, ClientConfig, CONNECT_TIMEOUT};
 pub use cmd::Command;

@@ -1,0 +1,191 @@
+//! Key and crypto commands: `add-key`, `rm-key`, `stat-key`, `ls-key`,
+//! `keygen`, `encrypt`, `decrypt`, `mac`.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use kms_client::KeyVersions;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::output::{b64, ts, Human};
+use super::{with, Ctx};
+
+/// Reads all of stdin.
+fn read_stdin() -> std::io::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+    Ok(b)
+}
+
+/// `kms add-key NAME [--type T] [--version] [--import FILE]`.
+pub async fn add(
+    cx: &Ctx<'_>,
+    name: &str,
+    key_type: &str,
+    version: bool,
+    import: Option<&Path>,
+) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let what = format!("add-key {name}");
+    if let Some(path) = import {
+        let bytes = Zeroizing::new(if path.as_os_str() == "-" {
+            read_stdin().map_err(|e| format!("{what}: reading stdin: {e}"))?
+        } else {
+            std::fs::read(path)
+                .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
+        });
+        return with(&what, cx.c.import_key(&e, name, key_type, &bytes).await);
+    }
+    with(&what, cx.c.create_key(&e, name, key_type, version).await)
+}
+
+/// `kms rm-key NAME [--version N | --all]`.
+pub async fn rm(cx: &Ctx<'_>, name: &str, version: Option<u32>, all: bool) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let versions = match (all, version) {
+        (true, _) => KeyVersions::All,
+        (false, Some(v)) => KeyVersions::One(v),
+        (false, None) => KeyVersions::Latest,
+    };
+    with(
+        &format!("rm-key {name}"),
+        cx.c.delete_key(&e, name, versions).await,
+    )
+}
+
+/// `kms stat-key NAME`.
+pub async fn stat(cx: &Ctx<'_>, name: &str) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let r = with(&format!("stat-key {name}"), cx.c.key_status(&e, name).await)?;
+    let json = json!({"name": r.name, "version": r.version, "type": r.r#type, "created_at": ts(&r.created_at), "created_by": r.created_by});
+    cx.out.show(
+        json,
+        Human::Table(vec![
+            vec!["Name".into(), r.name],
+            vec!["Version".into(), r.version.to_string()],
+            vec!["Type".into(), r.r#type],
+            vec!["Created".into(), ts(&r.created_at)],
+            vec!["Created by".into(), r.created_by],
+        ]),
+    );
+    Ok(())
+}
+
+/// `kms ls-key [PREFIX]`.
+pub async fn ls(cx: &Ctx<'_>, prefix: &str) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let keys = with("ls-key", cx.c.list_keys(&e, prefix).await)?;
+    let json: Vec<_> = keys
+        .iter()
+        .map(|k| json!({"name": k.name, "version": k.version, "type": k.r#type, "created_at": ts(&k.created_at), "created_by": k.created_by}))
+        .collect();
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "VERSION".into(),
+        "TYPE".into(),
+        "CREATED".into(),
+    ]];
+    rows.extend(keys.into_iter().map(|k| {
+        vec![
+            k.name.clone(),
+            k.version.to_string(),
+            k.r#type.clone(),
+            ts(&k.created_at),
+        ]
+    }));
+    cx.out.show(json!(json), Human::Table(rows));
+    Ok(())
+}
+
+/// `kms keygen NAME [--length N] [--context TEXT]`: a data key.
+pub async fn keygen(
+    cx: &Ctx<'_>,
+    name: &str,
+    length: u32,
+    context: Option<&str>,
+) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let r = with(
+        &format!("keygen {name}"),
+        cx.c.generate(&e, name, context.unwrap_or_default().as_bytes(), length)
+            .await,
+    )?;
+    let pt = Zeroizing::new(r.plaintext);
+    cx.out.show(
+        json!({"version": r.version, "plaintext": b64(&pt), "ciphertext": b64(&r.ciphertext)}),
+        Human::Lines(vec![
+            format!("Version:    {}", r.version),
+            format!("Plaintext:  {}", b64(&pt)),
+            format!("Ciphertext: {}", b64(&r.ciphertext)),
+        ]),
+    );
+    Ok(())
+}
+
+/// `kms encrypt NAME [MESSAGE] [--context TEXT]` (the message from stdin
+/// when not given).
+pub async fn encrypt(
+    cx: &Ctx<'_>,
+    name: &str,
+    message: Option<String>,
+    context: Option<&str>,
+) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let msg = match message {
+        Some(m) => m.into_bytes(),
+        None => read_stdin().map_err(|e| format!("encrypt: reading stdin: {e}"))?,
+    };
+    let r = with(
+        &format!("encrypt {name}"),
+        cx.c.encrypt(&e, name, &msg, context.unwrap_or_default().as_bytes())
+            .await,
+    )?;
+    cx.out.show(
+        json!({"version": r.version, "ciphertext": b64(&r.ciphertext)}),
+        Human::Lines(vec![b64(&r.ciphertext)]),
+    );
+    Ok(())
+}
+
+/// `kms decrypt NAME CIPHERTEXT [--context TEXT]` (base64 ciphertext).
+pub async fn decrypt(
+    cx: &Ctx<'_>,
+    name: &str,
+    ciphertext: &str,
+    context: Option<&str>,
+) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let ct = B64
+        .decode(ciphertext.trim())
+        .map_err(|_| "decrypt: the ciphertext is not valid base64".to_string())?;
+    let r = with(
+        &format!("decrypt {name}"),
+        cx.c.decrypt(&e, name, &ct, context.unwrap_or_default().as_bytes())
+            .await,
+    )?;
+    let pt = Zeroizing::new(r.plaintext);
+    // Text as it is, other bytes as base64.
+    let human = match std::str::from_utf8(&pt) {
+        Ok(s) => s.to_string(),
+        Err(_) => b64(&pt),
+    };
+    cx.out
+        .show(json!({"plaintext": b64(&pt)}), Human::Lines(vec![human]));
+    Ok(())
+}
+
+/// `kms mac NAME MESSAGE`.
+pub async fn mac(cx: &Ctx<'_>, name: &str, message: &str) -> Result<(), String> {
+    let e = cx.enclave()?;
+    let r = with(
+        &format!("mac {name}"),
+        cx.c.mac(&e, name, message.as_bytes()).await,
+    )?;
+    cx.out.show(
+        json!({"version": r.version, "mac": b64(&r.mac)}),
+        Human::Lines(vec![b64(&r.mac)]),
+    );
+    Ok(())
+}
