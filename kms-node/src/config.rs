@@ -206,6 +206,20 @@ impl ServerConfig {
             other => return Err(format!("log.format: '{other}' is not 'text' or 'json'")),
         };
         let log_level = file.log.level.unwrap_or_else(|| "info".into());
+        // Levels and `target=level` directives only: span and field filters
+        // hold regular expressions, and a pathological one (found by the
+        // `config` fuzz target) takes minutes to compile. RUST_LOG has them.
+        if log_level.len() > 1024
+            || !log_level
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:,=.- ".contains(c))
+        {
+            return Err(format!(
+                "log.level: use a level or comma-separated target=level directives \
+                 (span and field filters: RUST_LOG), not '{}'",
+                log_level.chars().take(64).collect::<String>()
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&log_level)
             .map_err(|e| format!("log.level: {e}"))?;
         let max = file.limits.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST);
@@ -416,5 +430,18 @@ mod tests {
         assert!(load("data_dir = \"/x\"\n[cluster]\nheartbeat_ms = 1")
             .unwrap_err()
             .contains("heartbeat"));
+        // Found by the `config` fuzz target: a field filter's regular
+        // expression that took minutes to compile.
+        let t = std::time::Instant::now();
+        assert!(load(
+            "data_dir = \"/x\"\n[log]\nlevel = \"0[{[Y[[e=-209w-0....&....0...pppppppppppp*GGGG[[[[r={r}{(nms\""
+        )
+        .unwrap_err()
+        .contains("log.level"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            load("data_dir = \"/x\"\n[log]\nlevel = \"info,audit=warn,kms_node::api=debug\"")
+                .is_ok()
+        );
     }
 }
