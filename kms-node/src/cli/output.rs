@@ -42,18 +42,32 @@ impl Out {
             json.to_string()
         } else {
             match human {
-                Human::Table(rows) => return print!("{}", table(&rows)),
+                Human::Table(rows) => return write_out(&table(&rows)),
                 Human::Lines(lines) => lines.join("\n"),
                 Human::Fields(rows) => fields(&rows),
                 Human::PrettyJson => serde_json::to_string_pretty(&json).unwrap_or_default(),
             }
         };
-        println!("{text}");
+        write_out(&format!("{text}\n"));
     }
 
     /// Prints one line, the same with or without `--json`.
     pub fn line(&self, s: impl Display) {
-        println!("{s}");
+        write_out(&format!("{s}\n"));
+    }
+}
+
+/// Writes to stdout. A reader that went away (`kms ls-key | head`) ends
+/// the command quietly, as other Unix tools do, instead of a panic.
+fn write_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("kms: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 
