@@ -372,6 +372,41 @@ pub fn eventually<T>(d: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
     }
 }
 
+/// Polls `cond` every 20 ms until it holds, for at most `timeout`; panics
+/// naming `what` (and how long it waited) if it never does. Returns how long
+/// it took. For waits on observable state instead of sleeps.
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`] for async conditions (inside a tokio runtime).
+pub async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts that a CLI run succeeded and returns its stdout.
 pub fn ok(o: &Output) -> String {
     assert!(
