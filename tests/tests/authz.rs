@@ -139,7 +139,10 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
 #[track_caller]
 fn assert_api_err<T: std::fmt::Debug>(r: Result<T, kms_client::Error>, status: u16, message: &str) {
     match r {
-        Err(kms_client::Error::Api { status: s, message: m }) => {
+        Err(kms_client::Error::Api {
+            status: s,
+            message: m,
+        }) => {
             assert_eq!((s, m.as_str()), (status, message));
         }
         other => panic!("expected HTTP {status} `{message}`, got {other:?}"),
@@ -160,7 +163,10 @@ async fn status(c: &Client, enclave: Option<&str>, cmd: Command, body: Vec<u8>) 
     match c.send(enclave, buf.freeze()).await {
         Ok(_) => 200,
         // A refusal is exactly the documented one, whatever the command.
-        Err(kms_client::Error::Api { status: 403, message }) => {
+        Err(kms_client::Error::Api {
+            status: 403,
+            message,
+        }) => {
             assert_eq!(message, "access denied: insufficient permissions", "{cmd}");
             403
         }
@@ -344,8 +350,7 @@ fn authorization_matrix_and_isolation() {
         // A matching policy covers only matching names.
         let up = srv.client(&user_pol);
         root.create_key("A", "other", "", false).await.unwrap();
-        denied(up.generate("A", "other", b"", 32)
-                .await);
+        denied(up.generate("A", "other", b"", 32).await);
         assert!(up.generate("A", "k1", b"", 32).await.is_ok());
         // Listings show a User only what its policy allows.
         let names: Vec<String> = up
@@ -362,11 +367,13 @@ fn authorization_matrix_and_isolation() {
 
         // Isolation: nothing of B is visible or usable from A's identities.
         let aa = srv.client(&admin_a);
-        denied(aa.key_status("B", "secret-of-b")
-                .await);
+        denied(aa.key_status("B", "secret-of-b").await);
         denied(aa.list_keys("B", "").await);
-        assert_api_err(aa.key_status("A", "secret-of-b")
-                .await, 404, "key does not exist");
+        assert_api_err(
+            aa.key_status("A", "secret-of-b").await,
+            404,
+            "key does not exist",
+        );
         assert!(aa
             .list_keys("A", "")
             .await
@@ -374,21 +381,17 @@ fn authorization_matrix_and_isolation() {
             .iter()
             .all(|k| k.name != "secret-of-b"));
         let g = root.generate("B", "secret-of-b", b"", 32).await.unwrap();
-        denied(aa.decrypt("B", "secret-of-b", &g.ciphertext, b"")
-                .await);
+        denied(aa.decrypt("B", "secret-of-b", &g.ciphertext, b"").await);
         // Whether an enclave exists is not revealed to other enclaves' identities.
-        denied(aa.key_status("no-such-enclave", "k")
-                .await);
+        denied(aa.key_status("no-such-enclave", "k").await);
         // Admins cannot create SysAdmins or identities in other enclaves.
         let sys_req = proto::CreateIdentityRequest {
             identity: ApiKey::generate().identity().to_string(),
             privilege: "SysAdmin".into(),
             ..Default::default()
         };
-        denied(aa.exec(Some("A"), Command::IdentityCreate, &sys_req)
-                .await);
-        denied(aa.exec(None, Command::IdentityCreate, &sys_req)
-                .await);
+        denied(aa.exec(Some("A"), Command::IdentityCreate, &sys_req).await);
+        denied(aa.exec(None, Command::IdentityCreate, &sys_req).await);
         // Deleting enclave B removes its identities: admin_b is now unknown.
         root.exec(
             None,
@@ -397,9 +400,7 @@ fn authorization_matrix_and_isolation() {
         )
         .await
         .unwrap();
-        denied(srv.client(&admin_b)
-                .list_keys("B", "")
-                .await);
+        denied(srv.client(&admin_b).list_keys("B", "").await);
     });
     // Denied requests leave an audit record.
     let log = std::fs::read_to_string(srv.dir.with_extension("log")).unwrap();

@@ -25,7 +25,10 @@ fn api_err<T: std::fmt::Debug>(what: &str, r: Result<T, kms_client::Error>) -> (
 
 /// The status and error message of a raw response; a transport error fails.
 #[track_caller]
-fn raw_err(what: &str, r: Result<kms_client::client::RawResponse, kms_client::Error>) -> (u16, String) {
+fn raw_err(
+    what: &str,
+    r: Result<kms_client::client::RawResponse, kms_client::Error>,
+) -> (u16, String) {
     let r = r.unwrap_or_else(|e| panic!("{what}: expected an HTTP answer, got {e:?}"));
     api_err(what, kms_client::client::check(r))
 }
@@ -53,9 +56,8 @@ async fn still_serves(c: &Client, after: &str, keys: &[&str], ct: &[u8], pt: &[u
 /// reads until the server closes the connection (at most 10 s): what came
 /// back. A server that keeps the connection open fails the test.
 async fn raw_exchange(addr: &str, key: &ApiKey, request: &[u8]) -> Vec<u8> {
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(
-        client_config(key, &Trust::Insecure).unwrap(),
-    ));
+    let tls =
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(key, &Trust::Insecure).unwrap()));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut s = tls.connect(name, tcp).await.expect("TLS handshake");
@@ -341,7 +343,10 @@ fn authentication() {
         // The root key derived from the HSM authenticates.
         // 404, not 403: the enclave does not exist, but the root is known.
         assert_eq!(
-            api_err("root lists a missing enclave", srv.root().list_keys("x", "").await),
+            api_err(
+                "root lists a missing enclave",
+                srv.root().list_keys("x", "").await
+            ),
             (404, "enclave does not exist".to_string())
         );
         let st: proto::ClusterStatusResponse = srv
@@ -411,7 +416,9 @@ fn authentication() {
             .await
             .expect("the server closes a plain HTTP connection");
         assert!(
-            r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
             "plain HTTP: {r:?}"
         );
         assert!(
@@ -420,7 +427,11 @@ fn authentication() {
             String::from_utf8_lossy(&buf)
         );
         // Still serving.
-        let v = srv.root().version().await.expect("version after the failures");
+        let v = srv
+            .root()
+            .version()
+            .await
+            .expect("version after the failures");
         assert_eq!(v.api_version, "v1");
     });
 }

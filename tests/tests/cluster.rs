@@ -308,9 +308,11 @@ fn add_node_while_writes_run() {
         })
     };
     let acked_now = || count.load(std::sync::atomic::Ordering::Relaxed);
-    wait_until(Duration::from_secs(30), "30 writes acknowledged before the add", || {
-        acked_now() >= 30
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "30 writes acknowledged before the add",
+        || acked_now() >= 30,
+    );
     ok(&nodes[0].cli(None, &["add", &joining.url()]));
     let after_add = acked_now();
     wait_until(

@@ -99,7 +99,9 @@ fn kill9_during_writes_loses_no_acknowledged_key() {
     stop.store(true, Ordering::Relaxed);
     runtime.block_on(async {
         for t in tasks {
-            t.await.expect("writer task").unwrap_or_else(|e| panic!("{e}"));
+            t.await
+                .expect("writer task")
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     });
     let acked = acked.lock().unwrap().clone();

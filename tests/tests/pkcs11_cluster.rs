@@ -1656,9 +1656,11 @@ fn failover_when_a_node_is_killed_mid_run() {
             })
             .collect();
         // Kill node A once the run is well under way.
-        wait_until(Duration::from_secs(30), "200 calls done before the kill", || {
-            done.load(std::sync::atomic::Ordering::Relaxed) >= 200
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "200 calls done before the kill",
+            || done.load(std::sync::atomic::Ordering::Relaxed) >= 200,
+        );
         a.kill9();
         let at_kill = done.load(std::sync::atomic::Ordering::Relaxed);
         for w in workers {

@@ -60,54 +60,53 @@ fn init_args(config: &Option<PathBuf>) -> CInitializeArgs {
 
 fn open(which: Which) -> Target {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (module, token, pin, config, node, tmp, which) = if let Ok(m) =
-        std::env::var("TEST_PKCS11_MODULE")
-    {
-        (
-            PathBuf::from(m),
-            std::env::var("TEST_PKCS11_TOKEN").unwrap_or_else(|_| ENCLAVE.into()),
-            std::env::var("TEST_PKCS11_PIN").unwrap_or_else(|_| "1234".into()),
-            None,
-            None,
-            None,
-            Which::Other,
-        )
-    } else {
-        match which {
-            Which::SoftHsm => {
-                let tmp = tempfile::tempdir().unwrap();
-                let env = kms_tests::softhsm_token(&tmp.path().join("hsm"), "suite", None);
-                for (k, v) in &env {
-                    if k == "SOFTHSM2_CONF" {
-                        std::env::set_var(k, v);
+    let (module, token, pin, config, node, tmp, which) =
+        if let Ok(m) = std::env::var("TEST_PKCS11_MODULE") {
+            (
+                PathBuf::from(m),
+                std::env::var("TEST_PKCS11_TOKEN").unwrap_or_else(|_| ENCLAVE.into()),
+                std::env::var("TEST_PKCS11_PIN").unwrap_or_else(|_| "1234".into()),
+                None,
+                None,
+                None,
+                Which::Other,
+            )
+        } else {
+            match which {
+                Which::SoftHsm => {
+                    let tmp = tempfile::tempdir().unwrap();
+                    let env = kms_tests::softhsm_token(&tmp.path().join("hsm"), "suite", None);
+                    for (k, v) in &env {
+                        if k == "SOFTHSM2_CONF" {
+                            std::env::set_var(k, v);
+                        }
                     }
+                    (
+                        softhsm_module(),
+                        "suite".to_string(),
+                        "1234".to_string(),
+                        None,
+                        None,
+                        Some(tmp),
+                        Which::SoftHsm,
+                    )
                 }
-                (
-                    softhsm_module(),
-                    "suite".to_string(),
-                    "1234".to_string(),
-                    None,
-                    None,
-                    Some(tmp),
-                    Which::SoftHsm,
-                )
+                Which::Kms => {
+                    let node = KmsNode::start("");
+                    let c = node.config.clone();
+                    (
+                        kms_tests::pkcs11::module_path(),
+                        ENCLAVE.to_string(),
+                        "any pin".to_string(),
+                        Some(c),
+                        Some(node),
+                        None,
+                        Which::Kms,
+                    )
+                }
+                Which::Other => unreachable!("the cases open SoftHSM2 or ours"),
             }
-            Which::Kms => {
-                let node = KmsNode::start("");
-                let c = node.config.clone();
-                (
-                    kms_tests::pkcs11::module_path(),
-                    ENCLAVE.to_string(),
-                    "any pin".to_string(),
-                    Some(c),
-                    Some(node),
-                    None,
-                    Which::Kms,
-                )
-            }
-            Which::Other => unreachable!("the cases open SoftHSM2 or ours"),
-        }
-    };
+        };
     let p11 = Pkcs11::new(&module).unwrap_or_else(|e| panic!("load {}: {e}", module.display()));
     p11.initialize(init_args(&config)).expect("C_Initialize");
     let slot = p11
@@ -256,9 +255,15 @@ fn aes_gcm(t: Target) {
         let mut bad = ct.clone();
         *bad.last_mut().unwrap() ^= 1;
         for (what, r) in [
-            ("wrong IV", s.decrypt(&gcm(&mut other, b"aad", bits), k, &ct)),
+            (
+                "wrong IV",
+                s.decrypt(&gcm(&mut other, b"aad", bits), k, &ct),
+            ),
             ("wrong AAD", s.decrypt(&gcm(&mut iv, b"AAD", bits), k, &ct)),
-            ("flipped tag", s.decrypt(&gcm(&mut iv, b"aad", bits), k, &bad)),
+            (
+                "flipped tag",
+                s.decrypt(&gcm(&mut iv, b"aad", bits), k, &bad),
+            ),
         ] {
             // PKCS#11 says CKR_ENCRYPTED_DATA_INVALID (ours, docs/pkcs11.md);
             // SoftHSM2 reports a failed tag check as CKR_GENERAL_ERROR.
@@ -578,7 +583,10 @@ fn sessions_and_login(t: Target) {
         Which::SoftHsm => r.expect("SoftHSM2's second C_Logout answers CKR_OK"),
         Which::Kms => assert_eq!(rv(r), RvError::UserNotLoggedIn),
         Which::Other => assert!(
-            matches!(r, Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _))),
+            matches!(
+                r,
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _))
+            ),
             "{r:?}"
         ),
     }
