@@ -90,7 +90,8 @@ fn walkthrough_1_three_nodes() {
         "the error names the unreachable nodes: {err}"
     );
     // Nothing half-applied: the key does not exist.
-    fails(&s1.cli(None, &["stat-key", "--enclave", "enclave-1", "key-3"]));
+    let e = fails(&s1.cli(None, &["stat-key", "--enclave", "enclave-1", "key-3"]));
+    assert!(e.contains("key does not exist (HTTP 404)"), "{e}");
     // The stopped nodes' connections are refused: the leader knows they are
     // down at once and refuses the write before it enters the log.
     assert!(err.contains("nothing was applied"), "{err}\n{}", s1.log());

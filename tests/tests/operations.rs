@@ -182,6 +182,15 @@ fn bench_reports_a_summary() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(v["errors"], 0);
-    kms_tests::fails(&srv.cli(None, &["bench", "--batch", "0"]));
-    kms_tests::fails(&srv.cli(None, &["bench", "--duration", "forever"]));
+    assert_eq!(
+        kms_tests::fails(&srv.cli(None, &["bench", "--batch", "0"])),
+        "kms: bench: --batch must be 1..=100000 and --concurrency 1..=4096\n"
+    );
+    let e = kms_tests::fails(&srv.cli(None, &["bench", "--duration", "forever"]));
+    assert!(
+        e.starts_with(
+            "kms: invalid value 'forever' for '--duration <DURATION>': invalid duration 'forever'"
+        ),
+        "{e}"
+    );
 }
