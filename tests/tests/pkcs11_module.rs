@@ -219,6 +219,12 @@ fn info_slots_and_mechanisms(t: Target) {
     assert!(info.cryptoki_version().major() >= 2);
     let ti = t.p11.get_token_info(t.slot).unwrap();
     assert!(ti.rng() && ti.token_initialized());
+    if t.which == Which::Kms {
+        // Our slot id is fixed: FNV-1a("p11") = 0xa71b5811, 31 bits
+        // (docs/pkcs11.md); the serial number is it in hex.
+        assert_eq!(t.slot.id(), 0x271b_5811);
+        assert_eq!(ti.serial_number(), "00000000271b5811");
+    }
     let mechs = t.p11.get_mechanism_list(t.slot).unwrap();
     for m in [
         MechanismType::AES_KEY_GEN,
