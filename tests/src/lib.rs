@@ -396,24 +396,6 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// [`wait_until`] for async conditions (inside a tokio runtime).
-pub async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return start.elapsed();
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Asserts that a CLI run succeeded and returns its stdout.
 pub fn ok(o: &Output) -> String {
     assert!(
