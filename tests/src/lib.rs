@@ -116,7 +116,8 @@ impl Server {
             let _ = c.wait();
         }
         let mut last = String::new();
-        // The old socket may linger for a moment.
+        // The old socket may linger for a moment: retry the start (bounded,
+        // 50 attempts 100 ms apart).
         for _ in 0..50 {
             match Self::launch(&self.dir, &self.env, &self.addr, &[], self.netns.as_deref()) {
                 Ok(s) => {
@@ -131,11 +132,15 @@ impl Server {
     }
 
     /// Sends `signal` (e.g. "STOP", "CONT") to the server process.
+    /// A signal that cannot be sent fails the test: a pause that never
+    /// happened would make a fault test test nothing.
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
+        let st = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
-            .status();
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{signal} {}: {st}", self.pid());
     }
 
     fn launch(
@@ -291,9 +296,11 @@ impl Server {
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
+        let st = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
-            .status();
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -TERM {}: {st}", child.id());
         child
             .wait_timeout(Duration::from_secs(30))
             .expect("server exits after SIGTERM")
@@ -369,6 +376,23 @@ pub fn eventually<T>(d: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most `timeout`; panics
+/// naming `what` (and how long it waited) if it never does. Returns how long
+/// it took. For waits on observable state instead of sleeps.
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -252,6 +252,7 @@ async fn writer(
             }
             Err(_) => {
                 shared.outcomes.lock().unwrap().unknown.insert(name);
+                // Pacing, not synchronization, as above.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -406,6 +407,8 @@ fn nemesis(
         if start.elapsed() + gap >= duration {
             break;
         }
+        // The nemesis's schedule: the sleeps are the point (how long the
+        // cluster runs healthy, then how long each fault holds).
         std::thread::sleep(gap);
         let kinds: &[Fault] = if net.is_some() {
             &[Fault::Kill, Fault::Pause, Fault::Partition]

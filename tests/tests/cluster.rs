@@ -90,7 +90,8 @@ fn walkthrough_1_three_nodes() {
         "the error names the unreachable nodes: {err}"
     );
     // Nothing half-applied: the key does not exist.
-    fails(&s1.cli(None, &["stat-key", "--enclave", "enclave-1", "key-3"]));
+    let e = fails(&s1.cli(None, &["stat-key", "--enclave", "enclave-1", "key-3"]));
+    assert!(e.contains("key does not exist (HTTP 404)"), "{e}");
     // The stopped nodes' connections are refused: the leader knows they are
     // down at once and refuses the write before it enters the log.
     assert!(err.contains("nothing was applied"), "{err}\n{}", s1.log());
@@ -285,8 +286,9 @@ fn add_node_while_writes_run() {
     let c = nodes[1].root();
     rt.block_on(c.create_enclave("w")).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
-        let (c, stop) = (c.clone(), stop.clone());
+        let (c, stop, count) = (c.clone(), stop.clone(), count.clone());
         rt.spawn(async move {
             let mut acked = Vec::new();
             let mut failed = 0;
@@ -296,16 +298,29 @@ fn add_node_while_writes_run() {
                 }
                 let name = format!("k{i}");
                 match c.create_key("w", &name, "", false).await {
-                    Ok(_) => acked.push(name),
+                    Ok(_) => {
+                        acked.push(name);
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(_) => failed += 1,
                 }
             }
             (acked, failed)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    let acked_now = || count.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(
+        Duration::from_secs(30),
+        "30 writes acknowledged before the add",
+        || acked_now() >= 30,
+    );
     ok(&nodes[0].cli(None, &["add", &joining.url()]));
-    std::thread::sleep(Duration::from_millis(300));
+    let after_add = acked_now();
+    wait_until(
+        Duration::from_secs(30),
+        "30 more writes acknowledged after the add",
+        || acked_now() >= after_add + 30,
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, failed) = rt.block_on(writer).unwrap();
     eprintln!("{} writes acknowledged, {failed} failed", acked.len());

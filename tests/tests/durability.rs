@@ -58,6 +58,9 @@ fn kill9_during_writes_loses_no_acknowledged_key() {
         Vec::<(String, proto::GenerateKeyResponse)>::new(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
+    // Set just before the kill: an error before it is a failure, after it
+    // the expected end of a writer.
+    let killing = Arc::new(AtomicBool::new(false));
     let runtime = rt();
     runtime.block_on(async {
         c.create_enclave("e").await.unwrap();
@@ -66,29 +69,39 @@ fn kill9_during_writes_loses_no_acknowledged_key() {
     // its creation and a data key under it were acknowledged.
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let (c, acked, stop) = (c.clone(), acked.clone(), stop.clone());
+        let (c, acked, stop, killing) = (c.clone(), acked.clone(), stop.clone(), killing.clone());
         tasks.push(runtime.spawn(async move {
             for i in 0..5_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let name = format!("w{w}-{i}");
-                if c.create_key("e", &name, "", false).await.is_err() {
-                    break;
-                }
-                match c.generate("e", &name, b"", 32).await {
-                    Ok(g) => acked.lock().unwrap().push((name, g)),
-                    Err(_) => break,
+                let r = match c.create_key("e", &name, "", false).await {
+                    Ok(()) => c.generate("e", &name, b"", 32).await.map(|g| (name, g)),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(v) => acked.lock().unwrap().push(v),
+                    Err(_) if killing.load(Ordering::SeqCst) => break,
+                    Err(e) => return Err(format!("writer {w}, key {i}, before the kill: {e}")),
                 }
             }
+            Ok(())
         }));
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    kms_tests::wait_until(
+        std::time::Duration::from_secs(60),
+        "100 acknowledged writes before the crash",
+        || acked.lock().unwrap().len() >= 100,
+    );
+    killing.store(true, Ordering::SeqCst);
     srv.kill9();
     stop.store(true, Ordering::Relaxed);
     runtime.block_on(async {
         for t in tasks {
-            let _ = t.await;
+            t.await
+                .expect("writer task")
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     });
     let acked = acked.lock().unwrap().clone();

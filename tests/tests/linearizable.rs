@@ -38,6 +38,7 @@ fn workload(
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
+                // Pacing, not synchronization: spreads the calls over the faults.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
@@ -71,6 +72,7 @@ fn workload(
                     (Op::Read, Err(e)) if e.status() == Some(404) => Outcome::Absent,
                     // Reads that fail observe nothing: they are not part of the history.
                     (Op::Read, Err(_)) => {
+                        // Pacing: do not spin while the node is down.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
@@ -85,6 +87,7 @@ fn workload(
                     ret,
                 });
                 if outcome == Outcome::Unknown {
+                    // Pacing: do not spin while the node is down.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -158,6 +161,8 @@ fn single_node_history_under_kill_and_pause_is_linearizable() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tasks = workload(&runtime, vec![client; CLIENTS], &history, &stop, start);
     // Faults: pause, resume, kill -9 and restart, while the clients run.
+    // The sleeps are the point: each phase (running, paused, dead, paused
+    // past the client timeout) lasts long enough for calls to land in it.
     std::thread::sleep(Duration::from_millis(400));
     srv.signal("STOP");
     std::thread::sleep(Duration::from_millis(300));
@@ -193,6 +198,8 @@ fn three_node_history_under_kill_and_pause_is_linearizable() {
         .collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tasks = workload(&runtime, clients, &history, &stop, start);
+    // The sleeps are the point: how long each fault phase lasts while the
+    // clients run (the 1.5 s pause exceeds the 500 ms election timeout).
     let ms = |n| std::thread::sleep(Duration::from_millis(n));
     ms(500);
     for i in [2, 0, 1] {

@@ -112,7 +112,20 @@ fn config_file_is_validated_and_json_logs_work() {
         .output()
         .unwrap();
     assert!(kms_tests::fails(&o).contains("413"));
-    std::thread::sleep(Duration::from_millis(200));
+    // The log is written asynchronously: wait for the two audit records.
+    kms_tests::wait_until(
+        Duration::from_secs(10),
+        "two audit records in the server's JSON log",
+        || {
+            std::fs::read_to_string(dir.with_extension("log"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["target"] == "audit")
+                .count()
+                >= 2
+        },
+    );
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
     let mut audit = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
@@ -169,6 +182,15 @@ fn bench_reports_a_summary() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(v["errors"], 0);
-    kms_tests::fails(&srv.cli(None, &["bench", "--batch", "0"]));
-    kms_tests::fails(&srv.cli(None, &["bench", "--duration", "forever"]));
+    assert_eq!(
+        kms_tests::fails(&srv.cli(None, &["bench", "--batch", "0"])),
+        "kms: bench: --batch must be 1..=100000 and --concurrency 1..=4096\n"
+    );
+    let e = kms_tests::fails(&srv.cli(None, &["bench", "--duration", "forever"]));
+    assert!(
+        e.starts_with(
+            "kms: invalid value 'forever' for '--duration <DURATION>': invalid duration 'forever'"
+        ),
+        "{e}"
+    );
 }

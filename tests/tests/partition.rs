@@ -87,8 +87,15 @@ fn leader_cut_off_then_healed() {
     assert!(err.contains(&nodes[0].addr), "{err}");
     for s in &nodes {
         ok(&s.cli(None, &["stat-key", "-e", "e", "before"]));
-        fails(&s.cli(None, &["stat-key", "-e", "e", "on-old-leader"]));
-        fails(&s.cli(None, &["stat-key", "-e", "e", "on-majority"]));
+        // Absent (404), not merely unanswered.
+        for k in ["on-old-leader", "on-majority"] {
+            let e = fails(&s.cli(None, &["stat-key", "-e", "e", k]));
+            assert!(
+                e.contains("key does not exist (HTTP 404)"),
+                "{}: {e}",
+                s.addr
+            );
+        }
     }
 
     net.heal(0);
@@ -103,7 +110,12 @@ fn leader_cut_off_then_healed() {
     assert!(done.is_some(), "writes after healing: {}", nodes[2].log());
     for s in &nodes {
         ok(&s.cli(None, &["stat-key", "-e", "e", "after"]));
-        fails(&s.cli(None, &["stat-key", "-e", "e", "on-old-leader"]));
+        let e = fails(&s.cli(None, &["stat-key", "-e", "e", "on-old-leader"]));
+        assert!(
+            e.contains("key does not exist (HTTP 404)"),
+            "{}: {e}",
+            s.addr
+        );
     }
     let one = eventually(Duration::from_secs(5), || {
         (leaders(&nodes).len() == 1).then_some(())

@@ -218,10 +218,25 @@ open(sys.argv[2], 'wb').write(bytes(s.wrapKey(kek, sk, PyKCS11.Mechanism(PyKCS11
     );
     // (pkcs11-tool 0.23 puts no label in the unwrap template: the module
     // names such a key p11-<random hex>.)
-    let keys = ok(&node.server.cli(None, &["ls-key", "-e", ENCLAVE]));
+    // Exactly one key more than k1: "unwrapped" or, with pkcs11-tool 0.23
+    // (Debian 12's), p11-<hex>.
+    let keys = ok(&node.server.cli(None, &["--json", "ls-key", "-e", ENCLAVE]));
+    let v: serde_json::Value = serde_json::from_str(&keys).unwrap();
+    let mut names: Vec<&str> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {keys}"))
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .filter(|n| *n != "k1")
+        .collect();
+    assert_eq!(names.len(), 1, "not exactly one imported key: {keys}");
+    let name = names.pop().unwrap();
     assert!(
-        keys.contains("unwrapped") || keys.contains("p11-"),
-        "no imported key: {keys}"
+        name == "unwrapped"
+            || name
+                .strip_prefix("p11-")
+                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())),
+        "the imported key's name: {keys}"
     );
     let out = run(tool(&node)
         .args([

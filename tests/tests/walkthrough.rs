@@ -78,10 +78,14 @@ fn cli_key_lifecycle_and_json() {
     ));
     let d: serde_json::Value = serde_json::from_str(&dec).unwrap();
     assert_eq!(d["plaintext"], v["plaintext"]);
-    fails(&srv.cli(
+    let e = fails(&srv.cli(
         None,
         &["decrypt", "-e", "e", "k", &ct, "--context", "other"],
     ));
+    assert!(
+        e.trim_end().ends_with(": invalid ciphertext (HTTP 400)"),
+        "{e}"
+    );
     let ls = ok(&srv.cli(None, &["--json", "ls-key", "-e", "e"]));
     let l: serde_json::Value = serde_json::from_str(&ls).unwrap();
     assert_eq!(l[0]["type"], "ChaCha20");
@@ -89,7 +93,8 @@ fn cli_key_lifecycle_and_json() {
     let mac2 = ok(&srv.cli(None, &["mac", "-e", "e", "k", "hello"]));
     assert_eq!(mac1, mac2);
     ok(&srv.cli(None, &["rm-key", "-e", "e", "k", "--all"]));
-    fails(&srv.cli(None, &["stat-key", "-e", "e", "k"]));
+    let e = fails(&srv.cli(None, &["stat-key", "-e", "e", "k"]));
+    assert!(e.contains("key does not exist (HTTP 404)"), "{e}");
     let enclaves = ok(&srv.cli(None, &["ls-enclave"]));
     assert!(enclaves.contains('e'));
     ok(&srv.cli(None, &["rm-enclave", "e"]));
@@ -139,5 +144,5 @@ fn identity_and_keys_commands_offline() {
         .args(["identity", "k1:nope"])
         .output()
         .unwrap();
-    fails(&o);
+    assert_eq!(fails(&o), "kms: API key must hold 32 bytes, not 3\n");
 }
