@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod asym;
 pub mod audit;
 pub mod backup;
 pub mod bench;
