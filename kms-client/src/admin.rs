@@ -58,7 +58,7 @@ impl Privilege {
 /// Follows `continue_at` from the first page to the last, collecting items.
 /// A server that answers the same `continue_at` twice in a row is an error,
 /// not an endless loop.
-async fn all_pages<P, T, F, Fut>(
+pub(crate) async fn all_pages<P, T, F, Fut>(
     mut page: F,
     split: impl Fn(P) -> (Vec<T>, String),
 ) -> Result<Vec<T>, Error>

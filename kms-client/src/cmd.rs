@@ -87,15 +87,29 @@ commands! {
     KeyRawEncrypt = 0x8100, "KEY:RAWENCRYPT", write: false, cluster: false;
     KeyRawDecrypt = 0x8101, "KEY:RAWDECRYPT", write: false, cluster: false;
     KeyMacVerify = 0x8102, "KEY:MACVERIFY", write: false, cluster: false;
+    // Asymmetric keys (docs/api.md, "Asymmetric keys"): 0x8200..=0x82FF.
+    KeySign = 0x8200, "KEY:SIGN", write: false, cluster: false;
+    KeyVerify = 0x8201, "KEY:VERIFY", write: false, cluster: false;
+    KeyPublicKey = 0x8202, "KEY:PUBLICKEY", write: false, cluster: false;
+    KeyAsymDecrypt = 0x8203, "KEY:ASYMDECRYPT", write: false, cluster: false;
+    KeyDescribe = 0x8204, "KEY:DESCRIBE", write: false, cluster: false;
+    KeyListAll = 0x8205, "KEY:LISTALL", write: false, cluster: false;
 }
 
 /// First id of the PKCS#11 extension commands.
 pub const PKCS11_RANGE_START: u16 = 0x8100;
+/// First id of the asymmetric-key commands.
+pub const ASYM_RANGE_START: u16 = 0x8200;
 
 impl Command {
     /// Whether the command is one of this project's extensions.
     pub fn is_extension(self) -> bool {
         self as u16 >= EXTENSION_RANGE_START
+    }
+
+    /// Whether the command is one of the asymmetric-key commands.
+    pub fn is_asym(self) -> bool {
+        (ASYM_RANGE_START..ASYM_RANGE_START + 0x100).contains(&(self as u16))
     }
 }
 
@@ -117,7 +131,7 @@ mod tests {
             assert_eq!(Command::from_name(&c.name().to_lowercase()), Some(c));
             assert_eq!((c as u16) < EXTENSION_RANGE_START, !c.is_extension(), "{c}");
             if c.is_extension() {
-                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8200);
+                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8300);
             } else {
                 assert!((c as u16) < 500);
             }

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod asym;
 pub mod apikey;
 pub mod client;
 pub mod cmd;

@@ -476,3 +476,168 @@ pub mod privilege {
     pub const ADMIN: u32 = 2;
     pub const USER: u32 = 3;
 }
+
+// ---- Asymmetric keys (extensions 0x8200..=0x82FF; docs/api.md) ----
+//
+// Key creation and import use KEY:CREATE and KEY:IMPORT with an asymmetric
+// type (`EC-P256`, `ML-DSA-65`, ...); KEY:DELETE deletes either kind.
+
+/// The signature algorithm's parameters, shared by KEY:SIGN and KEY:VERIFY.
+/// Unset fields take the key type's defaults (docs/api.md).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignParams {
+    /// `SHA-256`, `SHA-384`, `SHA-512` (ECDSA and RSA); default SHA-256,
+    /// SHA-384 for EC-P384. `NONE` with RSA PKCS#1: `message` is a complete
+    /// DigestInfo, padded as is (PKCS#11 `CKM_RSA_PKCS`).
+    #[prost(string, tag = "1")]
+    pub hash: String,
+    /// `message` is the digest, not the message (ECDSA and RSA).
+    #[prost(bool, tag = "2")]
+    pub prehashed: bool,
+    /// RSA: `PKCS1` (default) or `PSS`.
+    #[prost(string, tag = "3")]
+    pub padding: String,
+    /// RSA-PSS salt length in bytes; default: the hash length.
+    #[prost(uint32, optional, tag = "4")]
+    pub salt_length: Option<u32>,
+    /// RSA-PSS MGF1 hash; default: `hash`.
+    #[prost(string, tag = "5")]
+    pub mgf1_hash: String,
+    /// ML-DSA context (at most 255 bytes).
+    #[prost(bytes = "vec", tag = "6")]
+    pub context: Vec<u8>,
+    /// ML-DSA: deterministic instead of hedged signing.
+    #[prost(bool, tag = "7")]
+    pub deterministic: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 0: the latest version.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+    #[prost(message, optional, tag = "4")]
+    pub params: Option<SignParams>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignResponse {
+    /// ECDSA: raw `r || s`; Ed25519, RSA and ML-DSA: their standard encodings.
+    #[prost(bytes = "vec", tag = "1")]
+    pub signature: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VerifyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 0: every version, newest first.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+    #[prost(message, optional, tag = "4")]
+    pub params: Option<SignParams>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub signature: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VerifyResponse {
+    #[prost(bool, tag = "1")]
+    pub valid: bool,
+    /// The version whose key verified the signature (0 when not valid).
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PublicKeyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 0: the latest version.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PublicKeyResponse {
+    /// SubjectPublicKeyInfo, DER.
+    #[prost(bytes = "vec", tag = "1")]
+    pub public_key: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(string, tag = "3")]
+    pub r#type: String,
+    /// `SHA256:` and the unpadded base64 of SHA-256(SPKI), as OpenSSH prints.
+    #[prost(string, tag = "4")]
+    pub fingerprint: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AsymDecryptRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 0: every version, newest first.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub ciphertext: Vec<u8>,
+    /// OAEP hash: `SHA-1`, `SHA-256` (default), `SHA-384`, `SHA-512`.
+    #[prost(string, tag = "4")]
+    pub hash: String,
+    /// MGF1 hash; default: `hash`.
+    #[prost(string, tag = "5")]
+    pub mgf1_hash: String,
+    #[prost(bytes = "vec", tag = "6")]
+    pub label: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AsymDecryptResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    pub plaintext: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescribeKeyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyVersionInfo {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(message, optional, tag = "2")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "3")]
+    pub created_by: String,
+    #[prost(bool, tag = "4")]
+    pub imported: bool,
+    /// Asymmetric keys: the public key's fingerprint (see PublicKeyResponse).
+    #[prost(string, tag = "5")]
+    pub fingerprint: String,
+}
+
+/// Any key, secret or asymmetric.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescribeKeyResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+    /// Whether the key is asymmetric (a key pair per version).
+    #[prost(bool, tag = "3")]
+    pub asymmetric: bool,
+    #[prost(message, repeated, tag = "4")]
+    pub versions: Vec<KeyVersionInfo>,
+}

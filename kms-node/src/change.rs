@@ -18,9 +18,11 @@ use kms_client::Identity;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::asym::AsymType;
 use crate::crypto::KeyType;
 use crate::model::{
-    Actor, Enclave, IdentityRecord, KeyRing, KeyVersion, PolicyRecord, Privilege, State, Time,
+    Actor, AsymRing, AsymVersion, Enclave, IdentityRecord, KeyRing, KeyVersion, PolicyRecord,
+    Privilege, State, Time,
 };
 use crate::policy::Policy;
 
@@ -37,6 +39,23 @@ impl Drop for Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
+    }
+}
+
+/// Secret bytes of any length inside a log entry (an asymmetric private
+/// key's PKCS#8 DER); zeroized on drop, never printed.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(..)")
     }
 }
 
@@ -127,6 +146,27 @@ pub enum Change {
     RemoveMember {
         id: u32,
     },
+    // New variants go last: the log and the golden fixtures encode a
+    // variant by its position.
+    /// Creates an asymmetric key whose first version is `pkcs8` (generated
+    /// or imported by the node that took the request).
+    CreateAsymKey {
+        enclave: String,
+        name: String,
+        key_type: AsymType,
+        pkcs8: SecretBytes,
+        imported: bool,
+        at: Time,
+        by: Actor,
+    },
+    /// Adds a version (a new key pair of the ring's type) to an asymmetric key.
+    AddAsymKeyVersion {
+        enclave: String,
+        name: String,
+        pkcs8: SecretBytes,
+        at: Time,
+        by: Actor,
+    },
 }
 
 impl Change {
@@ -138,6 +178,8 @@ impl Change {
             }
             Change::CreateKey { enclave, name, .. }
             | Change::AddKeyVersion { enclave, name, .. }
+            | Change::CreateAsymKey { enclave, name, .. }
+            | Change::AddAsymKeyVersion { enclave, name, .. }
             | Change::DeleteKeyVersion { enclave, name, .. }
             | Change::DeleteKey { enclave, name }
             | Change::CreatePolicy { enclave, name, .. }
@@ -230,6 +272,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                     created_at: *at,
                     created_by: by.clone(),
                     keys: OrdMap::new(),
+                    asym: OrdMap::new(),
                     policies: OrdMap::new(),
                 }),
             );
@@ -262,6 +305,9 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             by,
         } => {
             let e = enclave_mut(st, enclave)?;
+            if e.asym.get(name).is_some_and(|r| !r.is_deleted()) {
+                return Err(ApplyError::KeyExists);
+            }
             // A deleted key leaves a tombstone (a ring without versions) so that
             // re-creating it never reuses a version number.
             let first = match e.keys.get(name) {
@@ -324,6 +370,22 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             version,
         } => {
             let e = enclave_mut(st, enclave)?;
+            if let Some(ring) = e
+                .asym
+                .get_mut(name)
+                .filter(|r| !r.is_deleted())
+                .map(Arc::make_mut)
+            {
+                let v = if *version == 0 {
+                    ring.latest().map(|v| v.version).unwrap_or(0)
+                } else {
+                    *version
+                };
+                if ring.versions.remove(&v).is_none() {
+                    return Err(ApplyError::VersionNotFound(v));
+                }
+                return Ok(vec![Touch::Key(enclave.clone(), name.clone())]);
+            }
             let ring = e
                 .keys
                 .get_mut(name)
@@ -342,6 +404,15 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
         }
         Change::DeleteKey { enclave, name } => {
             let e = enclave_mut(st, enclave)?;
+            if let Some(ring) = e
+                .asym
+                .get_mut(name)
+                .filter(|r| !r.is_deleted())
+                .map(Arc::make_mut)
+            {
+                ring.versions = OrdMap::new();
+                return Ok(vec![Touch::Key(enclave.clone(), name.clone())]);
+            }
             let ring = e
                 .keys
                 .get_mut(name)
@@ -463,6 +534,66 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             }
             st.identities.remove(identity);
             Ok(vec![Touch::Identity(identity.clone())])
+        }
+        Change::CreateAsymKey {
+            enclave,
+            name,
+            key_type,
+            pkcs8,
+            imported,
+            at,
+            by,
+        } => {
+            let e = enclave_mut(st, enclave)?;
+            if e.keys.get(name).is_some_and(|r| !r.is_deleted()) {
+                return Err(ApplyError::KeyExists);
+            }
+            let first = match e.asym.get(name) {
+                Some(r) if !r.is_deleted() => return Err(ApplyError::KeyExists),
+                Some(r) => r.next_version,
+                None => 1,
+            };
+            if first == u32::MAX {
+                return Err(ApplyError::Invalid(
+                    "key has reached the maximum number of versions".into(),
+                ));
+            }
+            let v = AsymVersion::from_pkcs8(*key_type, first, &pkcs8.0, *at, by.clone(), *imported)
+                .map_err(ApplyError::Invalid)?;
+            let ring = AsymRing {
+                name: name.clone(),
+                key_type: *key_type,
+                versions: OrdMap::unit(first, Arc::new(v)),
+                next_version: first + 1,
+            };
+            e.asym.insert(name.clone(), Arc::new(ring));
+            Ok(vec![Touch::Key(enclave.clone(), name.clone())])
+        }
+        Change::AddAsymKeyVersion {
+            enclave,
+            name,
+            pkcs8,
+            at,
+            by,
+        } => {
+            let e = enclave_mut(st, enclave)?;
+            let ring = e
+                .asym
+                .get_mut(name)
+                .filter(|r| !r.is_deleted())
+                .map(Arc::make_mut)
+                .ok_or(ApplyError::KeyNotFound)?;
+            let v = ring.next_version;
+            if v == u32::MAX {
+                return Err(ApplyError::Invalid(
+                    "key has reached the maximum number of versions".into(),
+                ));
+            }
+            let av = AsymVersion::from_pkcs8(ring.key_type, v, &pkcs8.0, *at, by.clone(), false)
+                .map_err(ApplyError::Invalid)?;
+            ring.versions.insert(v, Arc::new(av));
+            ring.next_version = v + 1;
+            Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
         Change::Restored { .. } | Change::Noop => Ok(vec![]),
         Change::SetMember { id, addr } => {

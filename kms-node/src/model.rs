@@ -12,6 +12,7 @@ use kms_client::Identity;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::asym::AsymType;
 use crate::crypto::{KeyMaterial, KeyType};
 use crate::policy::Policy;
 
@@ -194,6 +195,136 @@ impl KeyRing {
     }
 }
 
+/// One version of an asymmetric key: the private key, parsed for signing,
+/// and its public key (SubjectPublicKeyInfo DER).
+pub struct AsymVersion {
+    pub version: u32,
+    pub key: crate::asym::PrivateKey,
+    pub spki: Vec<u8>,
+    pub created_at: Time,
+    pub created_by: Actor,
+    pub imported: bool,
+}
+
+impl AsymVersion {
+    /// Parses a version from the PKCS#8 DER the cluster stores; the type
+    /// must be the ring's.
+    pub fn from_pkcs8(
+        key_type: AsymType,
+        version: u32,
+        pkcs8: &[u8],
+        created_at: Time,
+        created_by: Actor,
+        imported: bool,
+    ) -> Result<Self, String> {
+        let key = crate::asym::PrivateKey::from_pkcs8_der(pkcs8).map_err(|e| e.to_string())?;
+        if key.key_type() != key_type {
+            return Err(format!(
+                "the key is {}, not {}",
+                key.key_type().name(),
+                key_type.name()
+            ));
+        }
+        let spki = key.public_key_der();
+        Ok(Self {
+            version,
+            key,
+            spki,
+            created_at,
+            created_by,
+            imported,
+        })
+    }
+}
+
+/// A named asymmetric key (a key pair per version). Asymmetric keys share
+/// the enclave's key names with secret keys but live apart, so that the
+/// kms-go commands (KEY:LIST, KEY:STATUS), whose clients know only secret
+/// key types, never see them.
+#[derive(Clone)]
+pub struct AsymRing {
+    pub name: String,
+    pub key_type: AsymType,
+    pub versions: OrdMap<u32, Arc<AsymVersion>>,
+    pub next_version: u32,
+}
+
+impl AsymRing {
+    pub fn latest(&self) -> Option<&Arc<AsymVersion>> {
+        self.versions.get_max().map(|(_, v)| v)
+    }
+
+    /// A deleted key keeps a tombstone so that its version numbers are never reused.
+    pub fn is_deleted(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    pub fn to_record(&self) -> AsymRingRecord {
+        AsymRingRecord {
+            key_type: self.key_type,
+            next_version: self.next_version,
+            versions: self
+                .versions
+                .values()
+                .map(|v| AsymVersionRecord {
+                    version: v.version,
+                    pkcs8: v.key.to_pkcs8_der().to_vec(),
+                    created_at: v.created_at,
+                    created_by: v.created_by.clone(),
+                    imported: v.imported,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_record(name: String, r: &AsymRingRecord) -> Result<Self, String> {
+        let mut versions = OrdMap::new();
+        for v in &r.versions {
+            let av = AsymVersion::from_pkcs8(
+                r.key_type,
+                v.version,
+                &v.pkcs8,
+                v.created_at,
+                v.created_by.clone(),
+                v.imported,
+            )
+            .map_err(|e| format!("version {}: {e}", v.version))?;
+            versions.insert(v.version, Arc::new(av));
+        }
+        Ok(Self {
+            name,
+            key_type: r.key_type,
+            versions,
+            next_version: r.next_version,
+        })
+    }
+}
+
+/// The stored form of an asymmetric key (record `S\0enclave\0name`,
+/// sealed under the root key like every record; docs/formats.md).
+#[derive(Serialize, Deserialize)]
+pub struct AsymRingRecord {
+    pub key_type: AsymType,
+    pub next_version: u32,
+    pub versions: Vec<AsymVersionRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct AsymVersionRecord {
+    pub version: u32,
+    /// The private key, PKCS#8 DER (docs/asymmetric.md).
+    pub pkcs8: Vec<u8>,
+    pub created_at: Time,
+    pub created_by: Actor,
+    pub imported: bool,
+}
+
+impl Drop for AsymVersionRecord {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.pkcs8);
+    }
+}
+
 /// A policy stored in an enclave.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PolicyRecord {
@@ -220,7 +351,17 @@ pub struct Enclave {
     pub created_at: Time,
     pub created_by: Actor,
     pub keys: OrdMap<String, Arc<KeyRing>>,
+    /// Asymmetric keys; their names are unique across `keys` and `asym`.
+    pub asym: OrdMap<String, Arc<AsymRing>>,
     pub policies: OrdMap<String, Arc<PolicyRecord>>,
+}
+
+impl Enclave {
+    /// Whether a live key (secret or asymmetric) has this name.
+    pub fn has_key(&self, name: &str) -> bool {
+        self.keys.get(name).is_some_and(|r| !r.is_deleted())
+            || self.asym.get(name).is_some_and(|r| !r.is_deleted())
+    }
 }
 
 /// The stored form of an enclave's own record.

@@ -26,7 +26,8 @@ use crate::change::{Change, Touch};
 use crate::codec;
 use crate::crypto::RootKey;
 use crate::model::{
-    ClusterRecord, Enclave, EnclaveRecord, IdentityRecord, KeyRing, KeyRingRecord, PolicyRecord,
+    AsymRing, AsymRingRecord, ClusterRecord, Enclave, EnclaveRecord, IdentityRecord, KeyRing,
+    KeyRingRecord, PolicyRecord,
     State,
 };
 use crate::replication::core::{Durable, Entry as LogEntry};
@@ -144,6 +145,11 @@ pub fn enclave_key(e: &str) -> Vec<u8> {
 pub fn key_key(e: &str, k: &str) -> Vec<u8> {
     [b"K\0", e.as_bytes(), b"\0", k.as_bytes()].concat()
 }
+/// An asymmetric key's record (`S` sorts after `E`: records are imported
+/// in key order, enclaves first).
+pub fn asym_key(e: &str, k: &str) -> Vec<u8> {
+    [b"S\0", e.as_bytes(), b"\0", k.as_bytes()].concat()
+}
 pub fn policy_key(e: &str, p: &str) -> Vec<u8> {
     [b"P\0", e.as_bytes(), b"\0", p.as_bytes()].concat()
 }
@@ -178,6 +184,11 @@ fn record_value(st: &State, key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
             let ring = e.keys.get(&s(parts.next()?))?;
             Some(Zeroizing::new(codec::encode(&ring.to_record())))
         }
+        b'S' => {
+            let e = st.enclave(&s(parts.next()?))?;
+            let ring = e.asym.get(&s(parts.next()?))?;
+            Some(Zeroizing::new(codec::encode(&ring.to_record())))
+        }
         b'P' => {
             let e = st.enclave(&s(parts.next()?))?;
             let p = e.policies.get(&s(parts.next()?))?;
@@ -199,6 +210,7 @@ pub fn export_records(st: &State) -> Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> {
     for (en, e) in st.enclaves.iter() {
         keys.push(enclave_key(en));
         keys.extend(e.keys.keys().map(|k| key_key(en, k)));
+        keys.extend(e.asym.keys().map(|k| asym_key(en, k)));
         keys.extend(e.policies.keys().map(|p| policy_key(en, p)));
     }
     keys.extend(st.identities.keys().map(identity_key));
@@ -236,6 +248,7 @@ pub fn import_records<'a>(
                         created_at: r.created_at,
                         created_by: r.created_by,
                         keys: Default::default(),
+                        asym: Default::default(),
                         policies: Default::default(),
                     }),
                 );
@@ -249,6 +262,15 @@ pub fn import_records<'a>(
                 Arc::make_mut(e)
                     .keys
                     .insert(name.clone(), Arc::new(KeyRing::from_record(name, &r)));
+            }
+            (b'S', Some(name)) => {
+                let r: AsymRingRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
+                let ring = AsymRing::from_record(name.clone(), &r).map_err(|e| corrupt(k, e))?;
+                let e = st
+                    .enclaves
+                    .get_mut(&first)
+                    .ok_or_else(|| corrupt(k, "key of unknown enclave".into()))?;
+                Arc::make_mut(e).asym.insert(name, Arc::new(ring));
             }
             (b'P', Some(name)) => {
                 let r: PolicyRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
@@ -602,13 +624,22 @@ impl Store {
         for t in touches {
             let key = match t {
                 Touch::Enclave(e) => enclave_key(e),
-                Touch::Key(e, k) => key_key(e, k),
+                Touch::Key(e, k) => {
+                    // A name is a secret or an asymmetric key: write the
+                    // one that exists, delete the other.
+                    let a = asym_key(e, k);
+                    match record_value(st, &a) {
+                        Some(v) => wb.put_cf(cf, &a, self.root.seal(&a, &v)),
+                        None => wb.delete_cf(cf, &a),
+                    }
+                    key_key(e, k)
+                }
                 Touch::Policy(e, p) => policy_key(e, p),
                 Touch::Identity(i) => identity_key(i),
                 Touch::Cluster => cluster_key(),
                 Touch::DropEnclave(e) => {
                     wb.delete_cf(cf, enclave_key(e));
-                    for kind in [b'K', b'P'] {
+                    for kind in [b'K', b'P', b'S'] {
                         let from = [&[kind, 0][..], e.as_bytes(), b"\0"].concat();
                         let to = [&[kind, 0][..], e.as_bytes(), b"\x01"].concat();
                         wb.delete_range_cf(cf, from, to);

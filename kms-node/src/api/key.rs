@@ -7,16 +7,31 @@ use prost::Message;
 use rand::RngCore;
 
 use super::{decode, validate_name, ApiError, Ctx};
-use crate::change::{Change, Secret};
+use crate::asym::AsymType;
+use crate::change::{ApplyError, Change, Secret, SecretBytes};
 use crate::crypto::{self, KeyType};
 use crate::model::{KeyRing, KeyVersion, Time};
 
 pub(super) fn ring<'a>(ctx: &'a Ctx<'_>, name: &str) -> Result<&'a Arc<KeyRing>, ApiError> {
-    ctx.enclave()?
-        .keys
-        .get(name)
-        .filter(|r| !r.is_deleted())
-        .ok_or_else(ApiError::key_not_found)
+    let e = ctx.enclave()?;
+    if let Some(r) = e.keys.get(name).filter(|r| !r.is_deleted()) {
+        return Ok(r);
+    }
+    match e.asym.get(name).filter(|r| !r.is_deleted()) {
+        Some(r) => Err(ApiError::bad(format!(
+            "key '{name}' is an asymmetric key ({}): this command needs a secret key \
+             (KEY:DESCRIBE shows any key)",
+            r.key_type.name()
+        ))),
+        None => Err(ApiError::key_not_found()),
+    }
+}
+
+fn unsupported_type(t: &str) -> ApiError {
+    ApiError::bad(format!(
+        "unsupported key type '{t}': use AES256 or ChaCha20, or one of EC-P256, EC-P384, \
+         ED25519, RSA-2048, RSA-3072, RSA-4096, ML-DSA-44, ML-DSA-65, ML-DSA-87"
+    ))
 }
 
 /// The version `v` of a ring (0: the latest).
@@ -171,8 +186,45 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let req: proto::CreateKeyRequest = decode(cmd, payload)?;
             validate_name("key", &req.name)?;
             ctx.authorize(cmd, &req.name)?;
-            let enclave = ctx.enclave()?.name.clone();
-            let change = if req.add_version {
+            let e = ctx.enclave()?;
+            let enclave = e.name.clone();
+            let asym_type = e
+                .asym
+                .get(&req.name)
+                .filter(|r| req.add_version && !r.is_deleted())
+                .map(|r| r.key_type)
+                .or_else(|| {
+                    (!req.add_version)
+                        .then(|| AsymType::parse(&req.r#type))
+                        .flatten()
+                });
+            let change = if let Some(t) = asym_type {
+                // Generated here, off the replication path; the log carries
+                // the sealed result.
+                if !req.add_version && e.has_key(&req.name) {
+                    return Err(ApplyError::KeyExists.into());
+                }
+                let pkcs8 = SecretBytes(super::asym::generate(t).await?.to_vec());
+                if req.add_version {
+                    Change::AddAsymKeyVersion {
+                        enclave,
+                        name: req.name,
+                        pkcs8,
+                        at: Time::now(),
+                        by: ctx.caller.identity.to_string(),
+                    }
+                } else {
+                    Change::CreateAsymKey {
+                        enclave,
+                        name: req.name,
+                        key_type: t,
+                        pkcs8,
+                        imported: false,
+                        at: Time::now(),
+                        by: ctx.caller.identity.to_string(),
+                    }
+                }
+            } else if req.add_version {
                 Change::AddKeyVersion {
                     enclave,
                     name: req.name,
@@ -181,12 +233,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                     by: ctx.caller.identity.to_string(),
                 }
             } else {
-                let key_type = KeyType::parse(&req.r#type).ok_or_else(|| {
-                    ApiError::bad(format!(
-                        "unsupported key type '{}': use AES256 or ChaCha20",
-                        req.r#type
-                    ))
-                })?;
+                let key_type =
+                    KeyType::parse(&req.r#type).ok_or_else(|| unsupported_type(&req.r#type))?;
                 Change::CreateKey {
                     enclave,
                     name: req.name,
@@ -205,12 +253,27 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let key = zeroize::Zeroizing::new(std::mem::take(&mut req.key));
             validate_name("key", &req.name)?;
             ctx.authorize(cmd, &req.name)?;
-            let key_type = KeyType::parse(&req.r#type).ok_or_else(|| {
-                ApiError::bad(format!(
-                    "unsupported key type '{}': use AES256 or ChaCha20",
-                    req.r#type
-                ))
-            })?;
+            // An asymmetric type, or no type and what looks like a private
+            // key (PEM, or a DER SEQUENCE longer than any secret key).
+            let asym_type = AsymType::parse(&req.r#type);
+            let looks_like_private_key = key.starts_with(b"-----BEGIN")
+                || (key.first() == Some(&0x30) && key.len() > 48);
+            if asym_type.is_some() || (req.r#type.is_empty() && looks_like_private_key) {
+                let (t, pkcs8) = super::asym::import(&key, asym_type)?;
+                let change = Change::CreateAsymKey {
+                    enclave: ctx.enclave()?.name.clone(),
+                    name: req.name,
+                    key_type: t,
+                    pkcs8: SecretBytes(pkcs8.to_vec()),
+                    imported: true,
+                    at: Time::now(),
+                    by: ctx.caller.identity.to_string(),
+                };
+                ctx.commit(cmd, change).await?;
+                return Ok(Vec::new());
+            }
+            let key_type =
+                KeyType::parse(&req.r#type).ok_or_else(|| unsupported_type(&req.r#type))?;
             let secret: [u8; 32] = key.as_slice().try_into().map_err(|_| {
                 ApiError::bad(format!(
                     "an imported {} key must be 32 bytes, not {}",

@@ -13,6 +13,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod asym;
 mod cluster;
 pub use cluster::server_status;
 mod enclave;
@@ -140,8 +141,21 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether a User's policy allows `cmd` on `name` (`None` name: any allow rule for `cmd`).
+    /// Whether a User's policy allows `cmd` on `name` (`None` name: any allow
+    /// rule for `cmd`). KEY:LISTALL and KEY:DESCRIBE show what KEY:LIST and
+    /// KEY:STATUS show, for every kind of key: a policy that allows the
+    /// kms-go command allows its extension too (docs/api.md).
     pub fn user_allows(&self, cmd: Command, name: &str) -> bool {
+        let alias = match cmd {
+            Command::KeyListAll => Some(Command::KeyList),
+            Command::KeyDescribe => Some(Command::KeyStatus),
+            _ => None,
+        };
+        self.user_allows_exactly(cmd, name)
+            || alias.is_some_and(|a| self.user_allows_exactly(a, name))
+    }
+
+    fn user_allows_exactly(&self, cmd: Command, name: &str) -> bool {
         let (Some(p), Some(e)) = (
             &self.caller.policy,
             self.enclave.and_then(|e| self.st.enclave(e)),
@@ -617,6 +631,7 @@ async fn kms(
     for (i, (f, cmd)) in frames.iter().zip(&cmds).enumerate() {
         processed = i + 1;
         let r = match cmd.name().split(':').next() {
+            Some("KEY") if cmd.is_asym() => asym::handle(&ctx, *cmd, f.payload),
             Some("KEY") if cmd.is_extension() => pkcs11::handle(&ctx, *cmd, f.payload),
             Some("KEY") => key::handle(&mut ctx, *cmd, f.payload).await,
             Some("ENCLAVE") => enclave::handle(&mut ctx, *cmd, f.payload).await,

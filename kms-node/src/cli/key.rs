@@ -13,7 +13,7 @@ use super::output::{b64, ts, Human};
 use super::{with, Ctx};
 
 /// Reads all of stdin.
-fn read_stdin() -> std::io::Result<Vec<u8>> {
+pub(super) fn read_stdin() -> std::io::Result<Vec<u8>> {
     let mut b = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
     Ok(b)
@@ -23,7 +23,7 @@ fn read_stdin() -> std::io::Result<Vec<u8>> {
 pub async fn add(
     cx: &Ctx<'_>,
     name: &str,
-    key_type: &str,
+    key_type: Option<&str>,
     version: bool,
     import: Option<&Path>,
 ) -> Result<(), String> {
@@ -36,9 +36,16 @@ pub async fn add(
             std::fs::read(path)
                 .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
         });
+        // Without --type, the server tells a private key (PKCS#8) from
+        // the 32 bytes of a secret key.
+        let key_type = key_type.unwrap_or(if bytes.len() == 32 { "aes256" } else { "" });
         return with(&what, cx.c.import_key(&e, name, key_type, &bytes).await);
     }
-    with(&what, cx.c.create_key(&e, name, key_type, version).await)
+    with(
+        &what,
+        cx.c.create_key(&e, name, key_type.unwrap_or("aes256"), version)
+            .await,
+    )
 }
 
 /// `kms rm-key NAME [--version N | --all]`.
@@ -58,7 +65,14 @@ pub async fn rm(cx: &Ctx<'_>, name: &str, version: Option<u32>, all: bool) -> Re
 /// `kms stat-key NAME`.
 pub async fn stat(cx: &Ctx<'_>, name: &str) -> Result<(), String> {
     let e = cx.enclave()?;
-    let r = with(&format!("stat-key {name}"), cx.c.key_status(&e, name).await)?;
+    let what = format!("stat-key {name}");
+    let r = match cx.c.key_status(&e, name).await {
+        // KEY:STATUS (kms-go's) knows only secret keys.
+        Err(kms_client::Error::Api { status: 400, ref message }) if message.contains("asymmetric") => {
+            return stat_asym(cx, &e, name).await;
+        }
+        r => with(&what, r)?,
+    };
     let json = json!({"name": r.name, "version": r.version, "type": r.r#type, "created_at": ts(&r.created_at), "created_by": r.created_by});
     cx.out.show(
         json,
@@ -73,10 +87,39 @@ pub async fn stat(cx: &Ctx<'_>, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `kms ls-key [PREFIX]`.
+/// `kms stat-key NAME` of an asymmetric key: its type and every version
+/// with its public key's fingerprint.
+async fn stat_asym(cx: &Ctx<'_>, e: &str, name: &str) -> Result<(), String> {
+    let r = with(&format!("stat-key {name}"), cx.c.describe_key(e, name).await)?;
+    let latest = r.versions.last().cloned().unwrap_or_default();
+    let versions: Vec<_> = r
+        .versions
+        .iter()
+        .map(|v| json!({"version": v.version, "created_at": ts(&v.created_at), "created_by": v.created_by, "imported": v.imported, "fingerprint": v.fingerprint}))
+        .collect();
+    let json = json!({"name": r.name, "version": latest.version, "type": r.r#type, "created_at": ts(&latest.created_at), "created_by": latest.created_by, "fingerprint": latest.fingerprint, "versions": versions});
+    let mut rows = vec![
+        vec!["Name".into(), r.name],
+        vec!["Version".into(), latest.version.to_string()],
+        vec!["Type".into(), r.r#type],
+        vec!["Created".into(), ts(&latest.created_at)],
+        vec!["Created by".into(), latest.created_by],
+        vec!["Public key".into(), latest.fingerprint],
+    ];
+    for v in r.versions.iter().rev().skip(1) {
+        rows.push(vec![
+            format!("Version {}", v.version),
+            format!("{} {}", ts(&v.created_at), v.fingerprint),
+        ]);
+    }
+    cx.out.show(json, Human::Table(rows));
+    Ok(())
+}
+
+/// `kms ls-key [PREFIX]`: every key, secret and asymmetric.
 pub async fn ls(cx: &Ctx<'_>, prefix: &str) -> Result<(), String> {
     let e = cx.enclave()?;
-    let keys = with("ls-key", cx.c.list_keys(&e, prefix).await)?;
+    let keys = with("ls-key", cx.c.list_all_keys(&e, prefix).await)?;
     let json: Vec<_> = keys
         .iter()
         .map(|k| json!({"name": k.name, "version": k.version, "type": k.r#type, "created_at": ts(&k.created_at), "created_by": k.created_by}))

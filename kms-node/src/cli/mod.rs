@@ -23,6 +23,7 @@ use kms_client::{ApiKey, Client, ClientConfig};
 
 use crate::config::env;
 
+mod asym;
 mod cluster;
 mod enclave;
 mod hsm;
@@ -111,17 +112,39 @@ enum Cmd {
     LsEnclave { prefix: Option<String> },
     /// Show an enclave
     StatEnclave { name: String },
-    /// Create a key, add a version, or import key bytes
+    /// Create a key, add a version, or import a key
     AddKey {
         name: String,
-        #[arg(long = "type", default_value = "aes256")]
-        key_type: String,
+        /// aes256 (default), chacha20, ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072,
+        /// rsa-4096, ml-dsa-44, ml-dsa-65 or ml-dsa-87
+        #[arg(long = "type")]
+        key_type: Option<String>,
         /// Add a new version to an existing key
         #[arg(long)]
         version: bool,
-        /// Import the raw 32 key bytes from FILE (- for stdin)
+        /// Import from FILE (- for stdin): the raw 32 bytes of a secret key, or a
+        /// private key (PKCS#8, PEM or DER)
         #[arg(long)]
         import: Option<PathBuf>,
+    },
+    /// Sign a message (argument, --in FILE or stdin) with an asymmetric key; prints base64
+    Sign {
+        name: String,
+        #[command(flatten)]
+        opts: asym::SignOpts,
+    },
+    /// Verify a base64 signature of a message; exit status 0 when valid
+    Verify {
+        name: String,
+        signature: String,
+        #[command(flatten)]
+        opts: asym::SignOpts,
+    },
+    /// Print the public key of an asymmetric key (PEM)
+    Pubkey {
+        name: String,
+        #[arg(long = "key-version", default_value_t = 0)]
+        key_version: u32,
     },
     /// Delete the latest version of a key, one version, or all
     RmKey {
@@ -393,7 +416,14 @@ async fn admin(g: &Global, out: Out, cmd: Cmd) -> Result<(), String> {
             key_type,
             version,
             import,
-        } => key::add(&cx, &name, &key_type, version, import.as_deref()).await,
+        } => key::add(&cx, &name, key_type.as_deref(), version, import.as_deref()).await,
+        Cmd::Sign { name, opts } => asym::sign(&cx, &name, &opts).await,
+        Cmd::Verify {
+            name,
+            signature,
+            opts,
+        } => asym::verify(&cx, &name, &signature, &opts).await,
+        Cmd::Pubkey { name, key_version } => asym::pubkey(&cx, &name, key_version).await,
         Cmd::RmKey { name, version, all } => key::rm(&cx, &name, version, all).await,
         Cmd::StatKey { name } => key::stat(&cx, &name).await,
         Cmd::LsKey { prefix } => key::ls(&cx, prefix.as_deref().unwrap_or("")).await,
