@@ -659,17 +659,8 @@ impl PrivateKey {
     }
 
     /// The public half, parsed.
-    pub fn public_key(&self) -> PublicKey {
-        match PublicKey::from_spki_der(&self.public_key_der()) {
-            Ok(pk) => pk,
-            // Unreachable for a key this module holds; keep the type right anyway.
-            Err(_) => PublicKey {
-                inner: PubInner::MlDsa {
-                    t: self.key_type(),
-                    pk: Vec::new(),
-                },
-            },
-        }
+    pub fn public_key(&self) -> Result<PublicKey, AsymError> {
+        PublicKey::from_spki_der(&self.public_key_der())
     }
 
     /// Signs `input` (a message, or a digest with `prehashed`) with `alg`, which
