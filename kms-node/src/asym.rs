@@ -369,9 +369,9 @@ enum Inner {
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
     Ed25519(ed25519_dalek::SigningKey),
-    MlDsa44(MlDsaKey<fips204::ml_dsa_44::PrivateKey>),
-    MlDsa65(MlDsaKey<fips204::ml_dsa_65::PrivateKey>),
-    MlDsa87(MlDsaKey<fips204::ml_dsa_87::PrivateKey>),
+    MlDsa44(Box<MlDsaKey<fips204::ml_dsa_44::PrivateKey>>),
+    MlDsa65(Box<MlDsaKey<fips204::ml_dsa_65::PrivateKey>>),
+    MlDsa87(Box<MlDsaKey<fips204::ml_dsa_87::PrivateKey>>),
 }
 
 /// An ML-DSA private key: the fips204 key (zeroized on drop), its seed when known,
@@ -580,7 +580,15 @@ impl PrivateKey {
                 .to_pkcs8_der()
                 .ok()
                 .map(|d| d.to_bytes()),
-            Inner::Ed25519(k) => k.to_pkcs8_der().ok().map(|d| d.to_bytes()),
+            // PKCS#8 v1 (RFC 8410, no public key): ed25519-dalek writes v2
+            // (OneAsymmetricKey with the public key), which OpenSSL 3.0 cannot read.
+            Inner::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_der()
+            .ok()
+            .map(|d| d.to_bytes()),
             other => with_ml_dsa!(
                 other,
                 k,
@@ -651,17 +659,8 @@ impl PrivateKey {
     }
 
     /// The public half, parsed.
-    pub fn public_key(&self) -> PublicKey {
-        match PublicKey::from_spki_der(&self.public_key_der()) {
-            Ok(pk) => pk,
-            // Unreachable for a key this module holds; keep the type right anyway.
-            Err(_) => PublicKey {
-                inner: PubInner::MlDsa {
-                    t: self.key_type(),
-                    pk: Vec::new(),
-                },
-            },
-        }
+    pub fn public_key(&self) -> Result<PublicKey, AsymError> {
+        PublicKey::from_spki_der(&self.public_key_der())
     }
 
     /// Signs `input` (a message, or a digest with `prehashed`) with `alg`, which
@@ -903,27 +902,27 @@ fn ml_dsa_from_seed(t: AsymType, seed: Zeroizing<[u8; 32]>) -> Result<Inner, Asy
     Ok(match t {
         AsymType::MlDsa44 => {
             let (pk, sk) = fips204::ml_dsa_44::KG::keygen_from_seed(&seed);
-            Inner::MlDsa44(MlDsaKey {
+            Inner::MlDsa44(Box::new(MlDsaKey {
                 sk,
                 seed: Some(seed),
                 pk: pk.into_bytes().to_vec(),
-            })
+            }))
         }
         AsymType::MlDsa65 => {
             let (pk, sk) = fips204::ml_dsa_65::KG::keygen_from_seed(&seed);
-            Inner::MlDsa65(MlDsaKey {
+            Inner::MlDsa65(Box::new(MlDsaKey {
                 sk,
                 seed: Some(seed),
                 pk: pk.into_bytes().to_vec(),
-            })
+            }))
         }
         AsymType::MlDsa87 => {
             let (pk, sk) = fips204::ml_dsa_87::KG::keygen_from_seed(&seed);
-            Inner::MlDsa87(MlDsaKey {
+            Inner::MlDsa87(Box::new(MlDsaKey {
                 sk,
                 seed: Some(seed),
                 pk: pk.into_bytes().to_vec(),
-            })
+            }))
         }
         _ => return Err(AsymError::UnsupportedKey("not an ML-DSA type".into())),
     })
@@ -952,7 +951,7 @@ fn ml_dsa_from_expanded(t: AsymType, bytes: &[u8]) -> Result<Inner, AsymError> {
                 )));
             }
             let pk = sk.get_public_key().into_bytes().to_vec();
-            Inner::$v(MlDsaKey { sk, seed: None, pk })
+            Inner::$v(Box::new(MlDsaKey { sk, seed: None, pk }))
         }};
     }
     Ok(match t {
@@ -1918,6 +1917,16 @@ mod tests {
             .unwrap();
             assert_eq!(k.public_key_der(), spki);
         }
+        // Ed25519 PKCS#8 v2 (with the public key) imports; a wrong public key is refused.
+        let dk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let v2 = dk.to_pkcs8_der().unwrap();
+        let k = PrivateKey::import(v2.as_bytes()).unwrap();
+        assert_eq!(k.key_type(), AsymType::Ed25519);
+        assert_eq!(k.to_pkcs8_der().len(), 48, "stored as v1");
+        let mut bad = v2.as_bytes().to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(PrivateKey::import(&bad).is_err());
         let ed = PKey::generate_ed25519().unwrap();
         let k = PrivateKey::import(&ed.private_key_to_pem_pkcs8().unwrap()).unwrap();
         assert_eq!(k.public_key_der(), ed.public_key_to_der().unwrap());
