@@ -79,7 +79,8 @@ impl Client {
             mgf1_hash: String::new(),
             label: label.to_vec(),
         };
-        self.call(Some(enclave), Command::KeyAsymDecrypt, &req).await
+        self.call(Some(enclave), Command::KeyAsymDecrypt, &req)
+            .await
     }
 
     /// KEY:DESCRIBE: any key, secret or asymmetric, with every version.

@@ -15,8 +15,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod asym;
 pub mod apikey;
+pub mod asym;
 pub mod client;
 pub mod cmd;
 pub mod error;

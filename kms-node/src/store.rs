@@ -27,8 +27,7 @@ use crate::codec;
 use crate::crypto::RootKey;
 use crate::model::{
     AsymRing, AsymRingRecord, ClusterRecord, Enclave, EnclaveRecord, IdentityRecord, KeyRing,
-    KeyRingRecord, PolicyRecord,
-    State,
+    KeyRingRecord, PolicyRecord, State,
 };
 use crate::replication::core::{Durable, Entry as LogEntry};
 

@@ -36,9 +36,34 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
         }
         .encode_to_vec(),
         Command::EnclaveStatus => proto::EnclaveRequest { name: "A".into() }.encode_to_vec(),
-        Command::EnclaveList | Command::KeyList | Command::PolicyList | Command::IdentityList => {
-            proto::ListRequest::default().encode_to_vec()
+        Command::KeySign => proto::SignRequest {
+            name: "k1".into(),
+            message: b"m".to_vec(),
+            ..Default::default()
         }
+        .encode_to_vec(),
+        Command::KeyVerify => proto::VerifyRequest {
+            name: "k1".into(),
+            message: b"m".to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyPublicKey => proto::PublicKeyRequest {
+            name: "k1".into(),
+            version: 0,
+        }
+        .encode_to_vec(),
+        Command::KeyAsymDecrypt => proto::AsymDecryptRequest {
+            name: "k1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Command::KeyDescribe => proto::DescribeKeyRequest { name: "k1".into() }.encode_to_vec(),
+        Command::EnclaveList
+        | Command::KeyList
+        | Command::KeyListAll
+        | Command::PolicyList
+        | Command::IdentityList => proto::ListRequest::default().encode_to_vec(),
         Command::KeyCreate => proto::CreateKeyRequest {
             name,
             ..Default::default()

@@ -103,7 +103,10 @@ pub(super) fn sign_alg(t: AsymType, p: &proto::SignParams) -> Result<SignAlg, Ap
         }
         AsymType::Ed25519 | AsymType::MlDsa44 | AsymType::MlDsa65 | AsymType::MlDsa87 => {
             unused("hash (they sign the message itself)", !p.hash.is_empty())?;
-            unused("pre-hashed input (they sign the message itself)", p.prehashed)?;
+            unused(
+                "pre-hashed input (they sign the message itself)",
+                p.prehashed,
+            )?;
             if t == AsymType::Ed25519 {
                 SignAlg::Ed25519
             } else {
@@ -120,7 +123,12 @@ pub(super) fn sign_alg(t: AsymType, p: &proto::SignParams) -> Result<SignAlg, Ap
             }
         }
         AsymType::Rsa2048 | AsymType::Rsa3072 | AsymType::Rsa4096 => {
-            match p.padding.to_ascii_uppercase().replace(['-', '_', ' '], "").as_str() {
+            match p
+                .padding
+                .to_ascii_uppercase()
+                .replace(['-', '_', ' '], "")
+                .as_str()
+            {
                 "" | "PKCS1" | "PKCS1V15" => {
                     unused("salt length (PKCS#1 v1.5)", p.salt_length.is_some())?;
                     unused("MGF1 hash (PKCS#1 v1.5)", !p.mgf1_hash.is_empty())?;
@@ -215,16 +223,30 @@ fn list_all(
             (Some((a, _)), Some((b, _))) => a <= b,
         };
         let (name, item) = if take_secret {
-            let Some((name, r)) = secret.next() else { break };
-            let item = r
-                .latest()
-                .map(|v| entry(name, r.key_type.name(), v.version, v.created_at, &v.created_by));
+            let Some((name, r)) = secret.next() else {
+                break;
+            };
+            let item = r.latest().map(|v| {
+                entry(
+                    name,
+                    r.key_type.name(),
+                    v.version,
+                    v.created_at,
+                    &v.created_by,
+                )
+            });
             (name, item)
         } else {
             let Some((name, r)) = pairs.next() else { break };
-            let item = r
-                .latest()
-                .map(|v| entry(name, r.key_type.name(), v.version, v.created_at, &v.created_by));
+            let item = r.latest().map(|v| {
+                entry(
+                    name,
+                    r.key_type.name(),
+                    v.version,
+                    v.created_at,
+                    &v.created_by,
+                )
+            });
             (name, item)
         };
         if !name.starts_with(&req.prefix) {

@@ -256,8 +256,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             // An asymmetric type, or no type and what looks like a private
             // key (PEM, or a DER SEQUENCE longer than any secret key).
             let asym_type = AsymType::parse(&req.r#type);
-            let looks_like_private_key = key.starts_with(b"-----BEGIN")
-                || (key.first() == Some(&0x30) && key.len() > 48);
+            let looks_like_private_key =
+                key.starts_with(b"-----BEGIN") || (key.first() == Some(&0x30) && key.len() > 48);
             if asym_type.is_some() || (req.r#type.is_empty() && looks_like_private_key) {
                 let (t, pkcs8) = super::asym::import(&key, asym_type)?;
                 let change = Change::CreateAsymKey {

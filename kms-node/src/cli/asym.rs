@@ -51,7 +51,11 @@ impl SignOpts {
         proto::SignParams {
             hash: self.hash.clone().unwrap_or_default(),
             prehashed: self.prehashed,
-            padding: if self.pss { "PSS".into() } else { String::new() },
+            padding: if self.pss {
+                "PSS".into()
+            } else {
+                String::new()
+            },
             salt_length: self.salt_length,
             mgf1_hash: String::new(),
             context: self
@@ -68,10 +72,12 @@ impl SignOpts {
     fn input(&self, what: &str) -> Result<Vec<u8>, String> {
         let raw = match (&self.message, &self.input) {
             (Some(m), _) => m.clone().into_bytes(),
-            (None, Some(p)) => std::fs::read(p)
-                .map_err(|e| format!("{what}: cannot read {}: {e}", p.display()))?,
-            (None, None) => super::key::read_stdin()
-                .map_err(|e| format!("{what}: reading stdin: {e}"))?,
+            (None, Some(p)) => {
+                std::fs::read(p).map_err(|e| format!("{what}: cannot read {}: {e}", p.display()))?
+            }
+            (None, None) => {
+                super::key::read_stdin().map_err(|e| format!("{what}: reading stdin: {e}"))?
+            }
         };
         if !self.prehashed {
             return Ok(raw);
@@ -104,12 +110,7 @@ pub async fn sign(cx: &Ctx<'_>, name: &str, o: &SignOpts) -> Result<(), String> 
 }
 
 /// `kms verify NAME SIGNATURE [MESSAGE]`: exit 0 for a valid signature.
-pub async fn verify(
-    cx: &Ctx<'_>,
-    name: &str,
-    signature: &str,
-    o: &SignOpts,
-) -> Result<(), String> {
+pub async fn verify(cx: &Ctx<'_>, name: &str, signature: &str, o: &SignOpts) -> Result<(), String> {
     let e = cx.enclave()?;
     let what = format!("verify {name}");
     let msg = o.input(&what)?;

@@ -68,7 +68,10 @@ pub async fn stat(cx: &Ctx<'_>, name: &str) -> Result<(), String> {
     let what = format!("stat-key {name}");
     let r = match cx.c.key_status(&e, name).await {
         // KEY:STATUS (kms-go's) knows only secret keys.
-        Err(kms_client::Error::Api { status: 400, ref message }) if message.contains("asymmetric") => {
+        Err(kms_client::Error::Api {
+            status: 400,
+            ref message,
+        }) if message.contains("asymmetric") => {
             return stat_asym(cx, &e, name).await;
         }
         r => with(&what, r)?,
@@ -90,7 +93,10 @@ pub async fn stat(cx: &Ctx<'_>, name: &str) -> Result<(), String> {
 /// `kms stat-key NAME` of an asymmetric key: its type and every version
 /// with its public key's fingerprint.
 async fn stat_asym(cx: &Ctx<'_>, e: &str, name: &str) -> Result<(), String> {
-    let r = with(&format!("stat-key {name}"), cx.c.describe_key(e, name).await)?;
+    let r = with(
+        &format!("stat-key {name}"),
+        cx.c.describe_key(e, name).await,
+    )?;
     let latest = r.versions.last().cloned().unwrap_or_default();
     let versions: Vec<_> = r
         .versions
