@@ -21,6 +21,8 @@ pub enum Op {
     Status,
     /// KEY:CREATE of new, unique key names (a write: replicated to every member).
     Create,
+    /// KEY:SIGN of a 32-byte message with an asymmetric key (`--key-type`).
+    Sign,
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +41,9 @@ pub struct BenchArgs {
     /// The key to use (created if missing)
     #[arg(long, default_value = "bench-key")]
     key: String,
+    /// The type of the key `--op sign` creates when it is missing
+    #[arg(long, default_value = "ec-p256")]
+    key_type: String,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -72,7 +77,12 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
     }
     // Set-up: the enclave and key (ignore "already exists"; a User may lack the rights).
     let _ = client.create_enclave(&enclave).await;
-    let _ = client.create_key(&enclave, &a.key, "AES256", false).await;
+    let key_type = if a.op == Op::Sign {
+        a.key_type.as_str()
+    } else {
+        "AES256"
+    };
+    let _ = client.create_key(&enclave, &a.key, key_type, false).await;
     let (cmd, one): (Command, Vec<u8>) = match a.op {
         Op::Generate => (
             Command::KeyGenerate,
@@ -124,6 +134,15 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
             }),
         ),
         Op::Create => (Command::KeyCreate, Vec::new()),
+        Op::Sign => (
+            Command::KeySign,
+            prost::Message::encode_to_vec(&proto::SignRequest {
+                name: a.key.clone(),
+                version: 0,
+                message: vec![0x55; 32],
+                params: None,
+            }),
+        ),
     };
     // Key names unique to this run, worker and request, for `--op create`.
     let run_id: u32 = rand::random();
