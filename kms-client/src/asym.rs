@@ -123,3 +123,72 @@ impl Client {
         .await
     }
 }
+
+impl Client {
+    /// OBJECT:CREATE: a token object named `name` (unique in the enclave).
+    pub async fn create_object(
+        &self,
+        enclave: &str,
+        name: &str,
+        class: u64,
+        attributes: Vec<proto::ObjectAttribute>,
+    ) -> Result<(), Error> {
+        let req = proto::ObjectRequest {
+            name: name.into(),
+            class,
+            attributes,
+        };
+        self.exec(Some(enclave), Command::ObjectCreate, &req).await
+    }
+
+    /// OBJECT:SET: replaces every attribute of an existing object.
+    pub async fn set_object(
+        &self,
+        enclave: &str,
+        name: &str,
+        class: u64,
+        attributes: Vec<proto::ObjectAttribute>,
+    ) -> Result<(), Error> {
+        let req = proto::ObjectRequest {
+            name: name.into(),
+            class,
+            attributes,
+        };
+        self.exec(Some(enclave), Command::ObjectSet, &req).await
+    }
+
+    /// OBJECT:DELETE.
+    pub async fn delete_object(&self, enclave: &str, name: &str) -> Result<(), Error> {
+        let req = proto::DeleteObjectRequest { name: name.into() };
+        self.exec(Some(enclave), Command::ObjectDelete, &req).await
+    }
+
+    /// One page of OBJECT:LIST, objects with their attributes.
+    pub async fn list_objects_page(
+        &self,
+        enclave: &str,
+        prefix: &str,
+        continue_at: &str,
+        limit: u32,
+    ) -> Result<proto::ListObjectsResponse, Error> {
+        let req = proto::ListRequest {
+            prefix: prefix.into(),
+            continue_at: continue_at.into(),
+            limit,
+        };
+        self.call(Some(enclave), Command::ObjectList, &req).await
+    }
+
+    /// Every page of OBJECT:LIST with `prefix`.
+    pub async fn list_objects(
+        &self,
+        enclave: &str,
+        prefix: &str,
+    ) -> Result<Vec<proto::ObjectResponse>, Error> {
+        crate::admin::all_pages(
+            |at| async move { self.list_objects_page(enclave, prefix, &at, 0).await },
+            |p| (p.objects, p.continue_at),
+        )
+        .await
+    }
+}

@@ -94,6 +94,11 @@ commands! {
     KeyAsymDecrypt = 0x8203, "KEY:ASYMDECRYPT", write: false, cluster: false;
     KeyDescribe = 0x8204, "KEY:DESCRIBE", write: false, cluster: false;
     KeyListAll = 0x8205, "KEY:LISTALL", write: false, cluster: false;
+    // PKCS#11 token objects (docs/api.md, "Token objects"): 0x8300..=0x83FF.
+    ObjectCreate = 0x8300, "OBJECT:CREATE", write: true, cluster: false;
+    ObjectSet = 0x8301, "OBJECT:SET", write: true, cluster: false;
+    ObjectDelete = 0x8302, "OBJECT:DELETE", write: true, cluster: false;
+    ObjectList = 0x8303, "OBJECT:LIST", write: false, cluster: false;
 }
 
 /// First id of the PKCS#11 extension commands.
@@ -131,7 +136,7 @@ mod tests {
             assert_eq!(Command::from_name(&c.name().to_lowercase()), Some(c));
             assert_eq!((c as u16) < EXTENSION_RANGE_START, !c.is_extension(), "{c}");
             if c.is_extension() {
-                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8300);
+                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8400);
             } else {
                 assert!((c as u16) < 500);
             }

@@ -641,3 +641,55 @@ pub struct DescribeKeyResponse {
     #[prost(message, repeated, tag = "4")]
     pub versions: Vec<KeyVersionInfo>,
 }
+
+// ---- PKCS#11 token objects (extensions 0x8300..=0x83FF; docs/api.md) ----
+
+/// One PKCS#11 attribute as the module stores it: its `CKA_*` type and value
+/// bytes (opaque to the server).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectAttribute {
+    #[prost(uint64, tag = "1")]
+    pub r#type: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// OBJECT:CREATE and OBJECT:SET (which replaces every attribute).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The `CKO_*` class (`CKO_DATA` 0, `CKO_CERTIFICATE` 1, ...).
+    #[prost(uint64, tag = "2")]
+    pub class: u64,
+    #[prost(message, repeated, tag = "3")]
+    pub attributes: Vec<ObjectAttribute>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteObjectRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub class: u64,
+    #[prost(message, repeated, tag = "3")]
+    pub attributes: Vec<ObjectAttribute>,
+    #[prost(message, optional, tag = "4")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "5")]
+    pub created_by: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListObjectsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub objects: Vec<ObjectResponse>,
+    #[prost(string, tag = "2")]
+    pub continue_at: String,
+}

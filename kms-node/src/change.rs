@@ -21,8 +21,8 @@ use zeroize::Zeroizing;
 use crate::asym::AsymType;
 use crate::crypto::KeyType;
 use crate::model::{
-    Actor, AsymRing, AsymVersion, Enclave, IdentityRecord, KeyRing, KeyVersion, PolicyRecord,
-    Privilege, State, Time,
+    Actor, AsymRing, AsymVersion, Enclave, IdentityRecord, KeyRing, KeyVersion, ObjectRecord,
+    PolicyRecord, Privilege, State, Time,
 };
 use crate::policy::Policy;
 
@@ -167,6 +167,20 @@ pub enum Change {
         at: Time,
         by: Actor,
     },
+    /// Creates a token object (`replace`: or replaces its attributes).
+    PutObject {
+        enclave: String,
+        name: String,
+        class: u64,
+        attributes: std::collections::BTreeMap<u64, Vec<u8>>,
+        replace: bool,
+        at: Time,
+        by: Actor,
+    },
+    DeleteObject {
+        enclave: String,
+        name: String,
+    },
 }
 
 impl Change {
@@ -180,6 +194,8 @@ impl Change {
             | Change::AddKeyVersion { enclave, name, .. }
             | Change::CreateAsymKey { enclave, name, .. }
             | Change::AddAsymKeyVersion { enclave, name, .. }
+            | Change::PutObject { enclave, name, .. }
+            | Change::DeleteObject { enclave, name }
             | Change::DeleteKeyVersion { enclave, name, .. }
             | Change::DeleteKey { enclave, name }
             | Change::CreatePolicy { enclave, name, .. }
@@ -221,6 +237,10 @@ pub enum ApplyError {
     IdentityExists,
     #[error("identity does not exist")]
     IdentityNotFound,
+    #[error("object already exists")]
+    ObjectExists,
+    #[error("object does not exist")]
+    ObjectNotFound,
     #[error("{0}")]
     Invalid(String),
 }
@@ -231,7 +251,8 @@ impl ApplyError {
             ApplyError::EnclaveExists
             | ApplyError::KeyExists
             | ApplyError::PolicyExists
-            | ApplyError::IdentityExists => 409,
+            | ApplyError::IdentityExists
+            | ApplyError::ObjectExists => 409,
             ApplyError::Invalid(_) => 400,
             _ => 404,
         }
@@ -249,6 +270,8 @@ pub enum Touch {
     DropEnclave(String),
     /// The cluster membership record.
     Cluster,
+    /// A token object.
+    Object(String, String),
 }
 
 fn enclave_mut<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Enclave, ApplyError> {
@@ -273,6 +296,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                     created_by: by.clone(),
                     keys: OrdMap::new(),
                     asym: OrdMap::new(),
+                    objects: OrdMap::new(),
                     policies: OrdMap::new(),
                 }),
             );
@@ -594,6 +618,40 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             ring.versions.insert(v, Arc::new(av));
             ring.next_version = v + 1;
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
+        }
+        Change::PutObject {
+            enclave,
+            name,
+            class,
+            attributes,
+            replace,
+            at,
+            by,
+        } => {
+            let e = enclave_mut(st, enclave)?;
+            let created = match e.objects.get(name) {
+                Some(_) if !*replace => return Err(ApplyError::ObjectExists),
+                Some(o) => (o.created_at, o.created_by.clone()),
+                None if *replace => return Err(ApplyError::ObjectNotFound),
+                None => (*at, by.clone()),
+            };
+            e.objects.insert(
+                name.clone(),
+                Arc::new(ObjectRecord {
+                    class: *class,
+                    attributes: attributes.clone(),
+                    created_at: created.0,
+                    created_by: created.1,
+                }),
+            );
+            Ok(vec![Touch::Object(enclave.clone(), name.clone())])
+        }
+        Change::DeleteObject { enclave, name } => {
+            let e = enclave_mut(st, enclave)?;
+            if e.objects.remove(name).is_none() {
+                return Err(ApplyError::ObjectNotFound);
+            }
+            Ok(vec![Touch::Object(enclave.clone(), name.clone())])
         }
         Change::Restored { .. } | Change::Noop => Ok(vec![]),
         Change::SetMember { id, addr } => {

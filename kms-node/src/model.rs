@@ -325,6 +325,18 @@ impl Drop for AsymVersionRecord {
     }
 }
 
+/// A token object of the PKCS#11 module (a certificate, a data object):
+/// its class and attributes, stored as the module gives them (attribute
+/// type to value bytes; docs/pkcs11.md), replicated like everything else.
+/// The server checks only sizes: the objects are not key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub class: u64,
+    pub attributes: std::collections::BTreeMap<u64, Vec<u8>>,
+    pub created_at: Time,
+    pub created_by: Actor,
+}
+
 /// A policy stored in an enclave.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PolicyRecord {
@@ -353,6 +365,8 @@ pub struct Enclave {
     pub keys: OrdMap<String, Arc<KeyRing>>,
     /// Asymmetric keys; their names are unique across `keys` and `asym`.
     pub asym: OrdMap<String, Arc<AsymRing>>,
+    /// Token objects of the PKCS#11 module (certificates, data objects).
+    pub objects: OrdMap<String, Arc<ObjectRecord>>,
     pub policies: OrdMap<String, Arc<PolicyRecord>>,
 }
 

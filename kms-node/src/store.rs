@@ -27,7 +27,7 @@ use crate::codec;
 use crate::crypto::RootKey;
 use crate::model::{
     AsymRing, AsymRingRecord, ClusterRecord, Enclave, EnclaveRecord, IdentityRecord, KeyRing,
-    KeyRingRecord, PolicyRecord, State,
+    KeyRingRecord, ObjectRecord, PolicyRecord, State,
 };
 use crate::replication::core::{Durable, Entry as LogEntry};
 
@@ -149,6 +149,10 @@ pub fn key_key(e: &str, k: &str) -> Vec<u8> {
 pub fn asym_key(e: &str, k: &str) -> Vec<u8> {
     [b"S\0", e.as_bytes(), b"\0", k.as_bytes()].concat()
 }
+/// A token object's record (`O` sorts after `E`).
+pub fn object_key(e: &str, o: &str) -> Vec<u8> {
+    [b"O\0", e.as_bytes(), b"\0", o.as_bytes()].concat()
+}
 pub fn policy_key(e: &str, p: &str) -> Vec<u8> {
     [b"P\0", e.as_bytes(), b"\0", p.as_bytes()].concat()
 }
@@ -183,6 +187,11 @@ fn record_value(st: &State, key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
             let ring = e.keys.get(&s(parts.next()?))?;
             Some(Zeroizing::new(codec::encode(&ring.to_record())))
         }
+        b'O' => {
+            let e = st.enclave(&s(parts.next()?))?;
+            let o = e.objects.get(&s(parts.next()?))?;
+            Some(Zeroizing::new(codec::encode(o.as_ref())))
+        }
         b'S' => {
             let e = st.enclave(&s(parts.next()?))?;
             let ring = e.asym.get(&s(parts.next()?))?;
@@ -210,6 +219,7 @@ pub fn export_records(st: &State) -> Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> {
         keys.push(enclave_key(en));
         keys.extend(e.keys.keys().map(|k| key_key(en, k)));
         keys.extend(e.asym.keys().map(|k| asym_key(en, k)));
+        keys.extend(e.objects.keys().map(|o| object_key(en, o)));
         keys.extend(e.policies.keys().map(|p| policy_key(en, p)));
     }
     keys.extend(st.identities.keys().map(identity_key));
@@ -248,6 +258,7 @@ pub fn import_records<'a>(
                         created_by: r.created_by,
                         keys: Default::default(),
                         asym: Default::default(),
+                        objects: Default::default(),
                         policies: Default::default(),
                     }),
                 );
@@ -261,6 +272,14 @@ pub fn import_records<'a>(
                 Arc::make_mut(e)
                     .keys
                     .insert(name.clone(), Arc::new(KeyRing::from_record(name, &r)));
+            }
+            (b'O', Some(name)) => {
+                let r: ObjectRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
+                let e = st
+                    .enclaves
+                    .get_mut(&first)
+                    .ok_or_else(|| corrupt(k, "object of unknown enclave".into()))?;
+                Arc::make_mut(e).objects.insert(name, Arc::new(r));
             }
             (b'S', Some(name)) => {
                 let r: AsymRingRecord = codec::decode(v).map_err(|e| corrupt(k, e))?;
@@ -636,9 +655,10 @@ impl Store {
                 Touch::Policy(e, p) => policy_key(e, p),
                 Touch::Identity(i) => identity_key(i),
                 Touch::Cluster => cluster_key(),
+                Touch::Object(e, o) => object_key(e, o),
                 Touch::DropEnclave(e) => {
                     wb.delete_cf(cf, enclave_key(e));
-                    for kind in [b'K', b'P', b'S'] {
+                    for kind in [b'K', b'O', b'P', b'S'] {
                         let from = [&[kind, 0][..], e.as_bytes(), b"\0"].concat();
                         let to = [&[kind, 0][..], e.as_bytes(), b"\x01"].concat();
                         wb.delete_range_cf(cf, from, to);

@@ -530,3 +530,80 @@ fn asymmetric_keys_replicate_and_sign_with_two_nodes_down() {
     // Refused, or in doubt when the dead leader was the one asked: 503.
     assert!(err.contains("(HTTP 503)"), "{err}");
 }
+
+/// Token objects (the PKCS#11 module's certificates and data objects):
+/// created, listed with their attributes, replaced, deleted, kept across a
+/// restart, bounded in size, and authorized by name like keys.
+#[test]
+fn token_objects_are_stored_replicated_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
+    let c = srv.root();
+    let attr = |t: u64, v: &[u8]| proto::ObjectAttribute {
+        r#type: t,
+        value: v.to_vec(),
+    };
+    rt().block_on(async {
+        c.create_enclave("e").await.unwrap();
+        c.create_object(
+            "e",
+            "cert-1",
+            1,
+            vec![attr(3, b"label"), attr(0x11, b"DER")],
+        )
+        .await
+        .unwrap();
+        let e = c.create_object("e", "cert-1", 1, vec![]).await.unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
+        assert!(e.to_string().contains("object already exists"), "{e}");
+        let e = c.set_object("e", "nope", 0, vec![]).await.unwrap_err();
+        assert_eq!(e.status(), Some(404), "{e}");
+        c.set_object("e", "cert-1", 1, vec![attr(3, b"new label")])
+            .await
+            .unwrap();
+        c.create_object("e", "data-1", 0, vec![attr(0x10, b"app")])
+            .await
+            .unwrap();
+        let e = c
+            .create_object("e", "big", 0, vec![attr(0x11, &vec![0; 70_000])])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 65536 bytes"), "{e}");
+        let e = c
+            .create_object("e", "dup", 0, vec![attr(3, b"a"), attr(3, b"b")])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let e = c.create_object("e", "a/b", 0, vec![]).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{e}");
+    });
+    srv.restart();
+    let c = srv.root();
+    rt().block_on(async {
+        let all = c.list_objects("e", "").await.unwrap();
+        let names: Vec<_> = all.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["cert-1", "data-1"]);
+        assert_eq!(all[0].class, 1);
+        assert_eq!(all[0].attributes, vec![attr(3, b"new label")]);
+        c.delete_object("e", "cert-1").await.unwrap();
+        let e = c.delete_object("e", "cert-1").await.unwrap_err();
+        assert_eq!(e.status(), Some(404), "{e}");
+        assert_eq!(c.list_objects("e", "").await.unwrap().len(), 1);
+        // A User whose policy names only keys sees no objects and may not
+        // create one.
+        let user = kms_client::ApiKey::generate();
+        let mut rules = std::collections::BTreeMap::new();
+        rules.insert("KEY:*".to_string(), vec!["*".to_string()]);
+        c.create_policy("e", "keys-only", &rules, &Default::default())
+            .await
+            .unwrap();
+        let id = user.identity().to_string();
+        c.create_identity(Some("e"), &id, kms_client::Privilege::User)
+            .await
+            .unwrap();
+        c.assign_policy("e", "keys-only", &id).await.unwrap();
+        let u = srv.client(&user);
+        let e = u.create_object("e", "mine", 0, vec![]).await.unwrap_err();
+        assert_eq!(e.status(), Some(403), "{e}");
+    });
+}

@@ -59,9 +59,20 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
         }
         .encode_to_vec(),
         Command::KeyDescribe => proto::DescribeKeyRequest { name: "k1".into() }.encode_to_vec(),
+        Command::ObjectCreate | Command::ObjectSet => proto::ObjectRequest {
+            name: format!("o-new-{n}"),
+            class: 0,
+            attributes: vec![],
+        }
+        .encode_to_vec(),
+        Command::ObjectDelete => proto::DeleteObjectRequest {
+            name: "o-victim".into(),
+        }
+        .encode_to_vec(),
         Command::EnclaveList
         | Command::KeyList
         | Command::KeyListAll
+        | Command::ObjectList
         | Command::PolicyList
         | Command::IdentityList => proto::ListRequest::default().encode_to_vec(),
         Command::KeyCreate => proto::CreateKeyRequest {

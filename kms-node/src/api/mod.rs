@@ -19,6 +19,7 @@ pub use cluster::server_status;
 mod enclave;
 mod identity;
 mod key;
+mod object;
 mod pkcs11;
 mod policy;
 
@@ -635,6 +636,7 @@ async fn kms(
             Some("KEY") if cmd.is_extension() => pkcs11::handle(&ctx, *cmd, f.payload),
             Some("KEY") => key::handle(&mut ctx, *cmd, f.payload).await,
             Some("ENCLAVE") => enclave::handle(&mut ctx, *cmd, f.payload).await,
+            Some("OBJECT") => object::handle(&mut ctx, *cmd, f.payload).await,
             Some("POLICY") => policy::handle(&mut ctx, *cmd, f.payload).await,
             Some("IDENTITY") => identity::handle(&mut ctx, *cmd, f.payload).await,
             _ => cluster::handle(&mut ctx, *cmd, f.payload).await,
