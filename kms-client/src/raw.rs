@@ -4,7 +4,12 @@
 //!
 //! - AES-GCM with the caller's 12-byte IV, associated data and a tag of
 //!   4..=16 bytes (as SoftHSM2 allows; 12 or more recommended) (NIST SP 800-38D; output `ciphertext || tag`);
-//! - AES-CBC with PKCS#7 padding and the caller's 16-byte IV;
+//! - AES-CBC with PKCS#7 padding and the caller's 16-byte IV, and without
+//!   padding (input a multiple of 16 bytes);
+//! - AES-ECB (input a multiple of 16 bytes; for PKCS#11 applications that
+//!   build their own modes, e.g. key check values);
+//! - AES-CTR with the caller's 16-byte initial counter block, incremented
+//!   as one 128-bit big-endian number (PKCS#11 `ulCounterBits` 128);
 //! - AES key wrap (RFC 3394) and key wrap with padding (RFC 5649);
 //! - HMAC-SHA256.
 //!
@@ -33,6 +38,12 @@ pub enum RawMechanism {
     AesKeyWrap = 3,
     /// RFC 5649 AES key wrap with padding.
     AesKeyWrapPad = 4,
+    /// AES-ECB, input a multiple of 16 bytes, no IV.
+    AesEcb = 5,
+    /// AES-CBC without padding, `iv` of 16 bytes, input a multiple of 16 bytes.
+    AesCbc = 6,
+    /// AES-CTR, `iv` = the 16-byte initial counter block (128-bit big-endian counter).
+    AesCtr = 7,
 }
 
 impl RawMechanism {
@@ -43,6 +54,9 @@ impl RawMechanism {
             2 => Self::AesCbcPad,
             3 => Self::AesKeyWrap,
             4 => Self::AesKeyWrapPad,
+            5 => Self::AesEcb,
+            6 => Self::AesCbc,
+            7 => Self::AesCtr,
             _ => return None,
         })
     }
@@ -91,6 +105,9 @@ pub fn encrypt(
         RawMechanism::AesCbcPad => cbc_encrypt(key, p.iv, data),
         RawMechanism::AesKeyWrap => kw_wrap(key, data, false),
         RawMechanism::AesKeyWrapPad => kw_wrap(key, data, true),
+        RawMechanism::AesEcb => blocks(key, None, data, true).map(|z| z.to_vec()),
+        RawMechanism::AesCbc => blocks(key, Some(p.iv), data, true).map(|z| z.to_vec()),
+        RawMechanism::AesCtr => ctr(key, p.iv, data).map(|z| z.to_vec()),
     }
 }
 
@@ -110,14 +127,21 @@ pub fn decrypt(
         RawMechanism::AesCbcPad => cbc_decrypt(key, p.iv, data),
         RawMechanism::AesKeyWrap => kw_unwrap(key, data, false),
         RawMechanism::AesKeyWrapPad => kw_unwrap(key, data, true),
+        RawMechanism::AesEcb => blocks(key, None, data, false),
+        RawMechanism::AesCbc => blocks(key, Some(p.iv), data, false),
+        RawMechanism::AesCtr => ctr(key, p.iv, data),
     }
 }
 
 /// Whether `m` authenticates its input, so that a decrypt under the wrong
-/// key fails rather than returning garbage (all but CBC-PAD, whose padding
-/// check passes by chance about once in 256 tries).
+/// key fails rather than returning garbage: GCM and the key wraps (CBC-PAD's
+/// padding check passes by chance about once in 256 tries; ECB, CBC and
+/// CTR check nothing).
 pub fn authenticates(m: RawMechanism) -> bool {
-    m != RawMechanism::AesCbcPad
+    matches!(
+        m,
+        RawMechanism::AesGcm | RawMechanism::AesKeyWrap | RawMechanism::AesKeyWrapPad
+    )
 }
 
 /// The output length of an encrypt of `len` bytes.
@@ -127,6 +151,7 @@ pub fn encrypted_len(m: RawMechanism, p: &Params<'_>, len: usize) -> usize {
         RawMechanism::AesCbcPad => (len / 16 + 1) * 16,
         RawMechanism::AesKeyWrap => len + 8,
         RawMechanism::AesKeyWrapPad => len.div_ceil(8).max(1) * 8 + 8,
+        RawMechanism::AesEcb | RawMechanism::AesCbc | RawMechanism::AesCtr => len,
     }
 }
 
@@ -139,6 +164,8 @@ pub fn check_decrypt_len(m: RawMechanism, p: &Params<'_>, len: usize) -> Result<
         RawMechanism::AesKeyWrap | RawMechanism::AesKeyWrapPad => {
             len >= 16 && len.is_multiple_of(8)
         }
+        RawMechanism::AesEcb | RawMechanism::AesCbc => len.is_multiple_of(16),
+        RawMechanism::AesCtr => true,
     };
     if ok && len <= MAX_INPUT + 64 {
         Ok(())
@@ -150,9 +177,10 @@ pub fn check_decrypt_len(m: RawMechanism, p: &Params<'_>, len: usize) -> Result<
 /// Checks the input length of an encrypt (or wrap) without a key.
 pub fn check_encrypt_len(m: RawMechanism, len: usize) -> Result<(), RawError> {
     let ok = match m {
-        RawMechanism::AesGcm | RawMechanism::AesCbcPad => true,
+        RawMechanism::AesGcm | RawMechanism::AesCbcPad | RawMechanism::AesCtr => true,
         RawMechanism::AesKeyWrap => len >= 16 && len.is_multiple_of(8),
         RawMechanism::AesKeyWrapPad => len > 0,
+        RawMechanism::AesEcb | RawMechanism::AesCbc => len.is_multiple_of(16),
     };
     if ok && len <= MAX_INPUT {
         Ok(())
@@ -350,6 +378,109 @@ fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>,
     Ok(buf)
 }
 
+// ---- ECB, CBC without padding, CTR ----
+
+/// ECB (`iv` None) or CBC without padding over whole blocks.
+fn blocks(
+    key: &[u8],
+    iv: Option<&[u8]>,
+    data: &[u8],
+    encrypt: bool,
+) -> Result<Zeroizing<Vec<u8>>, RawError> {
+    use aes::cipher::{BlockDecrypt, BlockEncrypt};
+    if !data.len().is_multiple_of(16) {
+        return Err(RawError::DataLength(data.len()));
+    }
+    let mut chain = match iv {
+        Some(iv) => Some(*cbc_iv(iv)?),
+        None => None,
+    };
+    let mut buf = Zeroizing::new(data.to_vec());
+    fn run<
+        C: BlockEncrypt
+            + BlockDecrypt
+            + aes::cipher::KeyInit
+            + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+    >(
+        key: &[u8],
+        buf: &mut [u8],
+        chain: &mut Option<[u8; 16]>,
+        encrypt: bool,
+    ) -> Result<(), RawError> {
+        let c = C::new_from_slice(key).map_err(|_| RawError::KeyLength(key.len()))?;
+        for block in buf.chunks_exact_mut(16) {
+            let b = aes::Block::from_mut_slice(block);
+            if encrypt {
+                if let Some(prev) = chain.as_ref() {
+                    for (x, p) in b.iter_mut().zip(prev) {
+                        *x ^= p;
+                    }
+                }
+                c.encrypt_block(b);
+                if let Some(prev) = chain.as_mut() {
+                    prev.copy_from_slice(b);
+                }
+            } else {
+                let mut ct = [0u8; 16];
+                ct.copy_from_slice(b);
+                c.decrypt_block(b);
+                if let Some(prev) = chain.as_mut() {
+                    for (x, p) in b.iter_mut().zip(prev.iter()) {
+                        *x ^= p;
+                    }
+                    *prev = ct;
+                }
+            }
+        }
+        Ok(())
+    }
+    match key.len() {
+        16 => run::<Aes128>(key, &mut buf, &mut chain, encrypt)?,
+        24 => run::<Aes192>(key, &mut buf, &mut chain, encrypt)?,
+        _ => run::<Aes256>(key, &mut buf, &mut chain, encrypt)?,
+    }
+    Ok(buf)
+}
+
+/// CTR with a 128-bit big-endian counter starting at the 16-byte `iv`.
+fn ctr(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>, RawError> {
+    use aes::cipher::BlockEncrypt;
+    let iv: [u8; 16] = iv.try_into().map_err(|_| {
+        RawError::Iv(format!(
+            "AES-CTR takes a 16-byte counter block, not {}",
+            iv.len()
+        ))
+    })?;
+    fn run<
+        C: BlockEncrypt
+            + aes::cipher::KeyInit
+            + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+    >(
+        key: &[u8],
+        iv: [u8; 16],
+        buf: &mut [u8],
+    ) -> Result<(), RawError> {
+        let c = C::new_from_slice(key).map_err(|_| RawError::KeyLength(key.len()))?;
+        let mut counter = u128::from_be_bytes(iv);
+        for chunk in buf.chunks_mut(16) {
+            let mut ks = aes::Block::from(counter.to_be_bytes());
+            c.encrypt_block(&mut ks);
+            for (x, k) in chunk.iter_mut().zip(ks.iter()) {
+                *x ^= k;
+            }
+            counter = counter.wrapping_add(1);
+        }
+        Ok(())
+    }
+    let mut buf = Zeroizing::new(data.to_vec());
+    match key.len() {
+        16 => run::<Aes128>(key, iv, &mut buf)?,
+        24 => run::<Aes192>(key, iv, &mut buf)?,
+        _ => run::<Aes256>(key, iv, &mut buf)?,
+    }
+    Ok(buf)
+}
+
 // ---- key wrap ----
 
 fn kw_wrap(key: &[u8], data: &[u8], pad: bool) -> Result<Vec<u8>, RawError> {
@@ -416,6 +547,95 @@ fn kw_unwrap(key: &[u8], data: &[u8], pad: bool) -> Result<Zeroizing<Vec<u8>>, R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NIST SP 800-38A F.1.1, F.2.1 and F.5.1 (AES-128), two blocks each.
+    #[test]
+    fn ecb_cbc_ctr_known_answers() {
+        let h = |s: &str| hex::decode(s).unwrap();
+        let key = h("2b7e151628aed2a6abf7158809cf4f3c");
+        let pt = h("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let cases = [
+            (
+                RawMechanism::AesEcb,
+                "",
+                "3ad77bb40d7a3660a89ecaf32466ef97f5d3d58503b9699de785895a96fdbaaf",
+            ),
+            (
+                RawMechanism::AesCbc,
+                "000102030405060708090a0b0c0d0e0f",
+                "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2",
+            ),
+            (
+                RawMechanism::AesCtr,
+                "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+                "874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff",
+            ),
+        ];
+        for (m, iv, ct) in cases {
+            let iv = h(iv);
+            let p = Params {
+                iv: &iv,
+                aad: &[],
+                tag_len: 0,
+            };
+            assert_eq!(encrypt(m, &key, &p, &pt).unwrap(), h(ct), "{m:?}");
+            assert_eq!(
+                decrypt(m, &key, &p, &h(ct)).unwrap().as_slice(),
+                pt.as_slice(),
+                "{m:?}"
+            );
+            assert_eq!(encrypted_len(m, &p, pt.len()), pt.len());
+        }
+        // CTR takes any length; the block modes whole blocks only.
+        let iv = [0u8; 16];
+        let p = Params {
+            iv: &iv,
+            aad: &[],
+            tag_len: 0,
+        };
+        assert_eq!(
+            encrypt(RawMechanism::AesCtr, &key, &p, &pt[..5])
+                .unwrap()
+                .len(),
+            5
+        );
+        for m in [RawMechanism::AesEcb, RawMechanism::AesCbc] {
+            assert_eq!(encrypt(m, &key, &p, &pt[..5]), Err(RawError::DataLength(5)));
+            assert_eq!(check_encrypt_len(m, 15), Err(RawError::DataLength(15)));
+        }
+        let short = [0u8; 8];
+        let bad = Params {
+            iv: &short,
+            aad: &[],
+            tag_len: 0,
+        };
+        assert!(matches!(
+            encrypt(RawMechanism::AesCtr, &key, &bad, &pt),
+            Err(RawError::Iv(_))
+        ));
+        assert!(matches!(
+            encrypt(RawMechanism::AesCbc, &key, &bad, &pt),
+            Err(RawError::Iv(_))
+        ));
+        // The counter carries across all 128 bits.
+        let top = [0xffu8; 16];
+        let p = Params {
+            iv: &top,
+            aad: &[],
+            tag_len: 0,
+        };
+        let two = encrypt(RawMechanism::AesCtr, &key, &p, &[0u8; 32]).unwrap();
+        let zero = [0u8; 16];
+        let p0 = Params {
+            iv: &zero,
+            aad: &[],
+            tag_len: 0,
+        };
+        assert_eq!(
+            two[16..],
+            encrypt(RawMechanism::AesCtr, &key, &p0, &[0u8; 16]).unwrap()[..]
+        );
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
