@@ -87,6 +87,7 @@ commands! {
     KeyRawEncrypt = 0x8100, "KEY:RAWENCRYPT", write: false, cluster: false;
     KeyRawDecrypt = 0x8101, "KEY:RAWDECRYPT", write: false, cluster: false;
     KeyMacVerify = 0x8102, "KEY:MACVERIFY", write: false, cluster: false;
+    KeyRawMac = 0x8103, "KEY:RAWMAC", write: false, cluster: false;
     // Asymmetric keys (docs/api.md, "Asymmetric keys"): 0x8200..=0x82FF.
     KeySign = 0x8200, "KEY:SIGN", write: false, cluster: false;
     KeyVerify = 0x8201, "KEY:VERIFY", write: false, cluster: false;

@@ -242,6 +242,24 @@ pub struct MacVerifyRequest {
     pub message: Vec<u8>,
     #[prost(bytes = "vec", tag = "4")]
     pub mac: Vec<u8>,
+    /// `SHA-1`, `SHA-256` (empty), `SHA-384` or `SHA-512`.
+    #[prost(string, tag = "5")]
+    pub hash: String,
+}
+
+/// KEY:RAWMAC: an HMAC with a chosen hash (KEY:MAC is HMAC-SHA256).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawMacRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 0: the latest version.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+    /// `SHA-1`, `SHA-256` (empty), `SHA-384` or `SHA-512`.
+    #[prost(string, tag = "4")]
+    pub hash: String,
 }
 
 // ---- responses ----

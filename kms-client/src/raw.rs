@@ -189,6 +189,55 @@ pub fn check_encrypt_len(m: RawMechanism, len: usize) -> Result<(), RawError> {
     }
 }
 
+/// The hash of an HMAC (PKCS#11 `CKM_SHA_1_HMAC`, `CKM_SHA256_HMAC`, ...),
+/// as named on the wire (`""` is SHA-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacHash {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl MacHash {
+    /// Parses `SHA-1`, `SHA-256` (or empty), `SHA-384`, `SHA-512` (also without the dash).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().replace('-', "").as_str() {
+            "SHA1" => Some(Self::Sha1),
+            "" | "SHA256" => Some(Self::Sha256),
+            "SHA384" => Some(Self::Sha384),
+            "SHA512" => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The MAC's length in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+}
+
+/// HMAC of `msg` under `key` with hash `h`.
+pub fn hmac(h: MacHash, key: &[u8], msg: &[u8]) -> Vec<u8> {
+    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        m.update(msg);
+        m.finalize().into_bytes().to_vec()
+    }
+    match h {
+        MacHash::Sha1 => run::<Hmac<sha1::Sha1>>(key, msg),
+        MacHash::Sha256 => run::<Hmac<Sha256>>(key, msg),
+        MacHash::Sha384 => run::<Hmac<sha2::Sha384>>(key, msg),
+        MacHash::Sha512 => run::<Hmac<sha2::Sha512>>(key, msg),
+    }
+}
+
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
@@ -547,6 +596,31 @@ fn kw_unwrap(key: &[u8], data: &[u8], pad: bool) -> Result<Zeroizing<Vec<u8>>, R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// HMAC with every hash PKCS#11 applications use.
+    #[test]
+    fn hmac_known_answers() {
+        // RFC 2202 case 2 (SHA-1) and RFC 4231 case 2 (SHA-256/384/512).
+        let (key, msg) = (b"Jefe", b"what do ya want for nothing?");
+        let h = |s: &str| hex::decode(s).unwrap();
+        assert_eq!(
+            hmac(MacHash::Sha1, key, msg),
+            h("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
+        );
+        assert_eq!(
+            hmac(MacHash::Sha256, key, msg),
+            h("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+        assert_eq!(hmac(MacHash::Sha384, key, msg), h("af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649"));
+        assert_eq!(hmac(MacHash::Sha512, key, msg), h("164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"));
+        assert_eq!(
+            hmac(MacHash::Sha256, key, msg),
+            hmac_sha256(key, msg).to_vec()
+        );
+        assert_eq!(MacHash::parse(""), Some(MacHash::Sha256));
+        assert_eq!(MacHash::parse("sha-1"), Some(MacHash::Sha1));
+        assert_eq!(MacHash::parse("MD5"), None);
+    }
 
     /// NIST SP 800-38A F.1.1, F.2.1 and F.5.1 (AES-128), two blocks each.
     #[test]

@@ -206,6 +206,12 @@ impl KeyMaterial {
     pub fn mac(&self, msg: &[u8]) -> [u8; 32] {
         *hmac(self.mac.as_ref(), &[msg])
     }
+
+    /// HMAC of `msg` with hash `h` under the same MAC key as [`Self::mac`]
+    /// (SHA-256 gives the same bytes).
+    pub fn mac_with(&self, h: kms_client::raw::MacHash, msg: &[u8]) -> Vec<u8> {
+        kms_client::raw::hmac(h, self.mac.as_ref(), msg)
+    }
 }
 
 /// HMAC-SHA256 of the concatenated `parts`. The HMAC state (key-equivalent)

@@ -292,6 +292,7 @@ impl Module {
                         version: 0,
                         message: msg.to_vec(),
                         mac: signature.to_vec(),
+                        hash: String::new(),
                     },
                 )?;
                 r.valid

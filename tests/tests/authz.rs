@@ -133,6 +133,12 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
             ..Default::default()
         }
         .encode_to_vec(),
+        Command::KeyRawMac => proto::RawMacRequest {
+            name: "k1".into(),
+            message: b"m".to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
         Command::KeyMacVerify => proto::MacVerifyRequest {
             name: "k1".into(),
             message: b"m".to_vec(),

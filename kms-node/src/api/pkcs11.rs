@@ -57,17 +57,38 @@ pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, Ap
             let req: proto::MacVerifyRequest = decode(cmd, payload)?;
             ctx.authorize(cmd, &req.name)?;
             let ring = ring(ctx, &req.name)?;
+            let hash = mac_hash(&req.hash)?;
             let found = candidates(ring, req.version)?
                 .into_iter()
-                .find(|v| raw::mac_eq(&v.material.mac(&req.message), &req.mac));
+                .find(|v| raw::mac_eq(&v.material.mac_with(hash, &req.message), &req.mac));
             Ok(proto::MacVerifyResponse {
                 version: found.map_or(0, |v| v.version),
                 valid: found.is_some(),
             }
             .encode_to_vec())
         }
+        Command::KeyRawMac => {
+            let req: proto::RawMacRequest = decode(cmd, payload)?;
+            ctx.authorize(cmd, &req.name)?;
+            let ring = ring(ctx, &req.name)?;
+            let hash = mac_hash(&req.hash)?;
+            let v = version(ring, req.version)?;
+            Ok(proto::MacResponse {
+                version: v.version,
+                mac: v.material.mac_with(hash, &req.message),
+            }
+            .encode_to_vec())
+        }
         _ => Err(ApiError::bad(format!("{cmd} is not a PKCS#11 command"))),
     }
+}
+
+fn mac_hash(s: &str) -> Result<raw::MacHash, ApiError> {
+    raw::MacHash::parse(s).ok_or_else(|| {
+        ApiError::bad(format!(
+            "HMAC hash '{s}' is not SHA-1, SHA-256, SHA-384 or SHA-512"
+        ))
+    })
 }
 
 /// The versions to try: `v` alone, or every version newest first.
