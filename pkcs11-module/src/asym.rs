@@ -587,7 +587,8 @@ pub fn parse_pair_templates(
         CKM_ML_DSA_KEY_PAIR_GEN => CKK_ML_DSA,
         _ => return Err(Error::Ck(CKR_MECHANISM_INVALID)),
     };
-    let inconsistent = |why: String| Err(Error::invalid(CKR_TEMPLATE_INCONSISTENT, "template", why));
+    let inconsistent =
+        |why: String| Err(Error::invalid(CKR_TEMPLATE_INCONSISTENT, "template", why));
     let mut t = PairTemplate::default();
     let mut ec_params: Option<Vec<u8>> = None;
     let mut bits: Option<CK_ULONG> = None;
@@ -666,16 +667,35 @@ pub fn parse_pair_templates(
                 CKA_PARAMETER_SET if key_type == CKK_ML_DSA => {
                     once(&mut set, a.as_ulong()?, "CKA_PARAMETER_SET")?
                 }
-                CKA_SIGN | CKA_VERIFY | CKA_ENCRYPT | CKA_DECRYPT | CKA_WRAP | CKA_UNWRAP
-                | CKA_DERIVE | CKA_SIGN_RECOVER | CKA_VERIFY_RECOVER | CKA_SENSITIVE
-                | CKA_MODIFIABLE | CKA_COPYABLE | CKA_DESTROYABLE | CKA_TRUSTED
-                | CKA_WRAP_WITH_TRUSTED | CKA_ALWAYS_AUTHENTICATE => {
+                CKA_SIGN
+                | CKA_VERIFY
+                | CKA_ENCRYPT
+                | CKA_DECRYPT
+                | CKA_WRAP
+                | CKA_UNWRAP
+                | CKA_DERIVE
+                | CKA_SIGN_RECOVER
+                | CKA_VERIFY_RECOVER
+                | CKA_SENSITIVE
+                | CKA_MODIFIABLE
+                | CKA_COPYABLE
+                | CKA_DESTROYABLE
+                | CKA_TRUSTED
+                | CKA_WRAP_WITH_TRUSTED
+                | CKA_ALWAYS_AUTHENTICATE => {
                     a.as_bool()?;
                 }
                 CKA_START_DATE | CKA_END_DATE | CKA_SUBJECT | CKA_ALLOWED_MECHANISMS => {}
-                CKA_LOCAL | CKA_KEY_GEN_MECHANISM | CKA_ALWAYS_SENSITIVE
-                | CKA_NEVER_EXTRACTABLE | CKA_VALUE | CKA_MODULUS | CKA_EC_POINT
-                | CKA_PUBLIC_KEY_INFO | CKA_PRIVATE_EXPONENT | CKA_SEED => {
+                CKA_LOCAL
+                | CKA_KEY_GEN_MECHANISM
+                | CKA_ALWAYS_SENSITIVE
+                | CKA_NEVER_EXTRACTABLE
+                | CKA_VALUE
+                | CKA_MODULUS
+                | CKA_EC_POINT
+                | CKA_PUBLIC_KEY_INFO
+                | CKA_PRIVATE_EXPONENT
+                | CKA_SEED => {
                     return Err(Error::invalid(
                         CKR_ATTRIBUTE_READ_ONLY,
                         "template",

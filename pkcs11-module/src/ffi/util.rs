@@ -15,9 +15,9 @@
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
+use crate::asym::HashAlg;
 use crate::error::{Error, Result};
 use crate::log::Level;
-use crate::asym::HashAlg;
 use crate::mech::{Mech, PssParams, CKM_KMS_CIPHERTEXT};
 use crate::object::{Attr, AttrOut};
 use crate::ops::Out;

@@ -240,7 +240,10 @@ impl Module {
             return Err(Error::Ck(CKR_DEVICE_ERROR));
         }
         PairInfo::from_spki(kind, r.version, &r.public_key).map_err(|e| {
-            crate::log!(Level::Error, "KEY:PUBLICKEY of '{name}': {e}: CKR_DEVICE_ERROR");
+            crate::log!(
+                Level::Error,
+                "KEY:PUBLICKEY of '{name}': {e}: CKR_DEVICE_ERROR"
+            );
             Error::Ck(CKR_DEVICE_ERROR)
         })
     }
