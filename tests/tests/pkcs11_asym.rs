@@ -768,6 +768,22 @@ fn key_pairs_through_the_module() {
         assert_eq!(info.flags, CKF_DECRYPT);
     }
 
+    // ---- rotation: the objects show the new version, under the same
+    // handles, after the cache refresh (refresh_ms, 2 s by default) ----
+    ok(&node.server.cli(
+        None,
+        &["add-key", "--enclave", ENCLAVE, "--version", "ec256"],
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(find(&s, ObjectClass::PRIVATE_KEY, "ec256"), vec![ec]);
+    let new_spki = bytes_attr(&s, ec_pub, AttributeType::PublicKeyInfo);
+    assert_ne!(new_spki, ec_spki);
+    assert_eq!(bytes_attr(&s, ec, AttributeType::PublicKeyInfo), new_spki);
+    let sig = s.sign(&Mechanism::EcdsaSha256, ec, &msg).unwrap();
+    openssl_verify(dir, &new_spki, "-sha256", &[], &msg, &der(&sig));
+    s.verify(&Mechanism::EcdsaSha256, ec_pub, &msg, &sig)
+        .unwrap();
+
     // ---- destroying ----
     assert_eq!(rv(s.destroy_object(rsa_pub)), RvError::ActionProhibited);
     s.destroy_object(rsa).unwrap();
