@@ -1203,3 +1203,105 @@ fn consumers_use_cluster_key_pairs() {
     );
     eprintln!("ssh-keygen -D:\n{keys}");
 }
+
+/// OpenSSH signs with cluster keys: `ssh-agent` loads the module
+/// (`ssh-add -s`, the PIN from an askpass program), and `ssh-keygen -Y`
+/// signs through the agent (the same PKCS#11 code as `ssh -I`: CKM_ECDSA
+/// over the digest, CKM_RSA_PKCS over a DigestInfo) and verifies.
+#[test]
+fn openssh_agent_signs_with_cluster_keys() {
+    let node = KmsNode::start("");
+    let dir = node.tmp.path();
+    let cfg = &node.config;
+    success(login(&mut tool(cfg, ENCLAVE)).args([
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "ssh-ec",
+    ]));
+    success(login(&mut tool(cfg, ENCLAVE)).args([
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--label",
+        "ssh-rsa",
+    ]));
+    let module = std::fs::canonicalize(module_path()).unwrap();
+    let sock = dir.join("agent.sock");
+    let pattern = format!("{}/*", module.parent().unwrap().display());
+    let mut agent = Command::new("ssh-agent")
+        .env("KMS_PKCS11_CONFIG", cfg)
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pattern)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ssh-agent");
+    let result = std::panic::catch_unwind(|| {
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let askpass = dir.join("askpass");
+        std::fs::write(&askpass, "#!/bin/sh\necho 1234\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+        success(
+            Command::new("ssh-add")
+                .env("SSH_AUTH_SOCK", &sock)
+                .env("SSH_ASKPASS", &askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("DISPLAY", ":0")
+                .arg("-s")
+                .arg(&module)
+                .stdin(std::process::Stdio::null()),
+        );
+        let listed = success(
+            Command::new("ssh-add")
+                .env("SSH_AUTH_SOCK", &sock)
+                .arg("-L"),
+        );
+        let data = write(
+            dir,
+            "data.txt",
+            b"signed by a cluster key through ssh-agent",
+        );
+        for (kind, label) in [("ecdsa-sha2-nistp256", "ssh-ec"), ("ssh-rsa", "ssh-rsa")] {
+            let line = listed
+                .lines()
+                .find(|l| l.starts_with(kind) && l.ends_with(label))
+                .unwrap_or_else(|| panic!("{kind} {label} not in:\n{listed}"));
+            let pubf = write(dir, &format!("{label}.pub"), format!("{line}\n").as_bytes());
+            success(
+                Command::new("ssh-keygen")
+                    .env("SSH_AUTH_SOCK", &sock)
+                    .args(["-Y", "sign", "-n", "file", "-f", &pubf, &data]),
+            );
+            let allowed = write(dir, "allowed", format!("u {line}\n").as_bytes());
+            let sigf = format!("{data}.sig");
+            let out = run(Command::new("ssh-keygen")
+                .args([
+                    "-Y", "verify", "-f", &allowed, "-I", "u", "-n", "file", "-s", &sigf,
+                ])
+                .stdin(std::fs::File::open(&data).unwrap()));
+            assert!(
+                out.status.success(),
+                "{label}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_file(&sigf).unwrap();
+        }
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
