@@ -1305,3 +1305,109 @@ fn openssh_agent_signs_with_cluster_keys() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Verifies ML-DSA signatures with Python `cryptography` (its bundled
+/// OpenSSL): one case per line, `set pk ctx msg sig` in hex (`-`: no
+/// context).
+const PY_MLDSA_VERIFY: &str = r#"
+import sys
+from cryptography.hazmat.primitives.asymmetric import mldsa
+classes = {1: mldsa.MLDSA44PublicKey, 2: mldsa.MLDSA65PublicKey, 3: mldsa.MLDSA87PublicKey}
+n = 0
+for line in open(sys.argv[1]):
+    ps, pk, ctx, msg, sig = line.split()
+    ctx = None if ctx == "-" else bytes.fromhex(ctx)
+    classes[int(ps)].from_public_bytes(bytes.fromhex(pk)).verify(bytes.fromhex(sig), bytes.fromhex(msg), ctx)
+    n += 1
+print(f"{n} ML-DSA signatures verified")
+"#;
+
+/// PyKCS11 generates ML-DSA key pairs and signs (pure ML-DSA, no
+/// parameter); Python `cryptography` verifies with `CKA_VALUE`. (PyKCS11
+/// 1.5.20 takes `CKA_PARAMETER_SET` as bytes: a native CK_ULONG.)
+const PY_PYKCS11_MLDSA: &str = r#"
+import struct, sys, PyKCS11
+from cryptography.hazmat.primitives.asymmetric import mldsa
+lib = PyKCS11.PyKCS11Lib(); lib.load(sys.argv[1])
+slot = [s for s in lib.getSlotList(tokenPresent=True) if lib.getTokenInfo(s).label.strip() == "p11"][0]
+s = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+s.login("1234")
+classes = {1: mldsa.MLDSA44PublicKey, 2: mldsa.MLDSA65PublicKey, 3: mldsa.MLDSA87PublicKey}
+for ps, cls in classes.items():
+    label = "py-ml%d" % ps
+    pub, priv = s.generateKeyPair(
+        [(PyKCS11.CKA_TOKEN, True), (PyKCS11.CKA_LABEL, label), (PyKCS11.CKA_PARAMETER_SET, struct.pack("=Q", ps)), (PyKCS11.CKA_VERIFY, True)],
+        [(PyKCS11.CKA_TOKEN, True), (PyKCS11.CKA_LABEL, label), (PyKCS11.CKA_SIGN, True)],
+        mecha=PyKCS11.Mechanism(PyKCS11.CKM_ML_DSA_KEY_PAIR_GEN))
+    pk = bytes(s.getAttributeValue(pub, [PyKCS11.CKA_VALUE])[0])
+    msg = b"post-quantum signatures through PKCS#11"
+    sig = bytes(s.sign(priv, msg, PyKCS11.Mechanism(PyKCS11.CKM_ML_DSA)))
+    cls.from_public_bytes(pk).verify(sig, msg)
+    print(label, len(pk), len(sig), "verified")
+"#;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// ML-DSA through the module, checked by an independent implementation
+/// (Python `cryptography` 48): signatures of every parameter set, pure,
+/// with a context and deterministic; and PyKCS11 as the application.
+#[test]
+fn ml_dsa_verifies_with_python_cryptography() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = KmsNode::start("");
+    let dir = node.tmp.path();
+    let c = load(&node.config);
+    let s = rw(&c);
+    let msg = b"ML-DSA through libkms_pkcs11.so".to_vec();
+    let mut cases = String::new();
+    for (set, n) in [
+        (MlDsaParameterSetType::ML_DSA_44, 1),
+        (MlDsaParameterSetType::ML_DSA_65, 2),
+        (MlDsaParameterSetType::ML_DSA_87, 3),
+    ] {
+        let label = format!("ml-{n}");
+        let (pu, pr) = pair(
+            &s,
+            &Mechanism::MlDsaKeyPairGen,
+            &label,
+            vec![Attribute::ParameterSet(set.into())],
+        );
+        let pk = bytes_attr(&s, pu, AttributeType::Value);
+        for (hedge, ctx) in [
+            (HedgeType::Preferred, None),
+            (HedgeType::Required, Some(&b"a context"[..])),
+            (HedgeType::DeterministicRequired, Some(&[7u8; 255][..])),
+        ] {
+            let m = Mechanism::MlDsa(SignAdditionalContext::new(hedge, ctx));
+            let sig = s.sign(&m, pr, &msg).unwrap();
+            let ctx = ctx.map(hex).unwrap_or_else(|| "-".into());
+            cases.push_str(&format!(
+                "{n} {} {ctx} {} {}\n",
+                hex(&pk),
+                hex(&msg),
+                hex(&sig)
+            ));
+        }
+    }
+    let f = write(dir, "mldsa-cases", cases.as_bytes());
+    let out = success(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_MLDSA_VERIFY)
+            .arg(&f),
+    );
+    assert!(out.contains("9 ML-DSA signatures verified"), "{out}");
+    drop(s);
+    c.p11.finalize().unwrap();
+
+    let out = success(
+        Command::new("python3")
+            .env("KMS_PKCS11_CONFIG", &node.config)
+            .arg("-c")
+            .arg(PY_PYKCS11_MLDSA)
+            .arg(module_path()),
+    );
+    assert!(out.contains("py-ml3 2592 4627 verified"), "{out}");
+}
