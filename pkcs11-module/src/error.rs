@@ -126,6 +126,7 @@ pub fn rv_name(rv: CK_RV) -> &'static str {
         CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
         CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
         CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
+        CKR_CURVE_NOT_SUPPORTED,
     );
     "CKR_(other)"
 }

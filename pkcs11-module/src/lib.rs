@@ -9,11 +9,14 @@
 //!   sessions, login, the object cache and key creation.
 //! - [`ops`]: encrypt, decrypt, sign, verify, digest, wrap and unwrap.
 //! - [`object`], [`mech`]: attributes, templates, mechanisms.
+//! - [`asym`]: asymmetric cluster keys as key pairs (types, public halves,
+//!   attributes, key-pair templates).
 //! - [`config`], [`log`], [`error`].
 //!
 //! See docs/pkcs11.md for configuration, objects and mechanisms.
 #![deny(unsafe_code)]
 
+pub mod asym;
 pub mod config;
 pub mod error;
 #[allow(unsafe_code)]

@@ -4,6 +4,7 @@
 use cryptoki_sys::*;
 use kms_client::raw::{Params, RawMechanism};
 
+use crate::asym::HashAlg;
 use crate::error::{Error, Result};
 
 /// The vendor mechanism that produces the cluster's own versioned ciphertext
@@ -34,6 +35,43 @@ pub enum Mech {
     KmsCiphertext {
         aad: Vec<u8>,
     },
+    EcKeyPairGen,
+    EcEdwardsKeyPairGen,
+    RsaKeyPairGen,
+    MlDsaKeyPairGen,
+    /// `CKM_ECDSA` (`None`: the input is a digest) or `CKM_ECDSA_SHA*`.
+    Ecdsa(Option<HashAlg>),
+    /// `CKM_EDDSA`, pure Ed25519 (no parameters, or phFlag false and no
+    /// context).
+    EdDsa,
+    /// `CKM_RSA_PKCS` (`None`: the input is a DigestInfo, padded as is) or
+    /// `CKM_SHA*_RSA_PKCS`.
+    RsaPkcs(Option<HashAlg>),
+    /// `CKM_RSA_PKCS_PSS` (`hash` `None`: the input is a digest of
+    /// `params.hash`) or `CKM_SHA*_RSA_PKCS_PSS`.
+    RsaPss {
+        hash: Option<HashAlg>,
+        params: PssParams,
+    },
+    /// `CKM_ML_DSA` (pure), with the optional `CK_SIGN_ADDITIONAL_CONTEXT`.
+    MlDsa {
+        deterministic: bool,
+        context: Vec<u8>,
+    },
+    /// `CKM_RSA_PKCS_OAEP` (decryption).
+    RsaOaep {
+        hash: HashAlg,
+        mgf: HashAlg,
+        label: Vec<u8>,
+    },
+}
+
+/// `CK_RSA_PKCS_PSS_PARAMS`, read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PssParams {
+    pub hash: HashAlg,
+    pub mgf: HashAlg,
+    pub salt: usize,
 }
 
 impl Mech {
@@ -49,6 +87,59 @@ impl Mech {
             Mech::Sha256Hmac => CKM_SHA256_HMAC,
             Mech::Sha256 => CKM_SHA256,
             Mech::KmsCiphertext { .. } => CKM_KMS_CIPHERTEXT,
+            Mech::EcKeyPairGen => CKM_EC_KEY_PAIR_GEN,
+            Mech::EcEdwardsKeyPairGen => CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            Mech::RsaKeyPairGen => CKM_RSA_PKCS_KEY_PAIR_GEN,
+            Mech::MlDsaKeyPairGen => CKM_ML_DSA_KEY_PAIR_GEN,
+            Mech::Ecdsa(h) => match h {
+                None => CKM_ECDSA,
+                Some(HashAlg::Sha384) => CKM_ECDSA_SHA384,
+                Some(HashAlg::Sha512) => CKM_ECDSA_SHA512,
+                Some(HashAlg::Sha224) => CKM_ECDSA_SHA224,
+                Some(_) => CKM_ECDSA_SHA256,
+            },
+            Mech::EdDsa => CKM_EDDSA,
+            Mech::RsaPkcs(h) => match h {
+                None => CKM_RSA_PKCS,
+                Some(HashAlg::Sha384) => CKM_SHA384_RSA_PKCS,
+                Some(HashAlg::Sha512) => CKM_SHA512_RSA_PKCS,
+                Some(HashAlg::Sha224) => CKM_SHA224_RSA_PKCS,
+                Some(_) => CKM_SHA256_RSA_PKCS,
+            },
+            Mech::RsaPss { hash, .. } => match hash {
+                None => CKM_RSA_PKCS_PSS,
+                Some(HashAlg::Sha384) => CKM_SHA384_RSA_PKCS_PSS,
+                Some(HashAlg::Sha512) => CKM_SHA512_RSA_PKCS_PSS,
+                Some(HashAlg::Sha224) => CKM_SHA224_RSA_PKCS_PSS,
+                Some(_) => CKM_SHA256_RSA_PKCS_PSS,
+            },
+            Mech::MlDsa { .. } => CKM_ML_DSA,
+            Mech::RsaOaep { .. } => CKM_RSA_PKCS_OAEP,
+        }
+    }
+
+    /// The key type of an asymmetric signature or decryption mechanism.
+    pub fn asym_key_type(&self) -> Option<CK_KEY_TYPE> {
+        Some(match self {
+            Mech::Ecdsa(_) => CKK_EC,
+            Mech::EdDsa => CKK_EC_EDWARDS,
+            Mech::RsaPkcs(_) | Mech::RsaPss { .. } | Mech::RsaOaep { .. } => CKK_RSA,
+            Mech::MlDsa { .. } => CKK_ML_DSA,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is an asymmetric signature mechanism.
+    pub fn is_asym_sign(&self) -> bool {
+        self.asym_key_type().is_some() && !matches!(self, Mech::RsaOaep { .. })
+    }
+
+    /// The hash a signature mechanism computes in the module over the
+    /// message (`CKM_SHA*_…`, `CKM_ECDSA_SHA*`).
+    pub fn sign_hash(&self) -> Option<HashAlg> {
+        match self {
+            Mech::Ecdsa(h) | Mech::RsaPkcs(h) | Mech::RsaPss { hash: h, .. } => *h,
+            _ => None,
         }
     }
 
@@ -109,6 +200,7 @@ impl Mech {
 /// (bytes, bits for generic secret generation), flags.
 pub fn info(ty: CK_MECHANISM_TYPE) -> Option<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
     const CIPHER: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP;
+    const EC: CK_FLAGS = CKF_EC_F_P | CKF_EC_OID | CKF_EC_UNCOMPRESS;
     Some(match ty {
         CKM_AES_KEY_GEN => (16, 32, CKF_GENERATE),
         // In bits for generic secrets (PKCS#11 2.40, 2.2.1); bytes elsewhere.
@@ -120,6 +212,26 @@ pub fn info(ty: CK_MECHANISM_TYPE) -> Option<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
         CKM_SHA256_HMAC => (1, 512, CKF_SIGN | CKF_VERIFY),
         CKM_SHA256 => (0, 0, CKF_DIGEST),
         CKM_KMS_CIPHERTEXT => (32, 32, CKF_ENCRYPT | CKF_DECRYPT),
+        // Key sizes in bits (EC: the field size; ML-DSA: the parameter
+        // sets CKP_ML_DSA_44..=CKP_ML_DSA_87).
+        CKM_EC_KEY_PAIR_GEN => (256, 384, CKF_GENERATE_KEY_PAIR | EC),
+        CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512 => {
+            (256, 384, CKF_SIGN | CKF_VERIFY | EC)
+        }
+        CKM_EC_EDWARDS_KEY_PAIR_GEN => (255, 255, CKF_GENERATE_KEY_PAIR | CKF_EC_OID),
+        CKM_EDDSA => (255, 255, CKF_SIGN | CKF_VERIFY | CKF_EC_OID),
+        CKM_RSA_PKCS_KEY_PAIR_GEN => (2048, 4096, CKF_GENERATE_KEY_PAIR),
+        CKM_RSA_PKCS
+        | CKM_SHA256_RSA_PKCS
+        | CKM_SHA384_RSA_PKCS
+        | CKM_SHA512_RSA_PKCS
+        | CKM_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS => (2048, 4096, CKF_SIGN | CKF_VERIFY),
+        CKM_RSA_PKCS_OAEP => (2048, 4096, CKF_DECRYPT),
+        CKM_ML_DSA_KEY_PAIR_GEN => (1, 3, CKF_GENERATE_KEY_PAIR),
+        CKM_ML_DSA => (1, 3, CKF_SIGN | CKF_VERIFY),
         _ => return None,
     })
 }
@@ -136,6 +248,25 @@ pub const LIST: &[CK_MECHANISM_TYPE] = &[
     CKM_SHA256_HMAC,
     CKM_SHA256,
     CKM_KMS_CIPHERTEXT,
+    CKM_EC_KEY_PAIR_GEN,
+    CKM_ECDSA,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+    CKM_EC_EDWARDS_KEY_PAIR_GEN,
+    CKM_EDDSA,
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+    CKM_RSA_PKCS,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA384_RSA_PKCS,
+    CKM_SHA512_RSA_PKCS,
+    CKM_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS_PSS,
+    CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS_PSS,
+    CKM_RSA_PKCS_OAEP,
+    CKM_ML_DSA_KEY_PAIR_GEN,
+    CKM_ML_DSA,
 ];
 
 #[cfg(test)]
@@ -147,7 +278,8 @@ mod tests {
         for &m in LIST {
             assert!(info(m).is_some(), "{m:#x}");
         }
-        assert!(info(CKM_RSA_PKCS).is_none());
+        assert!(info(CKM_RSA_X_509).is_none());
+        assert!(info(CKM_SHA1_RSA_PKCS).is_none());
         assert_eq!(CKM_KMS_CIPHERTEXT, 0xCB4D_0001);
     }
 

@@ -2,12 +2,14 @@
 //!
 //! Token objects are the cluster's keys, shown with fixed attributes
 //! (docs/pkcs11.md): `CKA_LABEL` and `CKA_ID` = the key name, sensitive, not
-//! extractable, every usage allowed. Session objects are AES or generic
+//! extractable; secret keys allow every usage, asymmetric keys are a
+//! private and a public key object ([`crate::asym`]). Session objects are AES or generic
 //! secret keys held in the module's memory (zeroized on drop).
 
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
+use crate::asym::PairInfo;
 use crate::error::{Error, Result};
 
 /// One attribute of a caller's template: its type and raw value.
@@ -95,6 +97,11 @@ pub struct KeyObject {
     pub always_sensitive: bool,
     pub never_extractable: bool,
     pub store: Store,
+    /// `CKO_SECRET_KEY`, or `CKO_PRIVATE_KEY` / `CKO_PUBLIC_KEY` for the
+    /// two objects of an asymmetric cluster key.
+    pub class: CK_OBJECT_CLASS,
+    /// The public half of an asymmetric cluster key (both of its objects).
+    pub pair: Option<std::sync::Arc<PairInfo>>,
 }
 
 impl KeyObject {
@@ -124,6 +131,44 @@ impl KeyObject {
             always_sensitive: true,
             never_extractable: true,
             store: Store::Cluster { name: name.into() },
+            class: CKO_SECRET_KEY,
+            pair: None,
+        }
+    }
+
+    /// One of the two objects (`class` `CKO_PRIVATE_KEY` or
+    /// `CKO_PUBLIC_KEY`) of the asymmetric cluster key `name`. Public keys
+    /// are never private objects; private keys are private as secret
+    /// cluster keys are (with login = "api-key").
+    pub fn pair_object(
+        slot: usize,
+        name: &str,
+        info: std::sync::Arc<PairInfo>,
+        class: CK_OBJECT_CLASS,
+        private: bool,
+    ) -> Self {
+        let is_private = class == CKO_PRIVATE_KEY;
+        Self {
+            slot,
+            key_type: info.kind.key_type(),
+            label: name.as_bytes().to_vec(),
+            id: name.as_bytes().to_vec(),
+            value_len: info.spki.len(),
+            private: private && is_private,
+            sensitive: is_private,
+            extractable: false,
+            encrypt: false,
+            decrypt: is_private && info.kind.is_rsa(),
+            wrap: false,
+            unwrap: false,
+            sign: is_private,
+            verify: !is_private,
+            local: true,
+            always_sensitive: is_private,
+            never_extractable: is_private,
+            store: Store::Cluster { name: name.into() },
+            class,
+            pair: Some(info),
         }
     }
 
@@ -157,6 +202,9 @@ impl KeyObject {
 
     /// One attribute's value.
     pub fn get(&self, ty: CK_ATTRIBUTE_TYPE) -> AttrOut {
+        if let Some(p) = &self.pair {
+            return p.attr(self, self.class == CKO_PRIVATE_KEY, ty);
+        }
         let b = |v: bool| AttrOut::Value(vec![v as u8]);
         let u = |v: CK_ULONG| AttrOut::Value(v.to_ne_bytes().to_vec());
         match ty {
@@ -353,6 +401,8 @@ impl KeyTemplate {
             always_sensitive: local && sensitive,
             never_extractable: local && !extractable,
             store: Store::Local { value, session },
+            class: CKO_SECRET_KEY,
+            pair: None,
         }
     }
 

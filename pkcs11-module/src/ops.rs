@@ -19,8 +19,9 @@ use std::sync::Arc;
 use cryptoki_sys::*;
 use kms_client::raw::{self, RawError};
 use kms_client::{proto, Command};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::asym::{HashAlg, Hasher, PairInfo};
 
 use crate::error::{Error, Result};
 use crate::log::Level;
@@ -40,7 +41,9 @@ pub struct Op {
     multi: bool,
     /// The computed output, until delivered.
     output: Option<Zeroizing<Vec<u8>>>,
-    digest: Option<Sha256>,
+    /// The running hash of a digest operation or of a hashing signature
+    /// mechanism (`CKM_SHA*_RSA_PKCS`, `CKM_ECDSA_SHA*`, ...).
+    digest: Option<Hasher>,
 }
 
 /// The operations of a session, one of each kind at a time.
@@ -94,17 +97,41 @@ fn check_key(key: &KeyObject, mech: &Mech, kind: Kind) -> Result<()> {
     if !allowed {
         return Err(Error::Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
     }
+    let secret = key.class == CKO_SECRET_KEY;
     let type_ok = match mech {
         Mech::AesGcm { .. }
         | Mech::AesCbcPad { .. }
         | Mech::AesKeyWrap
-        | Mech::AesKeyWrapPad(_) => key.key_type == CKK_AES,
-        Mech::Sha256Hmac => true,
-        Mech::KmsCiphertext { .. } => key.is_token(),
-        _ => false,
+        | Mech::AesKeyWrapPad(_) => secret && key.key_type == CKK_AES,
+        Mech::Sha256Hmac => secret,
+        Mech::KmsCiphertext { .. } => secret && key.is_token(),
+        m => match m.asym_key_type() {
+            Some(t) => key.pair.is_some() && key.key_type == t,
+            None => false,
+        },
     };
     if !type_ok {
         return Err(Error::Ck(CKR_KEY_TYPE_INCONSISTENT));
+    }
+    if let (Some(p), Mech::RsaPss { params, .. }) = (&key.pair, mech) {
+        // The cluster signs no SHA-1; EMSA-PSS needs k >= hLen + sLen + 2.
+        let k = p.kind.rsa_len().unwrap_or(0);
+        if params.hash == HashAlg::Sha1
+            || params.mgf == HashAlg::Sha1
+            || params.salt + params.hash.output_len() + 2 > k
+        {
+            return Err(Error::invalid(
+                CKR_MECHANISM_PARAM_INVALID,
+                "mechanism",
+                format!(
+                    "PSS with {} (MGF1 {}) and a {}-byte salt is not possible with this key \
+                     (SHA-1 is not signed)",
+                    params.hash.name(),
+                    params.mgf.name(),
+                    params.salt
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -112,9 +139,11 @@ fn check_key(key: &KeyObject, mech: &Mech, kind: Kind) -> Result<()> {
 fn mech_for(kind: Kind, mech: &Mech) -> Result<()> {
     let ok = match kind {
         Kind::Encrypt | Kind::Decrypt => {
-            mech.raw().is_some() || matches!(mech, Mech::KmsCiphertext { .. })
+            mech.raw().is_some()
+                || matches!(mech, Mech::KmsCiphertext { .. })
+                || (kind == Kind::Decrypt && matches!(mech, Mech::RsaOaep { .. }))
         }
-        Kind::Sign | Kind::Verify => *mech == Mech::Sha256Hmac,
+        Kind::Sign | Kind::Verify => *mech == Mech::Sha256Hmac || mech.is_asym_sign(),
         Kind::Digest => *mech == Mech::Sha256,
     };
     if ok {
@@ -149,7 +178,11 @@ impl Module {
             }
             (_, None) => return Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
         };
-        let digest = (kind == Kind::Digest).then(Sha256::new);
+        let digest = if kind == Kind::Digest {
+            HashAlg::Sha256.hasher()
+        } else {
+            mech.sign_hash().and_then(HashAlg::hasher)
+        };
         *s.ops.slot(kind) = Some(Op {
             key,
             mech,
@@ -228,6 +261,18 @@ impl Module {
                 *slot = None;
                 return Err(Error::Ck(CKR_OPERATION_ACTIVE));
             }
+            // A signature's length follows from the key: a size query or a
+            // short buffer needs no network call.
+            if kind == Kind::Sign {
+                if let Some(p) = op.key.as_ref().and_then(|k| k.pair.as_ref()) {
+                    let len = p.kind.sig_len();
+                    match cap {
+                        None => return Ok(Out::Size(len)),
+                        Some(c) if c < len => return Err(Error::BufferTooSmall(len)),
+                        Some(_) => {}
+                    }
+                }
+            }
             let r = match data {
                 Some(d) if d.len() > MAX_INPUT => Err(Error::Ck(CKR_DATA_LEN_RANGE)),
                 Some(d) => compute(self, slot_idx, op, kind, d),
@@ -276,6 +321,18 @@ impl Module {
         let msg: &[u8] = data.unwrap_or(op.input.as_slice());
         if msg.len() > MAX_INPUT {
             return Err(Error::Ck(CKR_DATA_LEN_RANGE));
+        }
+        if let Some(k) = op.key.as_ref() {
+            if let (Some(p), Some(name)) = (k.pair.as_ref(), k.cluster_name()) {
+                let (input, hashed) = match op.digest.clone() {
+                    Some(mut d) => {
+                        d.update(msg);
+                        (d.finalize(), true)
+                    }
+                    None => (msg.to_vec(), false),
+                };
+                return self.verify_asym(slot_idx, name, p, &op.mech, &input, hashed, signature);
+            }
         }
         if signature.len() != 32 {
             return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
@@ -451,6 +508,48 @@ impl Module {
         self.store_key(sh, &t, key_type, value, false)
     }
 
+    /// KEY:VERIFY of `signature` over `input` (a digest if `hashed`) with
+    /// the version of the key whose public key the object shows.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_asym(
+        &self,
+        slot: usize,
+        name: &str,
+        p: &PairInfo,
+        mech: &Mech,
+        input: &[u8],
+        hashed: bool,
+        signature: &[u8],
+    ) -> Result<()> {
+        if signature.len() != p.kind.sig_len() {
+            return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
+        }
+        let (message, params) = sign_request(p, mech, input, hashed)?;
+        let r: Result<proto::VerifyResponse> = self.call(
+            slot,
+            Command::KeyVerify,
+            &proto::VerifyRequest {
+                name: name.into(),
+                version: p.version,
+                message,
+                params: Some(params),
+                signature: signature.to_vec(),
+            },
+        );
+        match r {
+            Ok(r) if r.valid => Ok(()),
+            Ok(_) => Err(Error::Ck(CKR_SIGNATURE_INVALID)),
+            // An input the cluster cannot verify (such as a signature
+            // value out of range) verifies nothing.
+            Err(Error::Remote(e)) if e.status() == Some(400) => Err(Error::invalid(
+                CKR_SIGNATURE_INVALID,
+                "cluster",
+                e.to_string(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A raw cipher operation on a cluster key.
     fn raw_remote(
         &self,
@@ -559,12 +658,30 @@ fn compute(
     kind: Kind,
     data: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
-    if let Some(d) = op.digest.take() {
-        let mut d = d;
-        d.update(data);
-        return Ok(Zeroizing::new(d.finalize().to_vec()));
-    }
+    let hashed = match op.digest.take() {
+        Some(mut d) => {
+            d.update(data);
+            let h = d.finalize();
+            if kind == Kind::Digest {
+                return Ok(Zeroizing::new(h));
+            }
+            Some(h)
+        }
+        None => None,
+    };
     let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+    if let (Some(p), Some(name)) = (key.pair.as_ref(), key.cluster_name()) {
+        return match (kind, &op.mech) {
+            (Kind::Sign, mech) => {
+                let input = hashed.as_deref().unwrap_or(data);
+                sign_asym(m, slot, name, p, mech, input, hashed.is_some())
+            }
+            (Kind::Decrypt, Mech::RsaOaep { hash, mgf, label }) => {
+                oaep_decrypt(m, slot, name, p, *hash, *mgf, label, data)
+            }
+            _ => Err(Error::Ck(CKR_MECHANISM_INVALID)),
+        };
+    }
     match (kind, &op.mech) {
         (Kind::Sign, Mech::Sha256Hmac) => match (key.value(), key.cluster_name()) {
             (Some(v), _) => Ok(Zeroizing::new(raw::hmac_sha256(v, data).to_vec())),
@@ -655,5 +772,180 @@ fn compute(
             }
         }
         _ => Err(Error::Ck(CKR_MECHANISM_INVALID)),
+    }
+}
+
+/// The KEY:SIGN / KEY:VERIFY message and parameters of an asymmetric
+/// signature mechanism over `input` (the digest if `hashed`, by the
+/// mechanism's own hash). Input no key could sign is refused here.
+fn sign_request(
+    p: &PairInfo,
+    mech: &Mech,
+    input: &[u8],
+    hashed: bool,
+) -> Result<(Vec<u8>, proto::SignParams)> {
+    let data_len = |why: String| Err(Error::invalid(CKR_DATA_LEN_RANGE, "data", why));
+    let mut params = proto::SignParams::default();
+    let message = match mech {
+        Mech::Ecdsa(h) => {
+            let n = p.kind.ec_len().unwrap_or(32);
+            params.prehashed = true;
+            match (h, hashed) {
+                (Some(h), true) => {
+                    params.hash = h.name().into();
+                    input.to_vec()
+                }
+                _ => {
+                    // CKM_ECDSA: ECDSA uses the leftmost field-size bytes
+                    // of the digest as an integer, so a shorter digest is
+                    // left-padded with zeros and a longer one cut: the
+                    // same integer, signed as a digest of the curve's hash.
+                    if input.is_empty() {
+                        return data_len("CKM_ECDSA signs a digest: the input is empty".into());
+                    }
+                    params.hash = if n == 48 { "SHA-384" } else { "SHA-256" }.into();
+                    let mut d = vec![0u8; n.saturating_sub(input.len())];
+                    d.extend_from_slice(input.get(..n.min(input.len())).unwrap_or_default());
+                    d
+                }
+            }
+        }
+        Mech::EdDsa => input.to_vec(),
+        Mech::RsaPkcs(h) => match (h, hashed) {
+            (Some(h), true) => {
+                params.hash = h.name().into();
+                params.prehashed = true;
+                input.to_vec()
+            }
+            _ => {
+                let k = p.kind.rsa_len().unwrap_or(0);
+                if input.len() + 11 > k {
+                    return data_len(format!(
+                        "CKM_RSA_PKCS input is {} bytes, at most {} for this key",
+                        input.len(),
+                        k.saturating_sub(11)
+                    ));
+                }
+                params.hash = "NONE".into();
+                input.to_vec()
+            }
+        },
+        Mech::RsaPss { params: pss, .. } => {
+            if !hashed && input.len() != pss.hash.output_len() {
+                return data_len(format!(
+                    "CKM_RSA_PKCS_PSS signs a {} digest of {} bytes, not {}",
+                    pss.hash.name(),
+                    pss.hash.output_len(),
+                    input.len()
+                ));
+            }
+            params.hash = pss.hash.name().into();
+            params.prehashed = true;
+            params.padding = "PSS".into();
+            params.salt_length = Some(pss.salt as u32);
+            params.mgf1_hash = pss.mgf.name().into();
+            input.to_vec()
+        }
+        Mech::MlDsa {
+            deterministic,
+            context,
+        } => {
+            params.context = context.clone();
+            params.deterministic = *deterministic;
+            input.to_vec()
+        }
+        _ => return Err(Error::Ck(CKR_MECHANISM_INVALID)),
+    };
+    Ok((message, params))
+}
+
+/// KEY:SIGN with the version of the key whose public key the object shows.
+fn sign_asym(
+    m: &Module,
+    slot: usize,
+    name: &str,
+    p: &PairInfo,
+    mech: &Mech,
+    input: &[u8],
+    hashed: bool,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let (message, params) = sign_request(p, mech, input, hashed)?;
+    let r: Result<proto::SignResponse> = m.call(
+        slot,
+        Command::KeySign,
+        &proto::SignRequest {
+            name: name.into(),
+            version: p.version,
+            message,
+            params: Some(params),
+        },
+    );
+    match r {
+        Ok(r) => {
+            if r.signature.len() != p.kind.sig_len() {
+                return Err(bad_answer(
+                    Command::KeySign,
+                    r.signature.len(),
+                    &format!("a {} signature has {}", p.kind.name(), p.kind.sig_len()),
+                ));
+            }
+            Ok(Zeroizing::new(r.signature))
+        }
+        Err(Error::Remote(e)) if e.status() == Some(400) => Err(Error::invalid(
+            CKR_FUNCTION_FAILED,
+            "cluster",
+            e.to_string(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// KEY:ASYMDECRYPT (RSA-OAEP), with any version of the key.
+#[allow(clippy::too_many_arguments)]
+fn oaep_decrypt(
+    m: &Module,
+    slot: usize,
+    name: &str,
+    p: &PairInfo,
+    hash: HashAlg,
+    mgf: HashAlg,
+    label: &[u8],
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let k = p.kind.rsa_len().unwrap_or(0);
+    if data.len() != k {
+        return Err(Error::Ck(CKR_ENCRYPTED_DATA_LEN_RANGE));
+    }
+    let r: Result<proto::AsymDecryptResponse> = m.call(
+        slot,
+        Command::KeyAsymDecrypt,
+        &proto::AsymDecryptRequest {
+            name: name.into(),
+            version: 0,
+            ciphertext: data.to_vec(),
+            hash: hash.name().into(),
+            mgf1_hash: mgf.name().into(),
+            label: label.to_vec(),
+        },
+    );
+    match r {
+        Ok(r) => {
+            let out = Zeroizing::new(r.plaintext);
+            let max = k.saturating_sub(2 * hash.output_len() + 2);
+            if out.len() > max {
+                return Err(bad_answer(
+                    Command::KeyAsymDecrypt,
+                    out.len(),
+                    &format!("an OAEP plaintext has at most {max}"),
+                ));
+            }
+            Ok(out)
+        }
+        Err(Error::Remote(e)) if e.status() == Some(400) => Err(Error::invalid(
+            CKR_ENCRYPTED_DATA_INVALID,
+            "cluster",
+            e.to_string(),
+        )),
+        Err(e) => Err(e),
     }
 }

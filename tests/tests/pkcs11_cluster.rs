@@ -760,7 +760,7 @@ fn hostile_callers_get_error_codes() {
         assert_eq!(&ti.label[..3], b"p11");
         let mut mi: CK_MECHANISM_INFO = std::mem::zeroed();
         assert_eq!(
-            f.C_GetMechanismInfo.unwrap()(slot, CKM_RSA_PKCS, &mut mi),
+            f.C_GetMechanismInfo.unwrap()(slot, CKM_RSA_X_509, &mut mi),
             CKR_MECHANISM_INVALID
         );
 
@@ -1180,6 +1180,8 @@ fn hostile_callers_get_error_codes() {
         );
         // Unsupported functions answer so.
         assert_eq!(f.C_DigestKey.unwrap()(h, key), CKR_FUNCTION_NOT_SUPPORTED);
+        // Key pairs are supported (pkcs11_asym.rs); a NULL mechanism is
+        // a bad argument.
         assert_eq!(
             f.C_GenerateKeyPair.unwrap()(
                 h,
@@ -1191,7 +1193,7 @@ fn hostile_callers_get_error_codes() {
                 null_mut(),
                 null_mut()
             ),
-            CKR_FUNCTION_NOT_SUPPORTED
+            CKR_ARGUMENTS_BAD
         );
         assert_eq!(
             f.C_InitToken.unwrap()(slot, null_mut(), 0, null_mut()),

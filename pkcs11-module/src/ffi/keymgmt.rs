@@ -1,5 +1,6 @@
-//! Key management (PKCS#11 3.0 section 5.14): generating, wrapping and
-//! unwrapping secret keys. Key pairs and key derivation are not supported.
+//! Key management (PKCS#11 3.0 section 5.14): generating secret keys and
+//! key pairs (cluster keys), wrapping and unwrapping secret keys. Key
+//! derivation is not supported.
 
 // Input from the network or from a C caller must never panic here: no
 // unwrap, expect or unchecked indexing (tests excepted).
@@ -91,7 +92,34 @@ pub unsafe extern "C" fn C_UnwrapKey(
     })
 }
 
+#[no_mangle]
+pub unsafe extern "C" fn C_GenerateKeyPair(
+    s: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    pt: *mut CK_ATTRIBUTE,
+    pn: CK_ULONG,
+    qt: *mut CK_ATTRIBUTE,
+    qn: CK_ULONG,
+    ph_pub: *mut CK_OBJECT_HANDLE,
+    ph_priv: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry("C_GenerateKeyPair", || {
+        let m = m()?;
+        m.session(s)?;
+        // SAFETY: checked by the helpers.
+        let (mech, pt, qt) = unsafe { (mechanism(mech)?, template(pt, pn)?, template(qt, qn)?) };
+        if ph_pub.is_null() || ph_priv.is_null() {
+            return Err(Error::Ck(CKR_ARGUMENTS_BAD));
+        }
+        let (hp, hq) = m.generate_key_pair(s, &mech, &pt, &qt)?;
+        // SAFETY: non-NULL.
+        unsafe { put(ph_pub, hp) }?;
+        // SAFETY: non-NULL.
+        unsafe { put(ph_priv, hq) }?;
+        Ok(CKR_OK)
+    })
+}
+
 unsupported! {
-    C_GenerateKeyPair(a: CK_SESSION_HANDLE, b: *mut CK_MECHANISM, c: *mut CK_ATTRIBUTE, d: CK_ULONG, e: *mut CK_ATTRIBUTE, f: CK_ULONG, g: *mut CK_OBJECT_HANDLE, h: *mut CK_OBJECT_HANDLE);
     C_DeriveKey(a: CK_SESSION_HANDLE, b: *mut CK_MECHANISM, c: CK_OBJECT_HANDLE, d: *mut CK_ATTRIBUTE, e: CK_ULONG, f: *mut CK_OBJECT_HANDLE);
 }

@@ -15,9 +15,10 @@
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
+use crate::asym::HashAlg;
 use crate::error::{Error, Result};
 use crate::log::Level;
-use crate::mech::{Mech, CKM_KMS_CIPHERTEXT};
+use crate::mech::{Mech, PssParams, CKM_KMS_CIPHERTEXT};
 use crate::object::{Attr, AttrOut};
 use crate::ops::Out;
 
@@ -171,8 +172,118 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mech> {
                 tag_bits: g.ulTagBits,
             })
         }
+        CKM_EC_KEY_PAIR_GEN => none(Mech::EcKeyPairGen),
+        CKM_EC_EDWARDS_KEY_PAIR_GEN => none(Mech::EcEdwardsKeyPairGen),
+        CKM_RSA_PKCS_KEY_PAIR_GEN => none(Mech::RsaKeyPairGen),
+        CKM_ML_DSA_KEY_PAIR_GEN => none(Mech::MlDsaKeyPairGen),
+        CKM_ECDSA => none(Mech::Ecdsa(None)),
+        CKM_ECDSA_SHA256 => none(Mech::Ecdsa(Some(HashAlg::Sha256))),
+        CKM_ECDSA_SHA384 => none(Mech::Ecdsa(Some(HashAlg::Sha384))),
+        CKM_ECDSA_SHA512 => none(Mech::Ecdsa(Some(HashAlg::Sha512))),
+        CKM_RSA_PKCS => none(Mech::RsaPkcs(None)),
+        CKM_SHA256_RSA_PKCS => none(Mech::RsaPkcs(Some(HashAlg::Sha256))),
+        CKM_SHA384_RSA_PKCS => none(Mech::RsaPkcs(Some(HashAlg::Sha384))),
+        CKM_SHA512_RSA_PKCS => none(Mech::RsaPkcs(Some(HashAlg::Sha512))),
+        CKM_EDDSA => {
+            if param.is_empty() {
+                return Ok(Mech::EdDsa);
+            }
+            // SAFETY: `m` is the caller's CK_MECHANISM, checked above.
+            let p: CK_EDDSA_PARAMS = unsafe { param_struct(m) }?;
+            // Pure Ed25519 only: no pre-hash, no context (Ed25519ctx).
+            if p.phFlag != 0 || p.ulContextDataLen != 0 {
+                return Err(bad());
+            }
+            Ok(Mech::EdDsa)
+        }
+        CKM_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS => {
+            // SAFETY: as above.
+            let p: CK_RSA_PKCS_PSS_PARAMS = unsafe { param_struct(m) }?;
+            let hash = HashAlg::from_ckm(p.hashAlg).ok_or_else(bad)?;
+            let mgf = HashAlg::from_mgf(p.mgf).ok_or_else(bad)?;
+            let salt = usize::try_from(p.sLen)
+                .ok()
+                .filter(|n| *n <= 1024)
+                .ok_or_else(bad)?;
+            let mech_hash = match m.mechanism {
+                CKM_SHA256_RSA_PKCS_PSS => Some(HashAlg::Sha256),
+                CKM_SHA384_RSA_PKCS_PSS => Some(HashAlg::Sha384),
+                CKM_SHA512_RSA_PKCS_PSS => Some(HashAlg::Sha512),
+                _ => None,
+            };
+            // The parameters' hash must be the mechanism's own.
+            if mech_hash.is_some_and(|h| h != hash) {
+                return Err(bad());
+            }
+            Ok(Mech::RsaPss {
+                hash: mech_hash,
+                params: PssParams { hash, mgf, salt },
+            })
+        }
+        CKM_ML_DSA => {
+            if param.is_empty() {
+                return Ok(Mech::MlDsa {
+                    deterministic: false,
+                    context: Vec::new(),
+                });
+            }
+            // SAFETY: as above.
+            let p: CK_SIGN_ADDITIONAL_CONTEXT = unsafe { param_struct(m) }?;
+            let deterministic = match p.hedgeVariant {
+                CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => false,
+                CKH_DETERMINISTIC_REQUIRED => true,
+                _ => return Err(bad()),
+            };
+            if p.ulContextLen > 255 {
+                return Err(bad());
+            }
+            // SAFETY: the caller promises `ulContextLen` readable bytes.
+            let context = unsafe { input(p.pContext, p.ulContextLen) }.map_err(|_| bad())?;
+            Ok(Mech::MlDsa {
+                deterministic,
+                context: context.to_vec(),
+            })
+        }
+        CKM_RSA_PKCS_OAEP => {
+            // SAFETY: as above.
+            let p: CK_RSA_PKCS_OAEP_PARAMS = unsafe { param_struct(m) }?;
+            let hash = HashAlg::from_ckm(p.hashAlg).ok_or_else(bad)?;
+            let mgf = HashAlg::from_mgf(p.mgf).ok_or_else(bad)?;
+            // CKZ_DATA_SPECIFIED; 0 is accepted for an empty label (some
+            // callers leave the source unset).
+            let label_ok = p.source == CKZ_DATA_SPECIFIED || p.ulSourceDataLen == 0;
+            if !label_ok || p.ulSourceDataLen > 65536 {
+                return Err(bad());
+            }
+            // SAFETY: the caller promises `ulSourceDataLen` readable bytes.
+            let label = unsafe { input(p.pSourceData as *const u8, p.ulSourceDataLen) }
+                .map_err(|_| bad())?;
+            Ok(Mech::RsaOaep {
+                hash,
+                mgf,
+                label: label.to_vec(),
+            })
+        }
         _ => Err(Error::Ck(CKR_MECHANISM_INVALID)),
     }
+}
+
+/// Reads a mechanism's parameter structure `T`: its length must be exactly
+/// `size_of::<T>()` (else `CKR_MECHANISM_PARAM_INVALID`). Read unaligned,
+/// since callers may pass any address.
+///
+/// # Safety
+/// `m.pParameter` must point to `m.ulParameterLen` readable bytes.
+unsafe fn param_struct<T: Copy>(m: &CK_MECHANISM) -> Result<T> {
+    if m.pParameter.is_null() || m.ulParameterLen as usize != std::mem::size_of::<T>() {
+        return Err(Error::Ck(CKR_MECHANISM_PARAM_INVALID));
+    }
+    // SAFETY: non-NULL, and the caller promises `size_of::<T>()` readable
+    // bytes; `T` is a plain C struct (any bit pattern is valid).
+    Ok(unsafe { std::ptr::read_unaligned(m.pParameter as *const T) })
 }
 
 /// The capacity of a caller's output buffer: `None` for a size query (NULL
@@ -648,7 +759,7 @@ mod tests {
         let r = unsafe { mechanism(&short) };
         assert_eq!(r.unwrap_err().rv(), CKR_MECHANISM_PARAM_INVALID);
         let unknown = CK_MECHANISM {
-            mechanism: CKM_RSA_PKCS,
+            mechanism: CKM_RSA_X_509,
             pParameter: std::ptr::null_mut(),
             ulParameterLen: 0,
         };

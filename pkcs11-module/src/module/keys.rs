@@ -16,6 +16,9 @@
 //!   cluster key is private follows the login mode, not its template.
 //! - Destroying a cluster key deletes every version of it (KEY:DELETE) and
 //!   removes it from the slot's cache before its handle is freed.
+//! - A key pair (`C_GenerateKeyPair`) is always a cluster key (KEY:CREATE
+//!   with its asymmetric type), named as token secret keys are; its
+//!   objects enter the cache through `add_cluster_pair`.
 
 use cryptoki_sys::*;
 use kms_client::{proto, Command};
@@ -190,12 +193,61 @@ impl Module {
         self.store_key(sh, &t, key_type, value, true)
     }
 
+    /// `C_GenerateKeyPair`: an asymmetric cluster key (KEY:CREATE with the
+    /// cluster type), named like token secret keys; returns the (public,
+    /// private) handles.
+    pub fn generate_key_pair(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: &crate::mech::Mech,
+        public: &[Attr],
+        private: &[Attr],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let t = crate::asym::parse_pair_templates(mech.ty(), public, private)?;
+        let kind = t.kind.ok_or(Error::Ck(CKR_TEMPLATE_INCOMPLETE))?;
+        let sess = self.session(sh)?;
+        let s = sess.lock();
+        if !s.rw {
+            return Err(Error::Ck(CKR_SESSION_READ_ONLY));
+        }
+        if t.private == Some(true) && !self.logged_in(s.slot) {
+            return Err(Error::Ck(CKR_USER_NOT_LOGGED_IN));
+        }
+        let name = key_name(t.label.as_ref(), t.id.as_ref())?;
+        let req = proto::CreateKeyRequest {
+            name: name.clone(),
+            r#type: kind.name().into(),
+            add_version: false,
+        };
+        let _: proto::Empty = self
+            .call(s.slot, Command::KeyCreate, &req)
+            .map_err(create_error)?;
+        crate::log!(
+            Level::Info,
+            "created cluster key pair '{name}' ({}) in slot {}",
+            kind.name(),
+            s.slot
+        );
+        let info = self.fetch_pair(s.slot, &name, kind, 0)?;
+        let (hp, hq) = self.add_cluster_pair(s.slot, &name, info);
+        Ok((hq, hp))
+    }
+
     /// `C_DestroyObject`: a session object, or a cluster key (KEY:DELETE of
-    /// every version).
+    /// every version). The private key of an asymmetric cluster key
+    /// deletes it (both objects go); its public key cannot be destroyed
+    /// alone (`CKR_ACTION_PROHIBITED`).
     pub fn destroy_object(&self, sh: CK_SESSION_HANDLE, h: CK_OBJECT_HANDLE) -> Result<()> {
         let sess = self.session(sh)?;
         let s = sess.lock();
         let o = self.object(&s, h)?;
+        if o.pair.is_some() && o.class == CKO_PUBLIC_KEY {
+            return Err(Error::invalid(
+                CKR_ACTION_PROHIBITED,
+                "object",
+                "the public key of a cluster key pair goes with its private key",
+            ));
+        }
         if let Some(name) = o.cluster_name() {
             if !s.rw {
                 return Err(Error::Ck(CKR_SESSION_READ_ONLY));
@@ -211,7 +263,13 @@ impl Module {
                 "deleted cluster key '{name}' in slot {}",
                 s.slot
             );
-            self.slots[s.slot].cache.lock().keys.remove(name);
+            let mut cache = self.slots[s.slot].cache.lock();
+            cache.keys.remove(name);
+            if let Some(p) = cache.pairs.remove(name) {
+                let mut objects = self.objects.write();
+                objects.remove(&p.private);
+                objects.remove(&p.public);
+            }
         }
         self.objects.write().remove(&h);
         Ok(())
@@ -234,11 +292,15 @@ fn create_error(e: Error) -> Error {
 /// The cluster key name of a new token key: its label, else its id as
 /// UTF-8, else a random name.
 fn cluster_key_name(t: &KeyTemplate) -> Result<String> {
-    let raw = t
-        .label
-        .as_ref()
+    key_name(t.label.as_ref(), t.id.as_ref())
+}
+
+/// A new cluster key's name: `label`, else `id` as UTF-8, else a random
+/// `p11-` name.
+fn key_name(label: Option<&Vec<u8>>, id: Option<&Vec<u8>>) -> Result<String> {
+    let raw = label
         .filter(|l| !l.is_empty())
-        .or(t.id.as_ref().filter(|l| !l.is_empty()));
+        .or(id.filter(|l| !l.is_empty()));
     match raw {
         Some(b) => String::from_utf8(b.clone()).map_err(|_| {
             Error::invalid(

@@ -93,7 +93,7 @@ impl Module {
         if self.cfg.login == LoginMode::ApiKey {
             *s.client.write() = None;
             let mut c = s.cache.lock();
-            let gone: Vec<_> = c.keys.values().copied().collect();
+            let gone = c.handles();
             *c = KeyCache::default();
             drop(c);
             let mut o = self.objects.write();

@@ -3,7 +3,10 @@
 //! Invariants:
 //! - The module's object table maps every live object handle to its
 //!   [`KeyObject`]; each slot's [`KeyCache`] maps the names of the cluster
-//!   keys last listed (or created here) to their handles. A cluster key
+//!   keys last listed (or created here) to their handles: one for a secret
+//!   key, two (private and public key) for an asymmetric key, which show
+//!   the public key of the version listed (a new version replaces the
+//!   objects under the same handles). A cluster key
 //!   keeps its handle across refreshes for as long as it is listed; a key
 //!   no longer listed loses its handle, and a handle is never reused.
 //! - Lock order: a slot's cache lock before the object table's lock, never
@@ -28,6 +31,7 @@ use kms_client::{proto, Command};
 
 use super::session::Session;
 use super::Module;
+use crate::asym::{AsymKind, PairInfo};
 use crate::config::LoginMode;
 use crate::error::{Error, Result};
 use crate::log::Level;
@@ -39,7 +43,30 @@ use crate::object::{Attr, AttrOut, KeyObject};
 #[derive(Default)]
 pub(super) struct KeyCache {
     pub(super) fetched: Option<Instant>,
+    /// Secret keys.
     pub(super) keys: BTreeMap<String, CK_OBJECT_HANDLE>,
+    /// Asymmetric keys: their two objects.
+    pub(super) pairs: BTreeMap<String, PairHandles>,
+}
+
+/// The objects of an asymmetric cluster key, and the key version they show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PairHandles {
+    pub(super) version: u32,
+    pub(super) private: CK_OBJECT_HANDLE,
+    pub(super) public: CK_OBJECT_HANDLE,
+}
+
+impl KeyCache {
+    /// Every object handle of the cache.
+    pub(super) fn handles(&self) -> Vec<CK_OBJECT_HANDLE> {
+        let mut v: Vec<_> = self.keys.values().copied().collect();
+        for p in self.pairs.values() {
+            v.push(p.private);
+            v.push(p.public);
+        }
+        v
+    }
 }
 
 impl Module {
@@ -58,56 +85,89 @@ impl Module {
         {
             return Ok(());
         }
-        let mut keys = Vec::new();
-        let mut continue_at = String::new();
-        for _ in 0..100_000 {
-            let page: Result<proto::ListKeysResponse> = self.call(
-                slot,
-                Command::KeyList,
-                &proto::ListRequest {
-                    prefix: String::new(),
-                    continue_at: continue_at.clone(),
-                    limit: 0,
-                },
-            );
-            let page = match page {
-                Ok(p) => p,
-                // An identity whose policy does not allow KEY:LIST sees no
-                // cluster keys, but can still use its session keys.
-                Err(Error::Remote(e)) if e.status() == Some(403) => {
-                    crate::log!(
-                        Level::Warn,
-                        "enclave '{}': not allowed to list keys; no cluster keys are shown",
-                        s.enclave
-                    );
-                    keys.clear();
-                    break;
-                }
-                Err(Error::Remote(e)) if e.status() == Some(404) => {
-                    return Err(Error::Ck(CKR_TOKEN_NOT_PRESENT));
-                }
-                // The cluster cannot be reached: keep showing the keys of
-                // the last listing (their operations fail or fail over on
-                // their own), and try again after the refresh interval.
-                Err(e) if cache.fetched.is_some() => {
-                    crate::log!(
-                        Level::Warn,
-                        "enclave '{}': cannot list keys ({e}); showing the last list",
-                        s.enclave
-                    );
-                    cache.fetched = Some(Instant::now());
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
-            keys.extend(page.keys);
-            if page.continue_at.is_empty() {
-                break;
+        // KEY:LISTALL shows secret and asymmetric keys; an identity not
+        // allowed it falls back to KEY:LIST (secret keys only).
+        let listed = match self.list_keys(slot, Command::KeyListAll) {
+            Err(Error::Remote(e)) if e.status() == Some(403) => {
+                crate::log!(
+                    Level::Info,
+                    "enclave '{}': KEY:LISTALL not allowed, listing secret keys only",
+                    s.enclave
+                );
+                self.list_keys(slot, Command::KeyList)
             }
-            continue_at = page.continue_at;
+            r => r,
+        };
+        let keys = match listed {
+            Ok(k) => k,
+            // An identity whose policy does not allow KEY:LIST sees no
+            // cluster keys, but can still use its session keys.
+            Err(Error::Remote(e)) if e.status() == Some(403) => {
+                crate::log!(
+                    Level::Warn,
+                    "enclave '{}': not allowed to list keys; no cluster keys are shown",
+                    s.enclave
+                );
+                Vec::new()
+            }
+            Err(Error::Remote(e)) if e.status() == Some(404) => {
+                return Err(Error::Ck(CKR_TOKEN_NOT_PRESENT));
+            }
+            // The cluster cannot be reached: keep showing the keys of
+            // the last listing (their operations fail or fail over on
+            // their own), and try again after the refresh interval.
+            Err(e) if cache.fetched.is_some() => {
+                crate::log!(
+                    Level::Warn,
+                    "enclave '{}': cannot list keys ({e}); showing the last list",
+                    s.enclave
+                );
+                cache.fetched = Some(Instant::now());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let (pairs, keys): (Vec<_>, Vec<_>) = keys
+            .into_iter()
+            .partition(|k| AsymKind::parse(&k.r#type).is_some());
+        // The public halves of new keys and of new versions (KEY:PUBLICKEY),
+        // before the object table is locked.
+        let mut fresh = Vec::new();
+        let mut kept = Vec::new();
+        for k in pairs {
+            let Some(kind) = AsymKind::parse(&k.r#type) else {
+                continue;
+            };
+            match cache.pairs.get(&k.name) {
+                Some(p) if p.version == k.version => kept.push(k.name),
+                _ => match self.fetch_pair(slot, &k.name, kind, k.version) {
+                    Ok(info) => fresh.push((k.name, info)),
+                    Err(e) => crate::log!(
+                        Level::Warn,
+                        "enclave '{}': key '{}' is not shown: {e}",
+                        s.enclave,
+                        k.name
+                    ),
+                },
+            }
         }
         let private = self.cfg.login == LoginMode::ApiKey;
         let mut objects = self.objects.write();
+        let mut next_pairs = BTreeMap::new();
+        for name in kept {
+            if let Some(p) = cache.pairs.remove(&name) {
+                next_pairs.insert(name, p);
+            }
+        }
+        for (name, info) in fresh {
+            let old = cache.pairs.remove(&name);
+            let p = self.insert_pair(&mut objects, slot, &name, info, private, old);
+            next_pairs.insert(name, p);
+        }
+        for (_, gone) in std::mem::replace(&mut cache.pairs, next_pairs) {
+            objects.remove(&gone.private);
+            objects.remove(&gone.public);
+        }
         let mut next = BTreeMap::new();
         for k in keys {
             let h = match cache.keys.remove(&k.name) {
@@ -128,6 +188,125 @@ impl Module {
         }
         cache.fetched = Some(Instant::now());
         Ok(())
+    }
+
+    /// Every page of a key listing (KEY:LISTALL or KEY:LIST).
+    fn list_keys(&self, slot: usize, cmd: Command) -> Result<Vec<proto::KeyStatusResponse>> {
+        let mut keys = Vec::new();
+        let mut continue_at = String::new();
+        for _ in 0..100_000 {
+            let page: proto::ListKeysResponse = self.call(
+                slot,
+                cmd,
+                &proto::ListRequest {
+                    prefix: String::new(),
+                    continue_at: continue_at.clone(),
+                    limit: 0,
+                },
+            )?;
+            keys.extend(page.keys);
+            if page.continue_at.is_empty() {
+                break;
+            }
+            continue_at = page.continue_at;
+        }
+        Ok(keys)
+    }
+
+    /// The public half of `version` (0: the latest) of the asymmetric key
+    /// `name` (KEY:PUBLICKEY), checked against its listed type.
+    pub(super) fn fetch_pair(
+        &self,
+        slot: usize,
+        name: &str,
+        kind: AsymKind,
+        version: u32,
+    ) -> Result<PairInfo> {
+        let r: proto::PublicKeyResponse = self.call(
+            slot,
+            Command::KeyPublicKey,
+            &proto::PublicKeyRequest {
+                name: name.into(),
+                version,
+            },
+        )?;
+        if AsymKind::parse(&r.r#type) != Some(kind) {
+            crate::log!(
+                Level::Error,
+                "KEY:PUBLICKEY of '{name}' is of type '{}', listed as {}: CKR_DEVICE_ERROR",
+                r.r#type,
+                kind.name()
+            );
+            return Err(Error::Ck(CKR_DEVICE_ERROR));
+        }
+        PairInfo::from_spki(kind, r.version, &r.public_key).map_err(|e| {
+            crate::log!(
+                Level::Error,
+                "KEY:PUBLICKEY of '{name}': {e}: CKR_DEVICE_ERROR"
+            );
+            Error::Ck(CKR_DEVICE_ERROR)
+        })
+    }
+
+    /// Puts the two objects of an asymmetric key in the object table, under
+    /// the handles it had (`old`) if any.
+    fn insert_pair(
+        &self,
+        objects: &mut std::collections::HashMap<CK_OBJECT_HANDLE, Arc<KeyObject>>,
+        slot: usize,
+        name: &str,
+        info: PairInfo,
+        private: bool,
+        old: Option<PairHandles>,
+    ) -> PairHandles {
+        let version = info.version;
+        let info = Arc::new(info);
+        let (hp, hq) = match old {
+            Some(o) => (o.private, o.public),
+            None => (self.handle(), self.handle()),
+        };
+        objects.insert(
+            hp,
+            Arc::new(KeyObject::pair_object(
+                slot,
+                name,
+                info.clone(),
+                CKO_PRIVATE_KEY,
+                private,
+            )),
+        );
+        objects.insert(
+            hq,
+            Arc::new(KeyObject::pair_object(
+                slot,
+                name,
+                info,
+                CKO_PUBLIC_KEY,
+                private,
+            )),
+        );
+        PairHandles {
+            version,
+            private: hp,
+            public: hq,
+        }
+    }
+
+    /// Adds an asymmetric cluster key this module just created: (private,
+    /// public) handles.
+    pub(super) fn add_cluster_pair(
+        &self,
+        slot: usize,
+        name: &str,
+        info: PairInfo,
+    ) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+        let s = &self.slots[slot];
+        let mut cache = s.cache.lock();
+        let private = self.cfg.login == LoginMode::ApiKey;
+        let old = cache.pairs.remove(name);
+        let p = self.insert_pair(&mut self.objects.write(), slot, name, info, private, old);
+        cache.pairs.insert(name.to_string(), p);
+        (p.private, p.public)
     }
 
     /// Adds a cluster key this module just created.
@@ -183,11 +362,15 @@ impl Module {
         if s.found.is_some() {
             return Err(Error::Ck(CKR_OPERATION_ACTIVE));
         }
-        // Only secret keys exist: a search for another class finds nothing
+        // Only keys exist: a search for another class finds nothing
         // without asking the cluster.
+        let key_class = |v: &[u8]| {
+            [CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY]
+                .iter()
+                .any(|c| v == c.to_ne_bytes())
+        };
         let wants_token = !template.iter().any(|a| {
-            (a.ty == CKA_TOKEN && a.value == [0])
-                || (a.ty == CKA_CLASS && a.value != CKO_SECRET_KEY.to_ne_bytes())
+            (a.ty == CKA_TOKEN && a.value == [0]) || (a.ty == CKA_CLASS && !key_class(&a.value))
         });
         if wants_token {
             self.refresh(s.slot, false)?;
