@@ -65,6 +65,9 @@ fn call() -> impl Strategy<Value = Call> {
         2 => (any::<u8>(), any::<u8>(), any::<u8>(), bytes(48)).prop_map(|(a, b, c, d)| Call::Unwrap(a, b, c, d)),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Call::Destroy(a, b)),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Call::Random(a, b)),
+        1 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(a, b, c)| Call::GenerateKeyPair(a, b, c)),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>(), bytes(70), any::<Option<u8>>())
+            .prop_map(|(a, b, c, d, e)| Call::SignAsym(a, b, c, d, e)),
     ]
 }
 

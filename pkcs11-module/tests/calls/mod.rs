@@ -42,6 +42,11 @@ pub enum Call {
     Unwrap(u8, u8, u8, Vec<u8>),
     Destroy(u8, u8),
     Random(u8, u8),
+    /// Key-pair generation: the kind picks the mechanism and template
+    /// (EC P-256, Ed25519, ML-DSA-44, a bad curve, RSA-2048 rarely).
+    GenerateKeyPair(u8, u8, bool),
+    /// An asymmetric sign with a mechanism and a parameter of random size.
+    SignAsym(u8, u8, u8, Vec<u8>, Option<u8>),
 }
 
 pub const ATTRS: &[CK_ATTRIBUTE_TYPE] = &[
@@ -77,6 +82,13 @@ pub const MECHS: &[CK_MECHANISM_TYPE] = &[
     CKM_RSA_PKCS,
     0xCB4D_0001,
 ];
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+        .collect()
+}
 
 /// State of the run: handles seen, to pick from (or a bogus one).
 pub struct World {
@@ -518,6 +530,119 @@ pub fn step(w: &mut World, c: &Call) -> CK_RV {
                 rv
             }
             Call::Destroy(i, o) => C_DestroyObject(w.session(*i), w.object(*o)),
+            Call::GenerateKeyPair(i, kind, token) => {
+                // DER OIDs: P-256; a curve nobody supports (P-521).
+                let mut p256 = hex_bytes("06082a8648ce3d030107");
+                let mut p521 = hex_bytes("06052b81040023");
+                let mut ed = b"edwards25519".to_vec();
+                let mut bits: CK_ULONG = 2048;
+                let mut set: CK_ULONG = 1;
+                let mut tok: CK_BBOOL = *token as u8;
+                let attr = |t, v: &mut Vec<u8>| CK_ATTRIBUTE {
+                    type_: t,
+                    pValue: v.as_mut_ptr() as *mut _,
+                    ulValueLen: v.len() as CK_ULONG,
+                };
+                let (mech, first) = match kind % 8 {
+                    0 | 1 => (CKM_EC_KEY_PAIR_GEN, attr(CKA_EC_PARAMS, &mut p256)),
+                    2 | 3 => (CKM_EC_EDWARDS_KEY_PAIR_GEN, attr(CKA_EC_PARAMS, &mut ed)),
+                    4 => (CKM_EC_KEY_PAIR_GEN, attr(CKA_EC_PARAMS, &mut p521)),
+                    5 | 6 => (
+                        CKM_ML_DSA_KEY_PAIR_GEN,
+                        CK_ATTRIBUTE {
+                            type_: CKA_PARAMETER_SET,
+                            pValue: &mut set as *mut _ as *mut _,
+                            ulValueLen: (8 - (*kind as CK_ULONG % 3)) as CK_ULONG,
+                        },
+                    ),
+                    _ => (
+                        CKM_RSA_PKCS_KEY_PAIR_GEN,
+                        CK_ATTRIBUTE {
+                            type_: CKA_MODULUS_BITS,
+                            pValue: &mut bits as *mut _ as *mut _,
+                            ulValueLen: 8,
+                        },
+                    ),
+                };
+                let mut m = CK_MECHANISM {
+                    mechanism: mech,
+                    pParameter: null_mut(),
+                    ulParameterLen: 0,
+                };
+                let mut public = [
+                    first,
+                    CK_ATTRIBUTE {
+                        type_: CKA_TOKEN,
+                        pValue: &mut tok as *mut _ as *mut _,
+                        ulValueLen: 1,
+                    },
+                ];
+                let mut private = [CK_ATTRIBUTE {
+                    type_: CKA_TOKEN,
+                    pValue: &mut tok as *mut _ as *mut _,
+                    ulValueLen: 1,
+                }];
+                let (mut hp, mut hq) = (0, 0);
+                let rv = C_GenerateKeyPair(
+                    w.session(*i),
+                    &mut m,
+                    public.as_mut_ptr(),
+                    2,
+                    private.as_mut_ptr(),
+                    1,
+                    &mut hp,
+                    &mut hq,
+                );
+                if rv == CKR_OK {
+                    w.objects.push(hp);
+                    w.objects.push(hq);
+                }
+                rv
+            }
+            Call::SignAsym(i, k, mech, data, cap) => {
+                let mechs = [
+                    CKM_ECDSA,
+                    CKM_ECDSA_SHA256,
+                    CKM_EDDSA,
+                    CKM_RSA_PKCS,
+                    CKM_SHA256_RSA_PKCS,
+                    CKM_RSA_PKCS_PSS,
+                    CKM_SHA256_RSA_PKCS_PSS,
+                    CKM_ML_DSA,
+                ];
+                // A parameter of a random size, mostly the right one for
+                // PSS (24 bytes) and ML-DSA contexts (24 bytes).
+                let mut param = vec![0u8; [0, 24, 24, 7, 40][*mech as usize % 5]];
+                let mut m = CK_MECHANISM {
+                    mechanism: mechs[*mech as usize % mechs.len()],
+                    pParameter: if param.is_empty() {
+                        null_mut()
+                    } else {
+                        param.as_mut_ptr() as *mut _
+                    },
+                    ulParameterLen: param.len() as CK_ULONG,
+                };
+                let s = w.session(*i);
+                let rv = C_SignInit(s, &mut m, w.object(*k));
+                let mut d = data.clone();
+                let mut out = vec![0u8; 5000];
+                let mut n: CK_ULONG = cap.map_or(5000, |c| c as CK_ULONG * 20);
+                let rv2 = C_Sign(
+                    s,
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut n,
+                );
+                if rv2 == CKR_OK {
+                    assert!(n as usize <= out.len());
+                }
+                if rv2 == CKR_GENERAL_ERROR {
+                    rv2
+                } else {
+                    rv
+                }
+            }
             Call::Random(i, n) => {
                 let mut out = [0u8; 256];
                 C_GenerateRandom(w.session(*i), out.as_mut_ptr(), *n as CK_ULONG)
