@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use kms_tests::{data_dir, kms_bin, ok, rt, Server, SEED_HSM_KEY};
+use kms_tests::{cluster, data_dir, kms_bin, ok, rt, wait_until, Server, SEED_HSM_KEY};
 
 /// A running `kms console`; killed on drop.
 struct Console {
@@ -30,9 +30,14 @@ impl Drop for Console {
 
 impl Console {
     fn start(srv: &Server) -> Console {
+        Self::start_at(&srv.url(), srv)
+    }
+
+    /// A console for the servers `urls` (comma-separated), as `srv`'s root.
+    fn start_at(urls: &str, srv: &Server) -> Console {
         let mut child = Command::new(kms_bin())
             .args(["console", "--addr", "127.0.0.1:0"])
-            .env("KMS_SERVER", srv.url())
+            .env("KMS_SERVER", urls)
             .env("KMS_API_KEY", &*srv.root_key.to_secret_string())
             .env("KMS_INSECURE", "1")
             .stdout(Stdio::piped())
@@ -432,4 +437,29 @@ fn console_refuses_shared_mode_without_tls() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("requires --tls-cert and --tls-key"), "{err}");
+}
+
+#[test]
+fn console_marks_a_down_node_with_the_remedy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(&tmp, 3, SEED_HSM_KEY);
+    let urls: Vec<String> = nodes.iter().map(Server::url).collect();
+    let con = Console::start_at(&urls[..2].join(","), &nodes[0]);
+    let cookie = con.sign_in();
+    wait_until(Duration::from_secs(10), "3 nodes up", || {
+        con.get("/", Some(&cookie)).body.contains("3 up, 0 down")
+    });
+    nodes[2].kill9();
+    let took = wait_until(Duration::from_secs(5), "the down banner", || {
+        let b = con.get("/", Some(&cookie)).body;
+        b.contains("2 up, 1 down")
+            && b.contains("class=\"banner\"")
+            && b.contains("kms edit https://")
+    });
+    eprintln!("banner after {took:?}");
+    nodes[2].restart();
+    wait_until(Duration::from_secs(10), "the node back up", || {
+        let b = con.get("/", Some(&cookie)).body;
+        b.contains("3 up, 0 down") && !b.contains("class=\"banner\"")
+    });
 }
