@@ -95,18 +95,21 @@ impl Console {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Bind(addr, e))?;
-        Ok(Self::with_listener(listener, client))
+        Self::with_listener(listener, client)
     }
 
     /// A console on an already bound (loopback) listener.
-    pub fn with_listener(listener: TcpListener, client: Client) -> Self {
+    pub fn with_listener(listener: TcpListener, client: Client) -> Result<Self, Error> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Bind(SocketAddr::from(([127, 0, 0, 1], 0)), e))?;
         let sessions = session::Sessions::new(session::Limits::default());
         let login_token = sessions.new_login_token();
-        Self {
+        Ok(Self {
             listener,
-            app: Arc::new(web::App::new(client, sessions, false)),
+            app: Arc::new(web::App::new(client, sessions, false, addr)),
             login_token,
-        }
+        })
     }
 
     /// The address the console listens on.

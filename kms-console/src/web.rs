@@ -36,14 +36,29 @@ pub(crate) struct App {
     pub sessions: Sessions,
     /// Whether the console is served over TLS (the cookie gets `Secure`).
     secure: bool,
+    /// The `Host` values accepted: the bound address and `localhost:PORT`.
+    /// Anything else is refused, so a web page cannot reach the console
+    /// through DNS rebinding (a name of the attacker's resolving to
+    /// 127.0.0.1).
+    hosts: Vec<String>,
 }
 
 impl App {
-    pub fn new(client: Client, sessions: Sessions, secure: bool) -> Self {
+    pub fn new(
+        client: Client,
+        sessions: Sessions,
+        secure: bool,
+        addr: std::net::SocketAddr,
+    ) -> Self {
+        let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
+        if addr.ip().is_loopback() && addr.is_ipv4() {
+            hosts.push(format!("127.0.0.1:{}", addr.port()));
+        }
         Self {
             client,
             sessions,
             secure,
+            hosts,
         }
     }
 }
@@ -111,6 +126,17 @@ pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Resp {
 }
 
 async fn route(app: &App, req: Request<Incoming>) -> Resp {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unexpected Host header: open the console by the address it printed",
+        );
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = Form::parse(req.uri().query().unwrap_or("").as_bytes());

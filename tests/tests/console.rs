@@ -209,6 +209,14 @@ fn console_signs_in_once_renders_and_guards_every_post() {
     let con = Console::start(&srv);
     let mut seen = Vec::new();
 
+    // Another Host (DNS rebinding): refused before anything else.
+    let mut s = TcpStream::connect(&con.addr).unwrap();
+    s.write_all(b"GET /style.css HTTP/1.1\r\nHost: evil.example:7380\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 421"), "{raw}");
+
     // Without a session: refused.
     let r = con.get("/", None);
     assert_eq!(r.status, 401);
