@@ -30,15 +30,15 @@ impl Drop for Console {
 
 impl Console {
     fn start(srv: &Server) -> Console {
-        Self::start_at(&srv.url(), srv)
+        Self::start_at(&srv.url(), &srv.root_key.to_secret_string())
     }
 
-    /// A console for the servers `urls` (comma-separated), as `srv`'s root.
-    fn start_at(urls: &str, srv: &Server) -> Console {
+    /// A console for the servers `urls` (comma-separated) with `api_key`.
+    fn start_at(urls: &str, api_key: &str) -> Console {
         let mut child = Command::new(kms_bin())
             .args(["console", "--addr", "127.0.0.1:0"])
             .env("KMS_SERVER", urls)
-            .env("KMS_API_KEY", &*srv.root_key.to_secret_string())
+            .env("KMS_API_KEY", api_key)
             .env("KMS_INSECURE", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -402,6 +402,41 @@ fn console_signs_in_once_renders_and_guards_every_post() {
     assert!(r.body.contains("value=\"k1:"), "{}", r.body);
     let ids = ok(&srv.cli(None, &["-e", "web-enc", "ls-identity"]));
     assert!(ids.contains("h1:"), "{ids}");
+    let at = r.body.find("value=\"k1:").unwrap() + "value=\"".len();
+    let user_key = r.body[at..at + r.body[at..].find('"').unwrap()].to_string();
+
+    // A console signed in as that User (no policy): what the cluster
+    // forbids is refused, with the server's message next to the form.
+    let user = Console::start_at(&srv.url(), &user_key);
+    let ucookie = user.sign_in();
+    let r = user.get("/keys?enclave=web-enc", Some(&ucookie));
+    assert_eq!(r.status, 502, "{}", r.raw);
+    let ucsrf = r.csrf();
+    let msg = rt()
+        .block_on(
+            srv.client(&kms_client::ApiKey::parse(&user_key).unwrap())
+                .create_key("web-enc", "nope", "aes256", false),
+        )
+        .unwrap_err();
+    assert_eq!(msg.status(), Some(403), "{msg}");
+    let r = user.post(
+        "/keys/create",
+        &ucookie,
+        &[
+            ("csrf", &ucsrf),
+            ("enclave", "web-enc"),
+            ("name", "nope"),
+            ("type", "aes256"),
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(
+        r.body.contains(&escaped(&msg.to_string())),
+        "{msg} in {}",
+        r.body
+    );
+    assert!(r.body.contains(r#"value="nope""#), "{}", r.body);
+    drop(user);
 
     // Forged and foreign session cookies are refused.
     let forged = format!("kms_console={}", "cd".repeat(32));
@@ -452,7 +487,7 @@ fn console_marks_a_down_node_with_the_remedy() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes = cluster(&tmp, 3, SEED_HSM_KEY);
     let urls: Vec<String> = nodes.iter().map(Server::url).collect();
-    let con = Console::start_at(&urls[..2].join(","), &nodes[0]);
+    let con = Console::start_at(&urls[..2].join(","), &nodes[0].root_key.to_secret_string());
     let cookie = con.sign_in();
     wait_until(Duration::from_secs(10), "3 nodes up", || {
         con.get("/", Some(&cookie)).body.contains("3 up, 0 down")

@@ -2,7 +2,7 @@
 
 use maud::html;
 
-use super::{csrf, failed_page, field, layout, ts, Flash};
+use super::{csrf, failed_page_after, field, layout, ts, Flash};
 use crate::web::{enc, html as respond, redirect, App, Form, Resp, Sess};
 
 const PAGE: u32 = 100;
@@ -12,7 +12,7 @@ pub(super) async fn page(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let at = q.get("at");
     let list = match app.client.list_enclaves_page(prefix, at, PAGE).await {
         Ok(l) => l,
-        Err(e) => return failed_page(s, "Enclaves", "listing enclaves failed", e),
+        Err(e) => return failed_page_after(s, "Enclaves", "listing enclaves failed", e, f),
     };
     let body = html! {
         form method="get" action="/enclaves" class="search" {

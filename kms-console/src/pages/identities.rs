@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kms_client::{ApiKey, Privilege};
 use maud::html;
 
-use super::{csrf, failed_page, field, layout, ts, Flash};
+use super::{csrf, failed_page, failed_page_after, field, layout, ts, Flash};
 use crate::web::{enc, html as respond, redirect, App, Form, Resp, Sess};
 
 const PAGE: u32 = 100;
@@ -38,7 +38,7 @@ pub(super) async fn identities(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp
         .await
     {
         Ok(l) => l,
-        Err(err) => return failed_page(s, &title, "listing identities failed", err),
+        Err(err) => return failed_page_after(s, &title, "listing identities failed", err, f),
     };
     let hidden = html! { (csrf(s)) input type="hidden" name="enclave" value=(e); };
     let body = html! {
@@ -231,7 +231,7 @@ pub(super) async fn policies(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
         .await
     {
         Ok(l) => l,
-        Err(err) => return failed_page(s, &title, "listing policies failed", err),
+        Err(err) => return failed_page_after(s, &title, "listing policies failed", err, f),
     };
     // The editor: what was typed, else the policy opened with ?name=.
     let (mut name, mut text) = (

@@ -37,9 +37,14 @@ pub(super) async fn list(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let prefix = q.get("prefix");
     let at = q.get("at");
     let title = format!("Keys of {e}");
-    let page = match app.client.list_all_keys_page(e, prefix, at, PAGE).await {
-        Ok(p) => p,
-        Err(err) => return failed_page(s, &title, "listing keys failed", err),
+    // A refused listing still shows the forms (and a failed form's message).
+    let (page, list_err) = match app.client.list_all_keys_page(e, prefix, at, PAGE).await {
+        Ok(p) => (p, None),
+        Err(err) => (Default::default(), Some(err.to_string())),
+    };
+    let status = match (&list_err, f.status()) {
+        (Some(_), http::StatusCode::OK) => http::StatusCode::BAD_GATEWAY,
+        (_, st) => st,
     };
     let body = html! {
         form method="get" action="/keys" class="search" {
@@ -59,6 +64,7 @@ pub(super) async fn list(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
                 }
             }
         }
+        @if let Some(err) = &list_err { p.error role="alert" { "listing keys failed: " (err) } }
         p.paging {
             @if !at.is_empty() { a href={ "/keys?enclave=" (enc(e)) "&prefix=" (enc(prefix)) } { "First page" } " " }
             @if !page.continue_at.is_empty() {
@@ -82,7 +88,7 @@ pub(super) async fn list(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
             }
         }
     };
-    respond(f.status(), layout(s, &title, body))
+    respond(status, layout(s, &title, body))
 }
 
 pub(super) async fn create(app: &App, s: &Sess, f: &Form) -> Resp {

@@ -174,6 +174,21 @@ fn failed_page(s: &Sess, title: &str, what: &str, e: impl Display) -> Resp {
     )
 }
 
+/// A page that failed as a whole after a failed form: both messages.
+fn failed_page_after(s: &Sess, title: &str, what: &str, e: impl Display, f: &Flash) -> Resp {
+    respond(
+        StatusCode::BAD_GATEWAY,
+        layout(
+            s,
+            title,
+            html! {
+                @if let Some(err) = &f.error { p.error role="alert" { (err) } }
+                p.error role="alert" { (what) ": " (e) }
+            },
+        ),
+    )
+}
+
 /// A protobuf timestamp as `YYYY-MM-DD HH:MM:SS UTC`.
 fn ts(t: &Option<kms_client::proto::Timestamp>) -> String {
     let fmt =
