@@ -9,6 +9,7 @@
 //! - `key.rs`: `add-key`, `rm-key`, `ls-key`, `stat-key`, `keygen`, `encrypt`,
 //!   `decrypt`, `mac`
 //! - `identity.rs`: `add-identity`, `rm-identity`, `ls-identity`
+//! - `console.rs`: `console` (the web console of the `kms-console` crate)
 //! - `policy.rs`: `add-policy`, `set-policy`, `rm-policy`, `ls-policy`, `stat-policy`
 //! - `local.rs`: the commands that need no server: `server`, `new-hsm-key`,
 //!   `new-api-key`, `identity`
@@ -25,6 +26,7 @@ use crate::config::env;
 
 mod asym;
 mod cluster;
+mod console;
 mod enclave;
 mod hsm;
 mod identity;
@@ -231,6 +233,18 @@ enum Cmd {
     NewApiKey,
     /// Load generator
     Bench(crate::bench::BenchArgs),
+    /// Run the web console (a client of the cluster) and print its one-time login URL
+    Console {
+        /// Listen address (default 127.0.0.1:7380); off loopback requires TLS
+        #[arg(long)]
+        addr: Option<String>,
+        /// TLS certificate (PEM) of shared mode
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM) of shared mode
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
 }
 
 /// The CLI entry point; returns the exit code.
@@ -385,6 +399,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             g.json,
         )
         .await?),
+        Cmd::Console {
+            addr,
+            tls_cert,
+            tls_key,
+        } => Ok(console::run(g, addr, tls_cert, tls_key).await?),
         other => Ok(admin(g, out, other).await?),
     }
 }
@@ -460,6 +479,7 @@ async fn admin(g: &Global, out: Out, cmd: Cmd) -> Result<(), String> {
         | Cmd::NewHsmKey
         | Cmd::NewApiKey
         | Cmd::Identity { .. }
-        | Cmd::Bench(_) => unreachable!("handled in run"),
+        | Cmd::Bench(_)
+        | Cmd::Console { .. } => unreachable!("handled in run"),
     }
 }
