@@ -83,7 +83,7 @@ where
     }
 }
 
-fn list_request(prefix: &str, continue_at: &str, limit: u32) -> proto::ListRequest {
+pub(crate) fn list_request(prefix: &str, continue_at: &str, limit: u32) -> proto::ListRequest {
     proto::ListRequest {
         prefix: prefix.into(),
         continue_at: continue_at.into(),

@@ -102,11 +102,7 @@ impl Client {
         continue_at: &str,
         limit: u32,
     ) -> Result<proto::ListKeysResponse, Error> {
-        let req = proto::ListRequest {
-            prefix: prefix.into(),
-            continue_at: continue_at.into(),
-            limit,
-        };
+        let req = crate::admin::list_request(prefix, continue_at, limit);
         self.call(Some(enclave), Command::KeyListAll, &req).await
     }
 
@@ -171,11 +167,7 @@ impl Client {
         continue_at: &str,
         limit: u32,
     ) -> Result<proto::ListObjectsResponse, Error> {
-        let req = proto::ListRequest {
-            prefix: prefix.into(),
-            continue_at: continue_at.into(),
-            limit,
-        };
+        let req = crate::admin::list_request(prefix, continue_at, limit);
         self.call(Some(enclave), Command::ObjectList, &req).await
     }
 

@@ -272,6 +272,27 @@ pub enum Touch {
     Cluster,
     /// A token object.
     Object(String, String),
+    /// An asymmetric key.
+    AsymKey(String, String),
+}
+
+/// `v`, a new version number, unless the key has used every one.
+fn usable_version(v: u32) -> Result<u32, ApplyError> {
+    if v == u32::MAX {
+        return Err(ApplyError::Invalid(
+            "key has reached the maximum number of versions".into(),
+        ));
+    }
+    Ok(v)
+}
+
+/// The version a deletion names: `requested`, or (0) the latest.
+fn named_version(requested: u32, latest: Option<u32>) -> u32 {
+    if requested == 0 {
+        latest.unwrap_or(0)
+    } else {
+        requested
+    }
 }
 
 fn enclave_mut<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Enclave, ApplyError> {
@@ -339,11 +360,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 Some(r) => r.next_version,
                 None => 1,
             };
-            if first == u32::MAX {
-                return Err(ApplyError::Invalid(
-                    "key has reached the maximum number of versions".into(),
-                ));
-            }
+            let first = usable_version(first)?;
             let v = KeyVersion::new(*key_type, first, &secret.0, *at, by.clone(), *imported);
             let ring = KeyRing {
                 name: name.clone(),
@@ -368,12 +385,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .filter(|r| !r.is_deleted())
                 .map(Arc::make_mut)
                 .ok_or(ApplyError::KeyNotFound)?;
-            let v = ring.next_version;
-            if v == u32::MAX {
-                return Err(ApplyError::Invalid(
-                    "key has reached the maximum number of versions".into(),
-                ));
-            }
+            let v = usable_version(ring.next_version)?;
             ring.versions.insert(
                 v,
                 Arc::new(KeyVersion::new(
@@ -400,15 +412,11 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .filter(|r| !r.is_deleted())
                 .map(Arc::make_mut)
             {
-                let v = if *version == 0 {
-                    ring.latest().map(|v| v.version).unwrap_or(0)
-                } else {
-                    *version
-                };
+                let v = named_version(*version, ring.latest().map(|v| v.version));
                 if ring.versions.remove(&v).is_none() {
                     return Err(ApplyError::VersionNotFound(v));
                 }
-                return Ok(vec![Touch::Key(enclave.clone(), name.clone())]);
+                return Ok(vec![Touch::AsymKey(enclave.clone(), name.clone())]);
             }
             let ring = e
                 .keys
@@ -416,11 +424,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .filter(|r| !r.is_deleted())
                 .map(Arc::make_mut)
                 .ok_or(ApplyError::KeyNotFound)?;
-            let v = if *version == 0 {
-                ring.latest().map(|v| v.version).unwrap_or(0)
-            } else {
-                *version
-            };
+            let v = named_version(*version, ring.latest().map(|v| v.version));
             if ring.versions.remove(&v).is_none() {
                 return Err(ApplyError::VersionNotFound(v));
             }
@@ -435,7 +439,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .map(Arc::make_mut)
             {
                 ring.versions = OrdMap::new();
-                return Ok(vec![Touch::Key(enclave.clone(), name.clone())]);
+                return Ok(vec![Touch::AsymKey(enclave.clone(), name.clone())]);
             }
             let ring = e
                 .keys
@@ -577,11 +581,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 Some(r) => r.next_version,
                 None => 1,
             };
-            if first == u32::MAX {
-                return Err(ApplyError::Invalid(
-                    "key has reached the maximum number of versions".into(),
-                ));
-            }
+            let first = usable_version(first)?;
             let v = AsymVersion::from_pkcs8(*key_type, first, &pkcs8.0, *at, by.clone(), *imported)
                 .map_err(ApplyError::Invalid)?;
             let ring = AsymRing {
@@ -591,7 +591,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 next_version: first + 1,
             };
             e.asym.insert(name.clone(), Arc::new(ring));
-            Ok(vec![Touch::Key(enclave.clone(), name.clone())])
+            Ok(vec![Touch::AsymKey(enclave.clone(), name.clone())])
         }
         Change::AddAsymKeyVersion {
             enclave,
@@ -607,17 +607,12 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .filter(|r| !r.is_deleted())
                 .map(Arc::make_mut)
                 .ok_or(ApplyError::KeyNotFound)?;
-            let v = ring.next_version;
-            if v == u32::MAX {
-                return Err(ApplyError::Invalid(
-                    "key has reached the maximum number of versions".into(),
-                ));
-            }
+            let v = usable_version(ring.next_version)?;
             let av = AsymVersion::from_pkcs8(ring.key_type, v, &pkcs8.0, *at, by.clone(), false)
                 .map_err(ApplyError::Invalid)?;
             ring.versions.insert(v, Arc::new(av));
             ring.next_version = v + 1;
-            Ok(vec![Touch::Key(enclave.clone(), name.clone())])
+            Ok(vec![Touch::AsymKey(enclave.clone(), name.clone())])
         }
         Change::PutObject {
             enclave,

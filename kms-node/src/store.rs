@@ -642,16 +642,8 @@ impl Store {
         for t in touches {
             let key = match t {
                 Touch::Enclave(e) => enclave_key(e),
-                Touch::Key(e, k) => {
-                    // A name is a secret or an asymmetric key: write the
-                    // one that exists, delete the other.
-                    let a = asym_key(e, k);
-                    match record_value(st, &a) {
-                        Some(v) => wb.put_cf(cf, &a, self.root.seal(&a, &v)),
-                        None => wb.delete_cf(cf, &a),
-                    }
-                    key_key(e, k)
-                }
+                Touch::Key(e, k) => key_key(e, k),
+                Touch::AsymKey(e, k) => asym_key(e, k),
                 Touch::Policy(e, p) => policy_key(e, p),
                 Touch::Identity(i) => identity_key(i),
                 Touch::Cluster => cluster_key(),

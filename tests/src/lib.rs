@@ -504,6 +504,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Copies a stopped node's data directory `data` to `to` as a golden
+/// fixture: without the self-signed TLS certificate (made again at start)
+/// and RocksDB's info logs, which are not part of the format.
+pub fn save_fixture_data_dir(data: &Path, to: &Path) {
+    copy_dir(data, to);
+    std::fs::remove_dir_all(to.join("tls")).unwrap();
+    for e in std::fs::read_dir(to.join("db")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("LOG") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];

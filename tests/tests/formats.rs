@@ -20,7 +20,7 @@ use kms_node::change::Change;
 use kms_node::model::Time;
 use kms_node::replication::core::{Entry, Msg};
 use kms_node::replication::net::Wire;
-use kms_tests::{copy_dir, ok, rt, Server};
+use kms_tests::{copy_dir, ok, rt, save_fixture_data_dir, Server};
 
 use base64::engine::general_purpose::STANDARD as B64;
 /// The software HSM key of the fixtures (a test key, not a secret).
@@ -214,17 +214,7 @@ fn make_fixtures() {
     let backup = out.join("backup.kmsbak");
     ok(&srv.cli(None, &["backup", backup.to_str().unwrap()]));
     srv.stop();
-    copy_dir(&data, &out.join("data"));
-    // The node's self-signed TLS certificate is made again at start, and
-    // RocksDB's info logs are not part of the format.
-    std::fs::remove_dir_all(out.join("data/tls")).unwrap();
-    for e in std::fs::read_dir(out.join("data/db")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("LOG") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    save_fixture_data_dir(&data, &out.join("data"));
     std::fs::write(
         out.join("wire-append.bin"),
         kms_node::codec::encode_wire(&message()).unwrap(),

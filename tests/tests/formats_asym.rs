@@ -22,7 +22,7 @@ use kms_node::change::{Change, SecretBytes};
 use kms_node::model::Time;
 use kms_node::replication::core::{Entry, Msg};
 use kms_node::replication::net::Wire;
-use kms_tests::{copy_dir, ok, rt, Server};
+use kms_tests::{copy_dir, ok, rt, save_fixture_data_dir, Server};
 
 /// The software HSM key of the fixtures (a test key, not a secret).
 const HSM_KEY: &str = "hsm:aes256:cHJvZHVjdC10ZXN0LWZpeHR1cmVzLW5vdC1zZWNyZXQ=";
@@ -217,14 +217,7 @@ fn make_asym_fixtures() {
     let backup = out.join("backup.kmsbak");
     ok(&srv.cli(None, &["backup", backup.to_str().unwrap()]));
     srv.stop();
-    copy_dir(&data, &out.join("data"));
-    std::fs::remove_dir_all(out.join("data/tls")).unwrap();
-    for e in std::fs::read_dir(out.join("data/db")).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("LOG") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    save_fixture_data_dir(&data, &out.join("data"));
     std::fs::write(
         out.join("wire-create-asym.bin"),
         kms_node::codec::encode_wire(&message()).unwrap(),

@@ -65,58 +65,36 @@ pub async fn rm(cx: &Ctx<'_>, name: &str, version: Option<u32>, all: bool) -> Re
 /// `kms stat-key NAME`.
 pub async fn stat(cx: &Ctx<'_>, name: &str) -> Result<(), String> {
     let e = cx.enclave()?;
-    let what = format!("stat-key {name}");
-    let r = match cx.c.key_status(&e, name).await {
-        // KEY:STATUS (kms-go's) knows only secret keys.
-        Err(kms_client::Error::Api {
-            status: 400,
-            ref message,
-        }) if message.contains("asymmetric") => {
-            return stat_asym(cx, &e, name).await;
-        }
-        r => with(&what, r)?,
-    };
-    let json = json!({"name": r.name, "version": r.version, "type": r.r#type, "created_at": ts(&r.created_at), "created_by": r.created_by});
-    cx.out.show(
-        json,
-        Human::Table(vec![
-            vec!["Name".into(), r.name],
-            vec!["Version".into(), r.version.to_string()],
-            vec!["Type".into(), r.r#type],
-            vec!["Created".into(), ts(&r.created_at)],
-            vec!["Created by".into(), r.created_by],
-        ]),
-    );
-    Ok(())
-}
-
-/// `kms stat-key NAME` of an asymmetric key: its type and every version
-/// with its public key's fingerprint.
-async fn stat_asym(cx: &Ctx<'_>, e: &str, name: &str) -> Result<(), String> {
+    // KEY:DESCRIBE shows every kind of key (a policy allowing KEY:STATUS
+    // allows it too); secret keys print as KEY:STATUS did.
     let r = with(
         &format!("stat-key {name}"),
-        cx.c.describe_key(e, name).await,
+        cx.c.describe_key(&e, name).await,
     )?;
     let latest = r.versions.last().cloned().unwrap_or_default();
-    let versions: Vec<_> = r
-        .versions
-        .iter()
-        .map(|v| json!({"version": v.version, "created_at": ts(&v.created_at), "created_by": v.created_by, "imported": v.imported, "fingerprint": v.fingerprint}))
-        .collect();
-    let json = json!({"name": r.name, "version": latest.version, "type": r.r#type, "created_at": ts(&latest.created_at), "created_by": latest.created_by, "fingerprint": latest.fingerprint, "versions": versions});
+    let mut json = json!({"name": r.name, "version": latest.version, "type": r.r#type, "created_at": ts(&latest.created_at), "created_by": latest.created_by});
     let mut rows = vec![
-        vec!["Name".into(), r.name],
+        vec!["Name".into(), r.name.clone()],
         vec!["Version".into(), latest.version.to_string()],
-        vec!["Type".into(), r.r#type],
+        vec!["Type".into(), r.r#type.clone()],
         vec!["Created".into(), ts(&latest.created_at)],
-        vec!["Created by".into(), latest.created_by],
-        vec!["Public key".into(), latest.fingerprint],
+        vec!["Created by".into(), latest.created_by.clone()],
     ];
-    for v in r.versions.iter().rev().skip(1) {
-        rows.push(vec![
-            format!("Version {}", v.version),
-            format!("{} {}", ts(&v.created_at), v.fingerprint),
-        ]);
+    if r.asymmetric {
+        // Asymmetric keys also show each version's public key fingerprint.
+        json["fingerprint"] = json!(latest.fingerprint);
+        json["versions"] = r
+            .versions
+            .iter()
+            .map(|v| json!({"version": v.version, "created_at": ts(&v.created_at), "created_by": v.created_by, "imported": v.imported, "fingerprint": v.fingerprint}))
+            .collect();
+        rows.push(vec!["Public key".into(), latest.fingerprint.clone()]);
+        for v in r.versions.iter().rev().skip(1) {
+            rows.push(vec![
+                format!("Version {}", v.version),
+                format!("{} {}", ts(&v.created_at), v.fingerprint),
+            ]);
+        }
     }
     cx.out.show(json, Human::Table(rows));
     Ok(())
