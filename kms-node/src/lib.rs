@@ -23,3 +23,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod vectors;
+pub mod work;

@@ -263,7 +263,13 @@ fn list_all(
     (out, String::new())
 }
 
-pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
+/// Whether signing, verifying or decrypting with a key of type `t` is slow
+/// enough (0.2 ms and more) to leave the async scheduler (`crate::work`).
+fn slow(t: AsymType) -> bool {
+    !matches!(t, AsymType::Ed25519 | AsymType::EcP256)
+}
+
+pub async fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
     match cmd {
         Command::KeySign => {
             let req: proto::SignRequest = decode(cmd, payload)?;
@@ -271,7 +277,12 @@ pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, Ap
             let ring = asym_ring(ctx, cmd, &req.name)?;
             let alg = sign_alg(ring.key_type, &req.params.unwrap_or_default())?;
             let v = version(ring, req.version)?;
-            let signature = v.key.sign(&alg, &req.message).map_err(crypto_error)?;
+            let signature = ctx
+                .node
+                .work
+                .crypto(slow(ring.key_type), || v.key.sign(&alg, &req.message))
+                .await
+                .map_err(crypto_error)?;
             Ok(proto::SignResponse {
                 signature,
                 version: v.version,
@@ -283,17 +294,21 @@ pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, Ap
             ctx.authorize(cmd, &req.name)?;
             let ring = asym_ring(ctx, cmd, &req.name)?;
             let alg = sign_alg(ring.key_type, &req.params.unwrap_or_default())?;
-            let mut valid = 0;
-            for v in candidates(ring, req.version)? {
-                match asym::verify(&v.spki, &alg, &req.message, &req.signature) {
-                    Ok(()) => {
-                        valid = v.version;
-                        break;
+            let versions = candidates(ring, req.version)?;
+            let valid = ctx
+                .node
+                .work
+                .crypto(slow(ring.key_type), || {
+                    for v in versions {
+                        match asym::verify(&v.spki, &alg, &req.message, &req.signature) {
+                            Ok(()) => return Ok(v.version),
+                            Err(AsymError::BadSignature) => {}
+                            Err(e) => return Err(crypto_error(e)),
+                        }
                     }
-                    Err(AsymError::BadSignature) => {}
-                    Err(e) => return Err(crypto_error(e)),
-                }
-            }
+                    Ok(0)
+                })
+                .await?;
             Ok(proto::VerifyResponse {
                 valid: valid != 0,
                 version: valid,
@@ -325,22 +340,28 @@ pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, Ap
             }
             let hash = hash_param("hash", &req.hash, Hash::Sha256)?;
             let mgf1 = hash_param("MGF1 hash", &req.mgf1_hash, hash)?;
-            for v in candidates(ring, req.version)? {
-                match v.key.decrypt_oaep(hash, mgf1, &req.label, &req.ciphertext) {
-                    Ok(p) => {
-                        let plaintext: Zeroizing<Vec<u8>> = p;
-                        return Ok(proto::AsymDecryptResponse {
-                            plaintext: plaintext.to_vec(),
-                            version: v.version,
+            let versions = candidates(ring, req.version)?;
+            ctx.node
+                .work
+                .crypto(true, || {
+                    for v in versions {
+                        match v.key.decrypt_oaep(hash, mgf1, &req.label, &req.ciphertext) {
+                            Ok(p) => {
+                                let plaintext: Zeroizing<Vec<u8>> = p;
+                                return Ok(proto::AsymDecryptResponse {
+                                    plaintext: plaintext.to_vec(),
+                                    version: v.version,
+                                }
+                                .encode_to_vec());
+                            }
+                            Err(AsymError::Decrypt) => {}
+                            Err(e) => return Err(crypto_error(e)),
                         }
-                        .encode_to_vec());
                     }
-                    Err(AsymError::Decrypt) => {}
-                    Err(e) => return Err(crypto_error(e)),
-                }
-            }
-            // One answer for every failure: a padding oracle learns nothing.
-            Err(ApiError::bad("decryption failed"))
+                    // One answer for every failure: a padding oracle learns nothing.
+                    Err(ApiError::bad("decryption failed"))
+                })
+                .await
         }
         Command::KeyDescribe => {
             let req: proto::DescribeKeyRequest = decode(cmd, payload)?;
@@ -387,12 +408,15 @@ pub fn handle(ctx: &Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, Ap
     }
 }
 
-/// Generates a key pair of type `t` off the async runtime (RSA-4096 takes
-/// seconds) and returns its PKCS#8 DER.
-pub(super) async fn generate(t: AsymType) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    tokio::task::spawn_blocking(move || PrivateKey::generate(t).map(|k| k.to_pkcs8_der()))
+/// Generates a key pair of type `t` on the node's low-priority background
+/// threads (RSA-4096 takes a second or more; `crate::work`) and returns its
+/// PKCS#8 DER.
+pub(super) async fn generate(ctx: &Ctx<'_>, t: AsymType) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    ctx.node
+        .work
+        .background(move || PrivateKey::generate(t).map(|k| k.to_pkcs8_der()))
         .await
-        .map_err(|e| ApiError::new(500, format!("key generation did not finish: {e}")))?
+        .ok_or_else(|| ApiError::new(500, "key generation did not finish"))?
         .map_err(crypto_error)
 }
 

@@ -204,7 +204,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 if !req.add_version && e.has_key(&req.name) {
                     return Err(ApplyError::KeyExists.into());
                 }
-                let pkcs8 = SecretBytes(super::asym::generate(t).await?.to_vec());
+                let pkcs8 = SecretBytes(super::asym::generate(ctx, t).await?.to_vec());
                 if req.add_version {
                     Change::AddAsymKeyVersion {
                         enclave,

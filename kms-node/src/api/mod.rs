@@ -632,7 +632,7 @@ async fn kms(
     for (i, (f, cmd)) in frames.iter().zip(&cmds).enumerate() {
         processed = i + 1;
         let r = match cmd.name().split(':').next() {
-            Some("KEY") if cmd.is_asym() => asym::handle(&ctx, *cmd, f.payload),
+            Some("KEY") if cmd.is_asym() => asym::handle(&ctx, *cmd, f.payload).await,
             Some("KEY") if cmd.is_extension() => pkcs11::handle(&ctx, *cmd, f.payload),
             Some("KEY") => key::handle(&mut ctx, *cmd, f.payload).await,
             Some("ENCLAVE") => enclave::handle(&mut ctx, *cmd, f.payload).await,

@@ -155,6 +155,8 @@ pub struct Node {
     /// Per enclave, the highest fence target a read gave up waiting for:
     /// later reads of that enclave do not wait for it again (see `fence`).
     fence_expired: parking_lot::Mutex<HashMap<String, u64>>,
+    /// Where slow signing and key generation run (`crate::work`).
+    pub work: crate::work::Work,
     /// Signalled after every round whose view differs from the one before
     /// (`View::same_for_waiters`): what `wait_view` waits on.
     changed: Arc<watch::Sender<()>>,
@@ -230,6 +232,7 @@ impl Node {
             max_request_bytes,
             body_timeout,
             fence_expired: Default::default(),
+            work: crate::work::Work::for_this_machine(),
             changed,
         }))
     }
