@@ -1,5 +1,7 @@
 //! In-process crypto ceiling: one GENERATE (32-byte data key) and one DECRYPT,
-//! without network, compared with raw AES-256-GCM on the same 32 bytes.
+//! without network, compared with raw AES-256-GCM on the same 32 bytes; and
+//! one signature of a 32-byte message per asymmetric key type, the ceiling of
+//! KEY:SIGN on one core.
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -28,5 +30,38 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn sign(c: &mut Criterion) {
+    use kms_node::asym::{AsymType, Hash, PrivateKey, SignAlg};
+    for (t, alg) in [
+        (
+            AsymType::EcP256,
+            SignAlg::Ecdsa {
+                hash: Hash::Sha256,
+                prehashed: false,
+            },
+        ),
+        (AsymType::Ed25519, SignAlg::Ed25519),
+        (
+            AsymType::Rsa2048,
+            SignAlg::RsaPkcs1 {
+                hash: Some(Hash::Sha256),
+                prehashed: false,
+            },
+        ),
+        (
+            AsymType::MlDsa65,
+            SignAlg::MlDsa {
+                context: vec![],
+                deterministic: false,
+            },
+        ),
+    ] {
+        let k = PrivateKey::generate(t).unwrap();
+        c.bench_function(&format!("sign_32 {}", t.name()), |b| {
+            b.iter(|| k.sign(&alg, &[5; 32]).unwrap())
+        });
+    }
+}
+
+criterion_group!(benches, bench, sign);
 criterion_main!(benches);

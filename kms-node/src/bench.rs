@@ -41,9 +41,10 @@ pub struct BenchArgs {
     /// The key to use (created if missing)
     #[arg(long, default_value = "bench-key")]
     key: String,
-    /// The type of the key `--op sign` creates when it is missing
-    #[arg(long, default_value = "ec-p256")]
-    key_type: String,
+    /// The type of the key `--op sign` creates when it is missing (default
+    /// ec-p256), or of the keys `--op create` creates (default AES256)
+    #[arg(long)]
+    key_type: Option<String>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -77,10 +78,9 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
     }
     // Set-up: the enclave and key (ignore "already exists"; a User may lack the rights).
     let _ = client.create_enclave(&enclave).await;
-    let key_type = if a.op == Op::Sign {
-        a.key_type.as_str()
-    } else {
-        "AES256"
+    let key_type = match (a.op, a.key_type.as_deref()) {
+        (Op::Sign, t) => t.unwrap_or("ec-p256"),
+        _ => "AES256",
     };
     let _ = client.create_key(&enclave, &a.key, key_type, false).await;
     let (cmd, one): (Command, Vec<u8>) = match a.op {
@@ -146,12 +146,13 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
     };
     // Key names unique to this run, worker and request, for `--op create`.
     let run_id: u32 = rand::random();
+    let create_type = a.key_type.clone().unwrap_or_default();
     let creates = move |worker: usize, seq: u64, batch: usize| -> Bytes {
         let mut body = bytes::BytesMut::new();
         for k in 0..batch {
             let m = prost::Message::encode_to_vec(&proto::CreateKeyRequest {
                 name: format!("bench-{run_id:08x}-{worker}-{seq}-{k}"),
-                r#type: String::new(),
+                r#type: create_type.clone(),
                 add_version: false,
             });
             body.extend_from_slice(&(Command::KeyCreate as u16).to_be_bytes());
@@ -189,7 +190,7 @@ pub async fn run(client: Client, enclave: String, a: BenchArgs, json: bool) -> R
         let (client, enclave, body, stats) =
             (client.clone(), enclave.clone(), body.clone(), stats.clone());
         let batch = a.batch as u64;
-        let create = (a.op == Op::Create).then_some(creates);
+        let create = (a.op == Op::Create).then_some(creates.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
             let mut seq = 0;

@@ -1,10 +1,11 @@
-//! A small PKCS#11 load generator: AES-GCM encrypt of 32 bytes or HMAC-SHA256
-//! sign of 32 bytes, on N threads (one session each), for D seconds,
-//! through any PKCS#11 module. Prints ops/s and latency percentiles.
+//! A small PKCS#11 load generator: AES-GCM encrypt of 32 bytes, HMAC-SHA256
+//! sign of 32 bytes, or ECDSA P-256 sign of a 32-byte digest (`CKM_ECDSA`),
+//! on N threads (one session each), for D seconds, through any PKCS#11
+//! module. Prints ops/s and latency percentiles.
 //!
 //! ```text
 //! p11bench MODULE TOKEN_LABEL PIN OP THREADS SECONDS KEY [CONFIG]
-//!   OP:  gcm | hmac
+//!   OP:  gcm | hmac | ecdsa
 //!   KEY: token (a cluster key "bench", made if missing) | session (a key in the module's memory)
 //!   CONFIG: set as KMS_PKCS11_CONFIG before C_Initialize (libkms_pkcs11.so only)
 //! ```
@@ -22,7 +23,7 @@ use cryptoki::types::AuthPin;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 8 {
-        eprintln!("usage: p11bench MODULE TOKEN_LABEL PIN gcm|hmac THREADS SECONDS token|session [CONFIG]");
+        eprintln!("usage: p11bench MODULE TOKEN_LABEL PIN gcm|hmac|ecdsa THREADS SECONDS token|session [CONFIG]");
         std::process::exit(2);
     }
     let (module, label, pin, op) = (&a[1], &a[2], &a[3], a[4].as_str());
@@ -71,6 +72,10 @@ fn main() {
                                 let ct = s.encrypt(&m, key, &data).unwrap();
                                 assert_eq!(ct.len(), 48);
                             }
+                            "ecdsa" => {
+                                let sig = s.sign(&Mechanism::Ecdsa, key, &data).unwrap();
+                                assert_eq!(sig.len(), 64);
+                            }
                             _ => {
                                 let mac = s.sign(&Mechanism::Sha256Hmac, key, &data).unwrap();
                                 assert_eq!(mac.len(), 32);
@@ -104,6 +109,40 @@ fn main() {
 }
 
 fn make_key(s: &Session, op: &str, token: bool) -> ObjectHandle {
+    if op == "ecdsa" {
+        let label = b"bench-ec".to_vec();
+        if token {
+            let found = s
+                .find_objects(&[
+                    Attribute::Label(label.clone()),
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                ])
+                .unwrap();
+            if let Some(k) = found.first() {
+                return *k;
+            }
+        }
+        // P-256: the DER of its OID, 1.2.840.10045.3.1.7.
+        let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let (_, private) = s
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::Token(token),
+                    Attribute::EcParams(p256),
+                    Attribute::Label(label.clone()),
+                    Attribute::Verify(true),
+                ],
+                &[
+                    Attribute::Token(token),
+                    Attribute::Label(label),
+                    Attribute::Sign(true),
+                    Attribute::Private(true),
+                ],
+            )
+            .expect("make the EC key pair");
+        return private;
+    }
     if token {
         let found = s
             .find_objects(&[Attribute::Label(b"bench".to_vec()), Attribute::Token(true)])

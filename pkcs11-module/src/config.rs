@@ -55,6 +55,9 @@ pub struct Config {
     /// `KMS_PKCS11_SHARED_IO` set: do network I/O on the shared runtime
     /// rather than on the calling thread (a diagnostic switch).
     pub shared_io: bool,
+    /// Coalesce the concurrent reads of many threads into batched requests
+    /// (`coalesce`, default true; `KMS_PKCS11_COALESCE=0` turns it off).
+    pub coalesce: bool,
     /// Where the configuration came from, for logs.
     pub source: String,
 }
@@ -73,6 +76,7 @@ struct File {
     login: Option<String>,
     log_level: Option<String>,
     log_file: Option<PathBuf>,
+    coalesce: Option<bool>,
 }
 
 /// Reads a variable under its `KMS_*` name or its `MINIO_KMS_*` name.
@@ -137,6 +141,7 @@ impl Config {
             login: var("PKCS11_LOGIN"),
             log_level: None,
             log_file: None,
+            coalesce: None,
         };
         Self::build(f, "environment".into())
     }
@@ -256,6 +261,8 @@ impl Config {
                 .log_file
                 .or_else(|| std::env::var_os("KMS_PKCS11_LOG_FILE").map(PathBuf::from)),
             shared_io: std::env::var_os("KMS_PKCS11_SHARED_IO").is_some_and(|v| !v.is_empty()),
+            coalesce: f.coalesce.unwrap_or(true)
+                && std::env::var("KMS_PKCS11_COALESCE").map_or(true, |v| v.trim() != "0"),
             source,
         })
     }

@@ -21,13 +21,19 @@
 //!   before sending fail over inside the client.
 //! - No module lock is held here: [`Module::call`] clones the slot's
 //!   client under its read lock and releases it before any I/O.
+//! - Reads from concurrent threads to one slot under one login are
+//!   coalesced into batched requests (`coalesce.rs`); writes never are.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use cryptoki_sys::*;
 use kms_client::{proto, ApiKey, Client, ClientConfig, Command};
 
+use super::coalesce::{Combiner, Frame, Outcome};
 use super::Module;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -42,6 +48,8 @@ pub(super) struct SlotClient {
     /// a Tokio runtime themselves, and for setup). Per-thread clients are
     /// made from it and share its record of failed servers.
     pub(super) shared: Client,
+    /// The queue that coalesces this login's concurrent reads.
+    pub(super) combiner: Arc<Combiner<kms_client::Error>>,
 }
 
 /// Per-thread I/O state: a current-thread runtime and the clients (with
@@ -111,8 +119,41 @@ impl Module {
             // The caller is inside a Tokio runtime (no block_on there), or
             // the diagnostic switch asks for the shared runtime.
             self.block_on(send(sc.shared.clone()))
-        } else {
+        } else if cmd.is_write() || !self.cfg.coalesce {
             self.on_local(&sc, send)?
+        } else {
+            let batch = |frames: &[Frame<'_>]| {
+                let mut body = BytesMut::new();
+                for f in frames {
+                    body.put_u16(f.cmd);
+                    body.put_u32(f.payload.len() as u32);
+                    body.extend_from_slice(f.payload);
+                }
+                let body = body.freeze();
+                self.on_local(&sc, |client| async move {
+                    let mut attempt = 0;
+                    loop {
+                        match client.send(Some(enclave), body.clone()).await {
+                            Err(kms_client::Error::Interrupted(e)) if attempt < retries => {
+                                crate::log!(
+                                    Level::Info,
+                                    "{cmd} (a batch): {e}; retrying on another server"
+                                );
+                                attempt += 1;
+                            }
+                            r => return r.and_then(|b| split_frames(&b)),
+                        }
+                    }
+                })
+                .unwrap_or_else(|e| Err(kms_client::Error::Transport(e.to_string())))
+            };
+            match sc.combiner.call(cmd as u16, req.encode_to_vec(), batch) {
+                Outcome::Done(payload) => Resp::decode(payload)
+                    .map_err(|e| kms_client::Error::Protocol(format!("{cmd}: {e}"))),
+                Outcome::Failed(e) => Err(e),
+                // Its batch failed as a whole: this call's own answer.
+                Outcome::Alone => self.on_local(&sc, send)?,
+            }
         };
         r.map_err(|e| {
             // A refusal of the caller's input or rights is the application's
@@ -182,6 +223,16 @@ impl Module {
             Ok(local.rt.block_on(f(client)))
         })
     }
+}
+
+/// The frames of a response body, as (command id, payload).
+fn split_frames(body: &Bytes) -> std::result::Result<Vec<(u16, Bytes)>, kms_client::Error> {
+    let mut out = Vec::new();
+    for f in kms_client::frame::frames(body) {
+        let f = f.map_err(|e| kms_client::Error::Protocol(e.to_string()))?;
+        out.push((f.id, body.slice_ref(f.payload)));
+    }
+    Ok(out)
 }
 
 /// Runs a future on `rt` from a caller's thread, or, if the caller is itself

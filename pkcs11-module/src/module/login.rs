@@ -55,6 +55,7 @@ impl Module {
             *s.client.write() = Some(SlotClient {
                 epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
                 shared,
+                combiner: Default::default(),
             });
             // Check the key: it must be able to use the enclave.
             let probe: Result<proto::ListKeysResponse> = self.call(

@@ -29,6 +29,7 @@
 //!
 //! (`ops.rs` adds the cryptographic operations to [`Module`].)
 
+mod coalesce;
 mod io;
 mod keys;
 mod login;
@@ -95,6 +96,7 @@ impl Module {
             Some(k) => Some(io::SlotClient {
                 epoch: 0,
                 shared: io::make_client(&rt, &cfg, k)?,
+                combiner: Default::default(),
             }),
             None => None,
         };
