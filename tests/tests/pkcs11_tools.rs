@@ -163,12 +163,11 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0)
 }
 
-/// `KEY_BLOB` of an OpenSSH public key line `TYPE BLOB [COMMENT]`.
-fn ssh_type_and_blob(line: &str) -> (String, String) {
-    let mut f = line.split_whitespace();
-    let t = f.next().unwrap_or_default().to_string();
-    let b = f.next().unwrap_or_default().to_string();
-    (t, b)
+/// `TYPE BLOB` of an OpenSSH public key line `TYPE BLOB [COMMENT]`.
+fn ssh_key(line: &str) -> String {
+    let f: Vec<&str> = line.split_whitespace().take(2).collect();
+    assert_eq!(f.len(), 2, "{line}");
+    f.join(" ")
 }
 
 // ---------------------------------------------------------------- OpenSSH
@@ -217,7 +216,8 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
         "{other_ssh}"
     );
 
-    // ssh-keygen -D prints exactly these keys, one line each.
+    // ssh-keygen -D prints exactly these keys, one line each, with the
+    // key name (CKA_LABEL) as the comment.
     let both = config_for(&node, "both.toml", &["ssh-ec", "ssh-rsa"]);
     let listed = stdout(
         timed("ssh-keygen")
@@ -225,9 +225,11 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
             .arg("-D")
             .arg(&module),
     );
-    let mut got: Vec<(String, String)> = listed.lines().map(ssh_type_and_blob).collect();
+    let mut got: Vec<&str> = listed.lines().collect();
     got.sort();
-    let mut want = vec![ssh_type_and_blob(&ec_ssh), ssh_type_and_blob(&rsa_ssh)];
+    let ec_line = format!("{} login-ec", ssh_key(&ec_ssh));
+    let rsa_line = format!("{} login-rsa", ssh_key(&rsa_ssh));
+    let mut want = vec![ec_line.as_str(), rsa_line.as_str()];
     want.sort();
     assert_eq!(got, want, "ssh-keygen -D:\n{listed}");
     eprintln!("ssh-keygen -D:\n{listed}");
@@ -336,6 +338,106 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
         "the cluster key was not offered:\n{t}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+
+    // login = "api-key": the PIN is the API key, and OpenSSH logs in only
+    // when it has a PIN, so the module goes to ssh-agent (`ssh-add -s`
+    // asks for the PIN through SSH_ASKPASS) and ssh uses the agent.
+    // (No api_key in the file: the module has no identity before C_Login.)
+    let api = write(
+        dir,
+        "api-key.toml",
+        format!(
+            "servers = [\"{}\"]\ninsecure = true\nenclaves = [\"ssh-ec\", \"ssh-rsa\"]\n\
+             login = \"api-key\"\n",
+            node.server.url()
+        )
+        .as_bytes(),
+    );
+    // Nothing is visible before login.
+    let listed = run(timed("ssh-keygen")
+        .env("KMS_PKCS11_CONFIG", &api)
+        .arg("-D")
+        .arg(&module));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).is_empty(),
+        "{}",
+        text(&listed)
+    );
+    let sock = dir.join("agent.sock");
+    let mut agent = Bg(Command::new("timeout")
+        .args(["-k", "5", "300", "ssh-agent", "-D", "-a"])
+        .arg(&sock)
+        .arg("-P")
+        .arg(format!("{}/*", module.parent().unwrap().display()))
+        .env("KMS_PKCS11_CONFIG", &api)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ssh-agent"));
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(agent.0.try_wait().unwrap().is_none(), "ssh-agent exited");
+        assert!(start.elapsed() < Duration::from_secs(20), "no agent socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let askpass = |name: &str, pin: &str| -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho '{pin}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        p
+    };
+    let ssh_add = |askpass: &Path| {
+        run(timed("ssh-add")
+            .env("SSH_AUTH_SOCK", &sock)
+            .env("SSH_ASKPASS", askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .arg("-s")
+            .arg(&module))
+    };
+    // A wrong PIN (an API key the cluster does not know) adds nothing.
+    let wrong = kms_client::ApiKey::generate();
+    let out = ssh_add(&askpass("askpass-wrong", &wrong.to_secret_string()));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Could not add card"), "{}", text(&out));
+    let out = ssh_add(&askpass(
+        "askpass",
+        &node.server.root_key.to_secret_string(),
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    let keys = stdout(timed("ssh-add").env("SSH_AUTH_SOCK", &sock).arg("-L"));
+    let mut got: Vec<String> = keys.lines().map(ssh_key).collect();
+    got.sort();
+    let mut want = vec![ssh_key(&ec_ssh), ssh_key(&rsa_ssh)];
+    want.sort();
+    assert_eq!(got, want, "{keys}");
+    let out = run(timed("ssh")
+        .env("SSH_AUTH_SOCK", &sock)
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PasswordAuthentication=no",
+            "-p",
+            &port.to_string(),
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .args(["echo", "hello", "agent"]));
+    assert!(
+        out.status.success(),
+        "ssh through the agent:\n{}",
+        text(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello agent\n");
+    drop(agent);
     drop(server);
 }
 
