@@ -318,12 +318,21 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
         let fp = fingerprint(line, enclave);
         let accepted = format!("Accepted publickey for {user} from 127.0.0.1");
-        let t = wait_for_text(&log, &fp, &mut server);
-        let l = t
-            .lines()
-            .find(|l| l.contains(&fp) && l.contains(&accepted))
-            .unwrap_or_else(|| panic!("no '{accepted} ... {kind} {fp}' in the sshd log:\n{t}"));
-        assert!(l.contains(&format!("ssh2: {kind} {fp}")), "{l}");
+        // (The session may end before sshd's log line is written: wait for it.)
+        let line = format!("{accepted} port");
+        let key = format!("ssh2: {kind} {fp}");
+        let start = Instant::now();
+        loop {
+            let t = std::fs::read_to_string(&log).unwrap_or_default();
+            if t.lines().any(|l| l.contains(&line) && l.ends_with(&key)) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no '{line} ... {key}' in the sshd log:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // A cluster key not in authorized_keys: offered, refused.
     let c = config_for(&node, "ssh-other.toml", &["ssh-other"]);
