@@ -175,8 +175,9 @@ fn ssh_key(line: &str) -> String {
 /// OpenSSH with cluster keys: `ssh-keygen -D` prints exactly the EC and RSA
 /// keys `kms pubkey` gives (converted by `ssh-keygen -i -m PKCS8`); a real
 /// `sshd` on loopback (own config and host key, free port) accepts `ssh -I
-/// libkms_pkcs11.so` with an EC and with an RSA cluster key (each alone in
-/// its enclave) and refuses a cluster key that is not in authorized_keys.
+/// libkms_pkcs11.so` with an EC and (through `PKCS11Provider` in an
+/// ssh_config) an RSA cluster key, each alone in its enclave, and refuses a
+/// cluster key that is not in authorized_keys.
 /// No PIN is asked: with the default `login = "any"` the token needs no
 /// login, and ssh signs with the key it finds.
 #[test]
@@ -273,28 +274,38 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
         &mut server,
     );
 
-    let ssh = |config: &Path, verbose: bool| -> Output {
+    // `ssh -I MODULE`, or (`in_config`) `PKCS11Provider MODULE` in an
+    // ssh_config file.
+    let ssh_config = write(
+        dir,
+        "ssh_config",
+        format!("Host *\n    PKCS11Provider {}\n", module.display()).as_bytes(),
+    );
+    let ssh = |config: &Path, verbose: bool, in_config: bool| -> Output {
         let mut c = timed("ssh");
         c.env("KMS_PKCS11_CONFIG", config)
-            .env_remove("SSH_AUTH_SOCK")
-            .args(["-F", "/dev/null", "-I"])
-            .arg(&module)
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "IdentityAgent=none",
-                "-o",
-                "PasswordAuthentication=no",
-                "-o",
-                "ConnectTimeout=20",
-                "-p",
-                &port.to_string(),
-            ]);
+            .env_remove("SSH_AUTH_SOCK");
+        if in_config {
+            c.args(["-F", &ssh_config]);
+        } else {
+            c.args(["-F", "/dev/null", "-I"]).arg(&module);
+        }
+        c.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "ConnectTimeout=20",
+            "-p",
+            &port.to_string(),
+        ]);
         if verbose {
             c.arg("-v");
         }
@@ -311,9 +322,12 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
         let l = stdout(timed("ssh-keygen").args(["-l", "-f", &f]));
         l.split_whitespace().nth(1).unwrap().to_string()
     };
-    for (enclave, line, kind) in [("ssh-ec", &ec_ssh, "ECDSA"), ("ssh-rsa", &rsa_ssh, "RSA")] {
+    for (enclave, line, kind, in_config) in [
+        ("ssh-ec", &ec_ssh, "ECDSA", false),
+        ("ssh-rsa", &rsa_ssh, "RSA", true),
+    ] {
         let c = config_for(&node, &format!("{enclave}.toml"), &[enclave]);
-        let out = ssh(&c, false);
+        let out = ssh(&c, false, in_config);
         assert!(out.status.success(), "ssh with {enclave}:\n{}", text(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
         let fp = fingerprint(line, enclave);
@@ -336,7 +350,7 @@ fn openssh_ssh_keygen_and_sshd_with_cluster_keys() {
     }
     // A cluster key not in authorized_keys: offered, refused.
     let c = config_for(&node, "ssh-other.toml", &["ssh-other"]);
-    let out = ssh(&c, true);
+    let out = ssh(&c, true, false);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(255), "{t}");
     assert!(t.contains("Permission denied (publickey)"), "{t}");
