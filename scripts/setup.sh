@@ -5,7 +5,8 @@
 #   scripts/setup.sh          build dependencies (clang/libclang for RocksDB's bindgen;
 #                             OpenSSL headers and pkg-config for the openssl crate)
 #   scripts/setup.sh --test   also what the tests use (SoftHSM2, OpenSC, GnuTLS tools,
-#                             a JDK for keytool, Python's PyKCS11)
+#                             a JDK for keytool, Python's PyKCS11 and dilithium-py,
+#                             OpenSSH client and server, the libp11 OpenSSL engine)
 set -euo pipefail
 
 need=()
@@ -28,6 +29,11 @@ if [ "${1:-}" = "--test" ]; then
   have_cmd keytool || need+=(default-jdk-headless)
   have_cmd python3 || need+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+  # OpenSSH (ssh -I, ssh-keygen -D, ssh-agent) and a real sshd the tests start on loopback.
+  have_cmd ssh || need+=(openssh-client)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  # The libp11 OpenSSL engine (openssl -engine pkcs11).
+  ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || need+=(libengine-pkcs11-openssl)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -57,6 +63,17 @@ if [ "${1:-}" = "--test" ] && ! python3 -c 'import PyKCS11' >/dev/null 2>&1; the
       exit 1
     }
   fi
+fi
+
+# dilithium-py (PyPI, pure Python FIPS 204 ML-DSA): an independent check of
+# the cluster's ML-DSA signatures.
+if [ "${1:-}" = "--test" ] && ! python3 -c 'import dilithium_py.ml_dsa' >/dev/null 2>&1; then
+  echo "setup: installing dilithium-py from PyPI" >&2
+  python3 -m pip install --quiet dilithium-py >/dev/null 2>&1 ||
+    python3 -m pip install --quiet --break-system-packages dilithium-py >/dev/null 2>&1 || {
+      echo "setup: cannot install dilithium-py: python3 -m pip install dilithium-py" >&2
+      exit 1
+    }
 fi
 
 if ! have_cmd cargo; then
