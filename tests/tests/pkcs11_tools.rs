@@ -109,6 +109,19 @@ struct Bg(Child);
 
 impl Drop for Bg {
     fn drop(&mut self) {
+        // Most are `timeout ... CMD`: SIGTERM reaches CMD through `timeout`,
+        // where a SIGKILL of `timeout` would leave CMD running (an orphaned
+        // ssh-agent once held the build lock of the machine for minutes).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
