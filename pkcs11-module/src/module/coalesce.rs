@@ -167,20 +167,25 @@ impl<E> Combiner<E> {
                 payload: &c.payload,
             })
             .collect();
-        let result = send(&frames);
+        // A panic while sending must not leave the batch's waiters asleep
+        // (or the batch's place in flight taken) for ever: they retry alone.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(&frames))).ok();
         drop(frames);
         let n = batch.len();
         match result {
-            Ok(out) if out.len() == n && out.iter().zip(&batch).all(|(o, c)| o.0 == c.cmd) => {
+            Some(Ok(out))
+                if out.len() == n && out.iter().zip(&batch).all(|(o, c)| o.0 == c.cmd) =>
+            {
                 for (c, (_, payload)) in batch.iter().zip(out) {
                     finish(c, Outcome::Done(payload));
                 }
             }
-            // A wrong number or kind of response frames: each asks alone,
-            // where the client's own checks report it.
-            Ok(_) => batch.iter().for_each(|c| finish(c, Outcome::Alone)),
-            Err(e) if n == 1 => finish(me, Outcome::Failed(e)),
-            Err(_) => batch.iter().for_each(|c| finish(c, Outcome::Alone)),
+            Some(Err(e)) if n == 1 => finish(me, Outcome::Failed(e)),
+            // A failed batch of several, a wrong number or kind of response
+            // frames (the client's own checks report it then), or a panic:
+            // each call is sent again alone.
+            _ => batch.iter().for_each(|c| finish(c, Outcome::Alone)),
         }
         // Hand over this batch's place in flight to the oldest waiting call,
         // taken out of the queue so that it leads its own batch.
@@ -240,6 +245,28 @@ mod tests {
             Outcome::Failed(e) => assert_eq!(e, "the batch failed"),
             _ => panic!("a batch of one reports its own error"),
         }
+    }
+
+    #[test]
+    fn a_panicking_sender_wakes_every_waiter() {
+        let c = Combiner::<String>::default();
+        let outcomes = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let c = &c;
+                    s.spawn(move || {
+                        let o = c.call(1, vec![t], |_| -> Result<Vec<(u16, Bytes)>, String> {
+                            std::thread::sleep(Duration::from_millis(5));
+                            panic!("sender failed")
+                        });
+                        matches!(o, Outcome::Alone)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        assert_eq!(outcomes, vec![true; 8]);
+        assert_eq!(c.q.lock().in_flight, 0);
     }
 
     #[test]
