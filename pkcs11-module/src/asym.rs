@@ -257,11 +257,11 @@ impl HashAlg {
         }
     }
 
-    /// A running hash, for the hashes the module computes (SHA-2 only: the
-    /// cluster does not sign SHA-1).
+    /// A running hash (digest operations and the hashing signature
+    /// mechanisms; no signature mechanism hashes with SHA-1).
     pub fn hasher(self) -> Option<Hasher> {
         Some(match self {
-            HashAlg::Sha1 => return None,
+            HashAlg::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
             HashAlg::Sha224 => Hasher::Sha224(sha2::Sha224::new()),
             HashAlg::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             HashAlg::Sha384 => Hasher::Sha384(sha2::Sha384::new()),
@@ -274,6 +274,7 @@ impl HashAlg {
 /// mechanisms).
 #[derive(Clone)]
 pub enum Hasher {
+    Sha1(sha1::Sha1),
     Sha224(sha2::Sha224),
     Sha256(sha2::Sha256),
     Sha384(sha2::Sha384),
@@ -283,6 +284,7 @@ pub enum Hasher {
 impl Hasher {
     pub fn update(&mut self, data: &[u8]) {
         match self {
+            Hasher::Sha1(h) => h.update(data),
             Hasher::Sha224(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha384(h) => h.update(data),
@@ -292,6 +294,7 @@ impl Hasher {
 
     pub fn finalize(self) -> Vec<u8> {
         match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
             Hasher::Sha224(h) => h.finalize().to_vec(),
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha384(h) => h.finalize().to_vec(),
