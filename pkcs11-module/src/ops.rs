@@ -326,7 +326,7 @@ impl Module {
             return Err(Error::Ck(CKR_DATA_LEN_RANGE));
         }
         if let Some(k) = op.key.as_ref() {
-            if let (Some(p), Some(name)) = (k.pair.as_ref(), k.cluster_name()) {
+            if let Some(p) = k.pair.as_ref() {
                 let (input, hashed) = match op.digest.clone() {
                     Some(mut d) => {
                         d.update(msg);
@@ -334,7 +334,18 @@ impl Module {
                     }
                     None => (msg.to_vec(), false),
                 };
-                return self.verify_asym(slot_idx, name, p, &op.mech, &input, hashed, signature);
+                return match k.cluster_name() {
+                    Some(name) => {
+                        self.verify_asym(slot_idx, name, p, &op.mech, &input, hashed, signature)
+                    }
+                    None => {
+                        if signature.len() != p.kind.sig_len() {
+                            return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
+                        }
+                        let (message, params) = sign_request(p, &op.mech, &input, hashed)?;
+                        crate::local::verify(p.kind, &p.public, &p.spki, &message, &params, signature)
+                    }
+                };
             }
         }
         let Mech::Hmac(h) = op.mech else {
@@ -692,6 +703,23 @@ fn compute(
         None => None,
     };
     let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+    if let (Some(p), Some(der)) = (key.pair.as_ref(), key.value()) {
+        // A session key pair: the same input rules, computed here.
+        return match (kind, &op.mech) {
+            (Kind::Sign, mech) => {
+                let input = hashed.as_deref().unwrap_or(data);
+                let (message, params) = sign_request(p, mech, input, hashed.is_some())?;
+                crate::local::sign(p.kind, der, &message, &params)
+            }
+            (Kind::Decrypt, Mech::RsaOaep { hash, mgf, label }) => {
+                if Some(data.len()) != p.kind.rsa_len() {
+                    return Err(Error::Ck(CKR_ENCRYPTED_DATA_LEN_RANGE));
+                }
+                crate::local::oaep_decrypt(der, *hash, *mgf, label, data)
+            }
+            _ => Err(Error::Ck(CKR_MECHANISM_INVALID)),
+        };
+    }
     if let (Some(p), Some(name)) = (key.pair.as_ref(), key.cluster_name()) {
         return match (kind, &op.mech) {
             (Kind::Sign, mech) => {
