@@ -460,7 +460,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.login, LoginMode::Pin);
-        assert_eq!(c.user_pin.as_deref().map(|p| p.as_slice()), Some(&b"1234"[..]));
+        assert_eq!(
+            c.user_pin.as_deref().map(|p| p.as_slice()),
+            Some(&b"1234"[..])
+        );
         assert!(c.private_keys());
         assert!(c.hides("e1", "ED25519"));
         assert!(!c.hides("e1", "ML-DSA-65"));
@@ -474,7 +477,10 @@ mod tests {
             pin.display()
         ))
         .unwrap();
-        assert_eq!(c.user_pin.as_deref().map(|p| p.as_slice()), Some(&b"s3cret"[..]));
+        assert_eq!(
+            c.user_pin.as_deref().map(|p| p.as_slice()),
+            Some(&b"s3cret"[..])
+        );
         for (text, why) in [
             ("login = \"pin\"\n", "needs user_pin"),
             ("login = \"any\"\nuser_pin = \"1\"\n", "go with login"),

@@ -63,7 +63,11 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::invalid(CKR_FUNCTION_FAILED, "session key pair", format!("{what}: {e}"))
+    Error::invalid(
+        CKR_FUNCTION_FAILED,
+        "session key pair",
+        format!("{what}: {e}"),
+    )
 }
 
 /// A new key pair of type `kind`: (private key DER, SubjectPublicKeyInfo DER).
@@ -235,8 +239,8 @@ pub fn verify(
             let pk: [u8; fips204::$m::PK_LEN] = public
                 .try_into()
                 .map_err(|_| failed("ML-DSA key", "wrong length"))?;
-            let pk = fips204::$m::PublicKey::try_from_bytes(pk)
-                .map_err(|e| failed("ML-DSA key", e))?;
+            let pk =
+                fips204::$m::PublicKey::try_from_bytes(pk).map_err(|e| failed("ML-DSA key", e))?;
             let sig: [u8; fips204::$m::SIG_LEN] = signature
                 .try_into()
                 .map_err(|_| Error::Ck(CKR_SIGNATURE_LEN_RANGE))?;

@@ -176,7 +176,10 @@ impl Mech {
     pub fn wraps(&self) -> bool {
         matches!(
             self,
-            Mech::AesGcm { .. } | Mech::AesCbcPad { .. } | Mech::AesKeyWrap | Mech::AesKeyWrapPad(_)
+            Mech::AesGcm { .. }
+                | Mech::AesCbcPad { .. }
+                | Mech::AesKeyWrap
+                | Mech::AesKeyWrapPad(_)
         )
     }
 
@@ -244,9 +247,9 @@ impl Mech {
             Mech::AesCbcPad { iv } | Mech::AesCbc { iv } if iv.len() != 16 => {
                 bad(format!("AES-CBC takes a 16-byte IV, not {}", iv.len()))
             }
-            Mech::AesCtr { bits, .. } if !(1..=128).contains(bits) => bad(format!(
-                "AES-CTR counter bits {bits}: use 1 to 128"
-            )),
+            Mech::AesCtr { bits, .. } if !(1..=128).contains(bits) => {
+                bad(format!("AES-CTR counter bits {bits}: use 1 to 128"))
+            }
             _ => Ok(()),
         }
     }
@@ -369,12 +372,22 @@ mod tests {
         assert!(g(12, 100).check_params().is_err());
         assert!(Mech::AesCbcPad { iv: vec![0; 8] }.check_params().is_err());
         assert!(Mech::AesCbc { iv: vec![0; 15] }.check_params().is_err());
-        let ctr = |bits| Mech::AesCtr { cb: [0xff; 16], bits };
+        let ctr = |bits| Mech::AesCtr {
+            cb: [0xff; 16],
+            bits,
+        };
         assert!(ctr(0).check_params().is_err());
         assert!(ctr(129).check_params().is_err());
         assert!(ctr(128).check_params().is_ok());
         assert_eq!(ctr(128).ctr_blocks_left(), None);
         assert_eq!(ctr(8).ctr_blocks_left(), Some(1));
-        assert_eq!(Mech::AesCtr { cb: [0; 16], bits: 8 }.ctr_blocks_left(), Some(256));
+        assert_eq!(
+            Mech::AesCtr {
+                cb: [0; 16],
+                bits: 8
+            }
+            .ctr_blocks_left(),
+            Some(256)
+        );
     }
 }

@@ -343,7 +343,9 @@ impl Module {
                             return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
                         }
                         let (message, params) = sign_request(p, &op.mech, &input, hashed)?;
-                        crate::local::verify(p.kind, &p.public, &p.spki, &message, &params, signature)
+                        crate::local::verify(
+                            p.kind, &p.public, &p.spki, &message, &params, signature,
+                        )
                     }
                 };
             }

@@ -178,10 +178,7 @@ fn t(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> T {
         });
         keep.push(b);
     }
-    T {
-        attrs,
-        _keep: keep,
-    }
+    T { attrs, _keep: keep }
 }
 
 struct Ctx {
@@ -235,7 +232,14 @@ impl Ctx {
 
     /// A single-part encrypt ('e'), decrypt ('d'), sign ('s') or digest
     /// ('h'), with a size query first.
-    fn one(&self, sh: CK_SESSION_HANDLE, kind: u8, mech: &M, key: CK_OBJECT_HANDLE, data: &[u8]) -> R<Vec<u8>> {
+    fn one(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        kind: u8,
+        mech: &M,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+    ) -> R<Vec<u8>> {
         self.init(sh, kind, mech, key)?;
         let f = self.f;
         let call = match kind {
@@ -250,14 +254,27 @@ impl Ctx {
         unsafe {
             ck(call(sh, d.as_mut_ptr(), d.len() as _, null_mut(), &mut len))?;
             let mut out = vec![0u8; len as usize];
-            ck(call(sh, d.as_mut_ptr(), d.len() as _, out.as_mut_ptr(), &mut len))?;
+            ck(call(
+                sh,
+                d.as_mut_ptr(),
+                d.len() as _,
+                out.as_mut_ptr(),
+                &mut len,
+            ))?;
             out.truncate(len as usize);
             Ok(out)
         }
     }
 
     /// The same in parts.
-    fn multi(&self, sh: CK_SESSION_HANDLE, kind: u8, mech: &M, key: CK_OBJECT_HANDLE, parts: &[&[u8]]) -> R<Vec<u8>> {
+    fn multi(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        kind: u8,
+        mech: &M,
+        key: CK_OBJECT_HANDLE,
+        parts: &[&[u8]],
+    ) -> R<Vec<u8>> {
         self.init(sh, kind, mech, key)?;
         let f = self.f;
         let mut out = Vec::new();
@@ -274,7 +291,13 @@ impl Ctx {
                         } else {
                             f.C_DecryptUpdate.unwrap()
                         };
-                        ck(upd(sh, d.as_mut_ptr(), d.len() as _, buf.as_mut_ptr(), &mut len))?;
+                        ck(upd(
+                            sh,
+                            d.as_mut_ptr(),
+                            d.len() as _,
+                            buf.as_mut_ptr(),
+                            &mut len,
+                        ))?;
                         out.extend_from_slice(&buf[..len as usize]);
                     }
                     b's' => ck(f.C_SignUpdate.unwrap()(sh, d.as_mut_ptr(), d.len() as _))?,
@@ -296,25 +319,53 @@ impl Ctx {
         Ok(out)
     }
 
-    fn verify(&self, sh: CK_SESSION_HANDLE, mech: &M, key: CK_OBJECT_HANDLE, data: &[u8], sig: &[u8]) -> R<()> {
+    fn verify(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: &M,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        sig: &[u8],
+    ) -> R<()> {
         self.init(sh, b'v', mech, key)?;
         let (mut d, mut s) = (data.to_vec(), sig.to_vec());
         // SAFETY: live locals.
         ck(unsafe {
-            self.f.C_Verify.unwrap()(sh, d.as_mut_ptr(), d.len() as _, s.as_mut_ptr(), s.len() as _)
+            self.f.C_Verify.unwrap()(
+                sh,
+                d.as_mut_ptr(),
+                d.len() as _,
+                s.as_mut_ptr(),
+                s.len() as _,
+            )
         })
     }
 
-    fn verify_multi(&self, sh: CK_SESSION_HANDLE, mech: &M, key: CK_OBJECT_HANDLE, parts: &[&[u8]], sig: &[u8]) -> R<()> {
+    fn verify_multi(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: &M,
+        key: CK_OBJECT_HANDLE,
+        parts: &[&[u8]],
+        sig: &[u8],
+    ) -> R<()> {
         self.init(sh, b'v', mech, key)?;
         // SAFETY: live locals.
         unsafe {
             for p in parts {
                 let mut d = p.to_vec();
-                ck(self.f.C_VerifyUpdate.unwrap()(sh, d.as_mut_ptr(), d.len() as _))?;
+                ck(self.f.C_VerifyUpdate.unwrap()(
+                    sh,
+                    d.as_mut_ptr(),
+                    d.len() as _,
+                ))?;
             }
             let mut s = sig.to_vec();
-            ck(self.f.C_VerifyFinal.unwrap()(sh, s.as_mut_ptr(), s.len() as _))
+            ck(self.f.C_VerifyFinal.unwrap()(
+                sh,
+                s.as_mut_ptr(),
+                s.len() as _,
+            ))
         }
     }
 
@@ -323,7 +374,12 @@ impl Ctx {
         let mut hd = 0;
         // SAFETY: live locals.
         ck(unsafe {
-            self.f.C_CreateObject.unwrap()(sh, tpl.attrs.as_mut_ptr(), tpl.attrs.len() as _, &mut hd)
+            self.f.C_CreateObject.unwrap()(
+                sh,
+                tpl.attrs.as_mut_ptr(),
+                tpl.attrs.len() as _,
+                &mut hd,
+            )
         })?;
         Ok(hd)
     }
@@ -334,12 +390,24 @@ impl Ctx {
         let mut hd = 0;
         // SAFETY: live locals.
         ck(unsafe {
-            self.f.C_GenerateKey.unwrap()(sh, &mut mm, tpl.attrs.as_mut_ptr(), tpl.attrs.len() as _, &mut hd)
+            self.f.C_GenerateKey.unwrap()(
+                sh,
+                &mut mm,
+                tpl.attrs.as_mut_ptr(),
+                tpl.attrs.len() as _,
+                &mut hd,
+            )
         })?;
         Ok(hd)
     }
 
-    fn gen_pair(&self, sh: CK_SESSION_HANDLE, mech: &M, public: T, private: T) -> R<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+    fn gen_pair(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: &M,
+        public: T,
+        private: T,
+    ) -> R<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let (mut pu, mut pr) = (public, private);
         let mut mm = mech.raw();
         let (mut hp, mut hq) = (0, 0);
@@ -359,7 +427,13 @@ impl Ctx {
         Ok((hp, hq))
     }
 
-    fn wrap(&self, sh: CK_SESSION_HANDLE, mech: &M, wrapping: CK_OBJECT_HANDLE, key: CK_OBJECT_HANDLE) -> R<Vec<u8>> {
+    fn wrap(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: &M,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> R<Vec<u8>> {
         let mut mm = mech.raw();
         let mut len: CK_ULONG = 0;
         let w = self.f.C_WrapKey.unwrap();
@@ -373,7 +447,14 @@ impl Ctx {
         }
     }
 
-    fn unwrap(&self, sh: CK_SESSION_HANDLE, mech: &M, key: CK_OBJECT_HANDLE, wrapped: &[u8], tpl: T) -> R<CK_OBJECT_HANDLE> {
+    fn unwrap(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        mech: &M,
+        key: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        tpl: T,
+    ) -> R<CK_OBJECT_HANDLE> {
         let mut tpl = tpl;
         let mut mm = mech.raw();
         let mut w = wrapped.to_vec();
@@ -394,7 +475,12 @@ impl Ctx {
         Ok(hd)
     }
 
-    fn attr(&self, sh: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE) -> R<Vec<u8>> {
+    fn attr(
+        &self,
+        sh: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        ty: CK_ATTRIBUTE_TYPE,
+    ) -> R<Vec<u8>> {
         let mut a = CK_ATTRIBUTE {
             type_: ty,
             pValue: null_mut(),
@@ -421,7 +507,10 @@ impl Ctx {
                 self.f.C_FindObjectsInit.unwrap()(sh, tpl.attrs.as_mut_ptr(), tpl.attrs.len() as _),
                 CKR_OK
             );
-            assert_eq!(self.f.C_FindObjects.unwrap()(sh, out.as_mut_ptr(), 16, &mut n), CKR_OK);
+            assert_eq!(
+                self.f.C_FindObjects.unwrap()(sh, out.as_mut_ptr(), 16, &mut n),
+                CKR_OK
+            );
             assert_eq!(self.f.C_FindObjectsFinal.unwrap()(sh), CKR_OK);
         }
         out.truncate(n as usize);
@@ -433,9 +522,15 @@ impl Ctx {
         let mut n: CK_ULONG = 0;
         // SAFETY: live locals.
         unsafe {
-            assert_eq!(self.f.C_GetMechanismList.unwrap()(id, null_mut(), &mut n), CKR_OK);
+            assert_eq!(
+                self.f.C_GetMechanismList.unwrap()(id, null_mut(), &mut n),
+                CKR_OK
+            );
             let mut v = vec![0; n as usize];
-            assert_eq!(self.f.C_GetMechanismList.unwrap()(id, v.as_mut_ptr(), &mut n), CKR_OK);
+            assert_eq!(
+                self.f.C_GetMechanismList.unwrap()(id, v.as_mut_ptr(), &mut n),
+                CKR_OK
+            );
             v
         }
     }
@@ -538,7 +633,10 @@ fn sp_mech(ty: CK_MECHANISM_TYPE) -> M {
 // FIPS 180 "abc".
 const ABC: &[(CK_MECHANISM_TYPE, &str)] = &[
     (CKM_SHA_1, "a9993e364706816aba3e25717850c26c9cd0d89d"),
-    (CKM_SHA256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    (
+        CKM_SHA256,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    ),
     (
         CKM_SHA384,
         "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed\
@@ -554,7 +652,10 @@ const ABC: &[(CK_MECHANISM_TYPE, &str)] = &[
 // RFC 2202 test 2 (SHA-1) and RFC 4231 test 2: key "Jefe".
 const JEFE: &[(CK_MECHANISM_TYPE, &str)] = &[
     (CKM_SHA_1_HMAC, "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
-    (CKM_SHA256_HMAC, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (
+        CKM_SHA256_HMAC,
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    ),
     (
         CKM_SHA384_HMAC,
         "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e\
@@ -584,17 +685,35 @@ fn known_answers_on_session_keys() {
         assert_eq!(c.one(sh, b'd', &mech, key, &ct).unwrap(), pt, "{ty:#x}");
         // Multi-part with parts that cut blocks.
         let parts: [&[u8]; 4] = [&pt[..5], &pt[5..32], &[], &pt[32..]];
-        assert_eq!(c.multi(sh, b'e', &mech, key, &parts).unwrap(), ct, "{ty:#x}");
+        assert_eq!(
+            c.multi(sh, b'e', &mech, key, &parts).unwrap(),
+            ct,
+            "{ty:#x}"
+        );
         let cparts: [&[u8]; 3] = [&ct[..17], &ct[17..49], &ct[49..]];
-        assert_eq!(c.multi(sh, b'd', &mech, key, &cparts).unwrap(), pt, "{ty:#x}");
+        assert_eq!(
+            c.multi(sh, b'd', &mech, key, &cparts).unwrap(),
+            pt,
+            "{ty:#x}"
+        );
         if *ty == CKM_AES_CTR {
             // CTR takes any length: a prefix of the known answer.
             assert_eq!(c.one(sh, b'e', &mech, key, &pt[..37]).unwrap(), ct[..37]);
-            assert_eq!(c.multi(sh, b'd', &mech, key, &[&ct[..3], &ct[3..37]]).unwrap(), pt[..37]);
+            assert_eq!(
+                c.multi(sh, b'd', &mech, key, &[&ct[..3], &ct[3..37]])
+                    .unwrap(),
+                pt[..37]
+            );
         } else {
             // ECB and CBC take whole blocks only.
-            assert_eq!(c.one(sh, b'e', &mech, key, &pt[..63]), Err(CKR_DATA_LEN_RANGE));
-            assert_eq!(c.one(sh, b'd', &mech, key, &ct[..63]), Err(CKR_ENCRYPTED_DATA_LEN_RANGE));
+            assert_eq!(
+                c.one(sh, b'e', &mech, key, &pt[..63]),
+                Err(CKR_DATA_LEN_RANGE)
+            );
+            assert_eq!(
+                c.one(sh, b'd', &mech, key, &ct[..63]),
+                Err(CKR_ENCRYPTED_DATA_LEN_RANGE)
+            );
             assert_eq!(
                 c.multi(sh, b'e', &mech, key, &[&pt[..16], &pt[16..47]]),
                 Err(CKR_DATA_LEN_RANGE)
@@ -609,21 +728,41 @@ fn known_answers_on_session_keys() {
     }
     // Digests, single and multi-part.
     for (ty, want) in ABC {
-        assert_eq!(c.one(sh, b'h', &m(*ty), 0, b"abc").unwrap(), h(want), "{ty:#x}");
-        assert_eq!(c.multi(sh, b'h', &m(*ty), 0, &[b"a", b"", b"bc"]).unwrap(), h(want), "{ty:#x}");
+        assert_eq!(
+            c.one(sh, b'h', &m(*ty), 0, b"abc").unwrap(),
+            h(want),
+            "{ty:#x}"
+        );
+        assert_eq!(
+            c.multi(sh, b'h', &m(*ty), 0, &[b"a", b"", b"bc"]).unwrap(),
+            h(want),
+            "{ty:#x}"
+        );
     }
     // HMAC, single and multi-part, sign and verify.
     let jefe = hmac_key(&c, sh, b"Jefe");
     for (ty, want) in JEFE {
         let mech = m(*ty);
         let want = h(want);
-        assert_eq!(c.one(sh, b's', &mech, jefe, JEFE_MSG).unwrap(), want, "{ty:#x}");
-        assert_eq!(c.multi(sh, b's', &mech, jefe, &[&JEFE_MSG[..4], &JEFE_MSG[4..]]).unwrap(), want);
+        assert_eq!(
+            c.one(sh, b's', &mech, jefe, JEFE_MSG).unwrap(),
+            want,
+            "{ty:#x}"
+        );
+        assert_eq!(
+            c.multi(sh, b's', &mech, jefe, &[&JEFE_MSG[..4], &JEFE_MSG[4..]])
+                .unwrap(),
+            want
+        );
         c.verify(sh, &mech, jefe, JEFE_MSG, &want).unwrap();
-        c.verify_multi(sh, &mech, jefe, &[&JEFE_MSG[..9], &JEFE_MSG[9..]], &want).unwrap();
+        c.verify_multi(sh, &mech, jefe, &[&JEFE_MSG[..9], &JEFE_MSG[9..]], &want)
+            .unwrap();
         let mut bad = want.clone();
         bad[0] ^= 1;
-        assert_eq!(c.verify(sh, &mech, jefe, JEFE_MSG, &bad), Err(CKR_SIGNATURE_INVALID));
+        assert_eq!(
+            c.verify(sh, &mech, jefe, JEFE_MSG, &bad),
+            Err(CKR_SIGNATURE_INVALID)
+        );
         assert_eq!(
             c.verify(sh, &mech, jefe, JEFE_MSG, &want[1..]),
             Err(CKR_SIGNATURE_LEN_RANGE)
@@ -654,25 +793,39 @@ fn cluster_keys_and_bad_arguments() {
     let pt = h(SP_PT);
     let iv: [u8; 16] = h(SP_IV).try_into().unwrap();
     let cb: [u8; 16] = h(SP_CB).try_into().unwrap();
-    for mech in [m(CKM_AES_ECB), mp(CKM_AES_CBC, &iv), ctr(cb, 128), ctr(cb, 16)] {
+    for mech in [
+        m(CKM_AES_ECB),
+        mp(CKM_AES_CBC, &iv),
+        ctr(cb, 128),
+        ctr(cb, 16),
+    ] {
         let ct = c.one(sh, b'e', &mech, key, &pt).unwrap();
         assert_eq!(ct.len(), 64);
         assert_ne!(ct, pt);
         assert_eq!(c.one(sh, b'd', &mech, key, &ct).unwrap(), pt);
         let parts: [&[u8]; 3] = [&pt[..7], &pt[7..33], &pt[33..]];
         assert_eq!(c.multi(sh, b'e', &mech, key, &parts).unwrap(), ct);
-        assert_eq!(c.multi(sh, b'd', &mech, key, &[&ct[..1], &ct[1..]]).unwrap(), pt);
+        assert_eq!(
+            c.multi(sh, b'd', &mech, key, &[&ct[..1], &ct[1..]])
+                .unwrap(),
+            pt
+        );
     }
     // The modes agree with each other under the cluster key.
     let ecb = c.one(sh, b'e', &m(CKM_AES_ECB), key, &pt).unwrap();
-    let cbc0 = c.one(sh, b'e', &mp(CKM_AES_CBC, &[0; 16]), key, &pt[..16]).unwrap();
+    let cbc0 = c
+        .one(sh, b'e', &mp(CKM_AES_CBC, &[0; 16]), key, &pt[..16])
+        .unwrap();
     assert_eq!(cbc0, ecb[..16]);
     let mut counters = Vec::new();
     for i in 0..4u128 {
         counters.extend_from_slice(&(u128::from_be_bytes(cb) + i).to_be_bytes());
     }
     let keystream = c.one(sh, b'e', &m(CKM_AES_ECB), key, &counters).unwrap();
-    assert_eq!(c.one(sh, b'e', &ctr(cb, 128), key, &[0u8; 64]).unwrap(), keystream);
+    assert_eq!(
+        c.one(sh, b'e', &ctr(cb, 128), key, &[0u8; 64]).unwrap(),
+        keystream
+    );
     // CBC by hand from ECB.
     let mut chain = iv;
     let mut cbc = Vec::new();
@@ -682,7 +835,10 @@ fn cluster_keys_and_bad_arguments() {
         chain = y.clone().try_into().unwrap();
         cbc.extend(y);
     }
-    assert_eq!(c.one(sh, b'e', &mp(CKM_AES_CBC, &iv), key, &pt).unwrap(), cbc);
+    assert_eq!(
+        c.one(sh, b'e', &mp(CKM_AES_CBC, &iv), key, &pt).unwrap(),
+        cbc
+    );
 
     // HMAC through the cluster: every hash, verified by the cluster and
     // by length.
@@ -696,10 +852,17 @@ fn cluster_keys_and_bad_arguments() {
         let mech = m(ty);
         let mac = c.one(sh, b's', &mech, key, b"message").unwrap();
         assert_eq!(mac.len(), len, "{ty:#x}");
-        assert_eq!(c.multi(sh, b's', &mech, key, &[b"mes", b"sage"]).unwrap(), mac);
+        assert_eq!(
+            c.multi(sh, b's', &mech, key, &[b"mes", b"sage"]).unwrap(),
+            mac
+        );
         c.verify(sh, &mech, key, b"message", &mac).unwrap();
-        c.verify_multi(sh, &mech, key, &[b"m", b"essage"], &mac).unwrap();
-        assert_eq!(c.verify(sh, &mech, key, b"messagE", &mac), Err(CKR_SIGNATURE_INVALID));
+        c.verify_multi(sh, &mech, key, &[b"m", b"essage"], &mac)
+            .unwrap();
+        assert_eq!(
+            c.verify(sh, &mech, key, b"messagE", &mac),
+            Err(CKR_SIGNATURE_INVALID)
+        );
         assert_eq!(
             c.verify(sh, &mech, key, b"message", &mac[..len - 1]),
             Err(CKR_SIGNATURE_LEN_RANGE)
@@ -716,23 +879,56 @@ fn cluster_keys_and_bad_arguments() {
     let generic = hmac_key(&c, sh, &[7; 16]);
     for k in [key, aes] {
         // Block modes: whole blocks only.
-        assert_eq!(c.one(sh, b'e', &m(CKM_AES_ECB), k, &pt[..15]), Err(CKR_DATA_LEN_RANGE));
-        assert_eq!(c.one(sh, b'd', &m(CKM_AES_ECB), k, &pt[..17]), Err(CKR_ENCRYPTED_DATA_LEN_RANGE));
-        assert_eq!(c.one(sh, b'e', &mp(CKM_AES_CBC, &iv), k, &pt[..33]), Err(CKR_DATA_LEN_RANGE));
+        assert_eq!(
+            c.one(sh, b'e', &m(CKM_AES_ECB), k, &pt[..15]),
+            Err(CKR_DATA_LEN_RANGE)
+        );
+        assert_eq!(
+            c.one(sh, b'd', &m(CKM_AES_ECB), k, &pt[..17]),
+            Err(CKR_ENCRYPTED_DATA_LEN_RANGE)
+        );
+        assert_eq!(
+            c.one(sh, b'e', &mp(CKM_AES_CBC, &iv), k, &pt[..33]),
+            Err(CKR_DATA_LEN_RANGE)
+        );
         assert_eq!(
             c.one(sh, b'd', &mp(CKM_AES_CBC, &iv), k, &pt[..1]),
             Err(CKR_ENCRYPTED_DATA_LEN_RANGE)
         );
         // IVs and CTR parameters.
         for kind in [b'e', b'd'] {
-            assert_eq!(c.init(sh, kind, &mp(CKM_AES_CBC, &iv[..15]), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &m(CKM_AES_CBC), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &mp(CKM_AES_CBC, &[0; 17]), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &mp(CKM_AES_ECB, &iv), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &mp(CKM_AES_CTR, &iv), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &m(CKM_AES_CTR), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &ctr(cb, 0), k), Err(CKR_MECHANISM_PARAM_INVALID));
-            assert_eq!(c.init(sh, kind, &ctr(cb, 129), k), Err(CKR_MECHANISM_PARAM_INVALID));
+            assert_eq!(
+                c.init(sh, kind, &mp(CKM_AES_CBC, &iv[..15]), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &m(CKM_AES_CBC), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &mp(CKM_AES_CBC, &[0; 17]), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &mp(CKM_AES_ECB, &iv), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &mp(CKM_AES_CTR, &iv), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &m(CKM_AES_CTR), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &ctr(cb, 0), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
+            assert_eq!(
+                c.init(sh, kind, &ctr(cb, 129), k),
+                Err(CKR_MECHANISM_PARAM_INVALID)
+            );
             assert_eq!(
                 c.init(sh, kind, &ctr(cb, CK_ULONG::MAX), k),
                 Err(CKR_MECHANISM_PARAM_INVALID)
@@ -742,38 +938,83 @@ fn cluster_keys_and_bad_arguments() {
         let top = ctr([0xff; 16], 8);
         assert_eq!(c.one(sh, b'e', &top, k, &pt[..16]).unwrap().len(), 16);
         assert_eq!(c.one(sh, b'e', &top, k, &pt[..17]), Err(CKR_DATA_LEN_RANGE));
-        assert_eq!(c.one(sh, b'd', &top, k, &pt[..17]), Err(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        assert_eq!(
+            c.one(sh, b'd', &top, k, &pt[..17]),
+            Err(CKR_ENCRYPTED_DATA_LEN_RANGE)
+        );
         assert_eq!(
             c.multi(sh, b'e', &top, k, &[&pt[..10], &pt[10..20]]),
             Err(CKR_DATA_LEN_RANGE)
         );
         // Not for signing, digests or wrapping.
-        assert_eq!(c.init(sh, b's', &m(CKM_AES_ECB), k), Err(CKR_MECHANISM_INVALID));
-        assert_eq!(c.init(sh, b'h', &ctr(cb, 128), 0), Err(CKR_MECHANISM_INVALID));
-        assert_eq!(c.wrap(sh, &m(CKM_AES_ECB), k, generic), Err(CKR_MECHANISM_INVALID));
-        assert_eq!(c.wrap(sh, &mp(CKM_AES_CBC, &iv), k, generic), Err(CKR_MECHANISM_INVALID));
-        assert_eq!(c.init(sh, b'e', &m(CKM_SHA_1_HMAC), k), Err(CKR_MECHANISM_INVALID));
+        assert_eq!(
+            c.init(sh, b's', &m(CKM_AES_ECB), k),
+            Err(CKR_MECHANISM_INVALID)
+        );
+        assert_eq!(
+            c.init(sh, b'h', &ctr(cb, 128), 0),
+            Err(CKR_MECHANISM_INVALID)
+        );
+        assert_eq!(
+            c.wrap(sh, &m(CKM_AES_ECB), k, generic),
+            Err(CKR_MECHANISM_INVALID)
+        );
+        assert_eq!(
+            c.wrap(sh, &mp(CKM_AES_CBC, &iv), k, generic),
+            Err(CKR_MECHANISM_INVALID)
+        );
+        assert_eq!(
+            c.init(sh, b'e', &m(CKM_SHA_1_HMAC), k),
+            Err(CKR_MECHANISM_INVALID)
+        );
     }
     // Wrong keys: a generic secret does not encrypt (its CKA_ENCRYPT is
     // false), an EC private key neither; an EC key makes no HMAC, an AES
     // key no ECDSA signature.
-    assert_eq!(c.init(sh, b'e', &m(CKM_AES_ECB), generic), Err(CKR_KEY_FUNCTION_NOT_PERMITTED));
-    assert_eq!(c.init(sh, b'd', &ctr(cb, 128), generic), Err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    assert_eq!(
+        c.init(sh, b'e', &m(CKM_AES_ECB), generic),
+        Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_eq!(
+        c.init(sh, b'd', &ctr(cb, 128), generic),
+        Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
     let (ec_pub, ec) = c
         .gen_pair(
             sh,
             &m(CKM_EC_KEY_PAIR_GEN),
-            t(vec![(CKA_TOKEN, V::B(false)), (CKA_EC_PARAMS, V::D(P256.to_vec()))]),
+            t(vec![
+                (CKA_TOKEN, V::B(false)),
+                (CKA_EC_PARAMS, V::D(P256.to_vec())),
+            ]),
             t(vec![(CKA_TOKEN, V::B(false))]),
         )
         .unwrap();
-    assert_eq!(c.init(sh, b'e', &m(CKM_AES_ECB), ec), Err(CKR_KEY_FUNCTION_NOT_PERMITTED));
-    assert_eq!(c.init(sh, b's', &m(CKM_SHA384_HMAC), ec), Err(CKR_KEY_TYPE_INCONSISTENT));
-    assert_eq!(c.init(sh, b'v', &m(CKM_SHA512_HMAC), ec_pub), Err(CKR_KEY_TYPE_INCONSISTENT));
-    assert_eq!(c.init(sh, b's', &m(CKM_ECDSA), aes), Err(CKR_KEY_TYPE_INCONSISTENT));
+    assert_eq!(
+        c.init(sh, b'e', &m(CKM_AES_ECB), ec),
+        Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_eq!(
+        c.init(sh, b's', &m(CKM_SHA384_HMAC), ec),
+        Err(CKR_KEY_TYPE_INCONSISTENT)
+    );
+    assert_eq!(
+        c.init(sh, b'v', &m(CKM_SHA512_HMAC), ec_pub),
+        Err(CKR_KEY_TYPE_INCONSISTENT)
+    );
+    assert_eq!(
+        c.init(sh, b's', &m(CKM_ECDSA), aes),
+        Err(CKR_KEY_TYPE_INCONSISTENT)
+    );
     // HMAC and digests take no parameter.
-    assert_eq!(c.init(sh, b's', &mp(CKM_SHA_1_HMAC, &[1]), generic), Err(CKR_MECHANISM_PARAM_INVALID));
-    assert_eq!(c.init(sh, b'h', &mp(CKM_SHA512, &[1]), 0), Err(CKR_MECHANISM_PARAM_INVALID));
+    assert_eq!(
+        c.init(sh, b's', &mp(CKM_SHA_1_HMAC, &[1]), generic),
+        Err(CKR_MECHANISM_PARAM_INVALID)
+    );
+    assert_eq!(
+        c.init(sh, b'h', &mp(CKM_SHA512, &[1]), 0),
+        Err(CKR_MECHANISM_PARAM_INVALID)
+    );
     // NULL pointers, each on a fresh session (whether a failed call ends
     // the operation is not what is checked here).
     let f = c.f;
@@ -786,34 +1027,58 @@ fn cluster_keys_and_bad_arguments() {
             pParameter: null_mut(),
             ulParameterLen: size_of::<CK_AES_CTR_PARAMS>() as _,
         };
-        assert_eq!(f.C_EncryptInit.unwrap()(sh, &mut bad, aes), CKR_MECHANISM_PARAM_INVALID);
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(sh, &mut bad, aes),
+            CKR_MECHANISM_PARAM_INVALID
+        );
         bad.mechanism = CKM_AES_CBC;
         bad.ulParameterLen = 16;
-        assert_eq!(f.C_DecryptInit.unwrap()(sh, &mut bad, aes), CKR_MECHANISM_PARAM_INVALID);
-        assert_eq!(f.C_EncryptInit.unwrap()(sh, null_mut(), aes), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_DecryptInit.unwrap()(sh, &mut bad, aes),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(sh, null_mut(), aes),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_DigestInit.unwrap()(sh, null_mut()), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_SignInit.unwrap()(sh, null_mut(), generic), CKR_ARGUMENTS_BAD);
-        assert_eq!(f.C_VerifyInit.unwrap()(sh, null_mut(), generic), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_SignInit.unwrap()(sh, null_mut(), generic),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_VerifyInit.unwrap()(sh, null_mut(), generic),
+            CKR_ARGUMENTS_BAD
+        );
         drop(s2);
         let s2 = session(&c);
         let sh = s2.handle();
         let mut sha1 = m(CKM_SHA_1).raw();
         assert_eq!(f.C_DigestInit.unwrap()(sh, &mut sha1), CKR_OK);
         let mut len: CK_ULONG = 0;
-        assert_eq!(f.C_Digest.unwrap()(sh, null_mut(), 3, null_mut(), &mut len), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Digest.unwrap()(sh, null_mut(), 3, null_mut(), &mut len),
+            CKR_ARGUMENTS_BAD
+        );
         drop(s2);
         let s2 = session(&c);
         let sh = s2.handle();
         let mut ecb = m(CKM_AES_ECB).raw();
         assert_eq!(f.C_EncryptInit.unwrap()(sh, &mut ecb, aes), CKR_OK);
         let mut d = [0u8; 16];
-        assert_eq!(f.C_Encrypt.unwrap()(sh, d.as_mut_ptr(), 16, null_mut(), null_mut()), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Encrypt.unwrap()(sh, d.as_mut_ptr(), 16, null_mut(), null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
         drop(s2);
         let s2 = session(&c);
         let sh = s2.handle();
         let mut hm = m(CKM_SHA384_HMAC).raw();
         assert_eq!(f.C_SignInit.unwrap()(sh, &mut hm, generic), CKR_OK);
-        assert_eq!(f.C_SignUpdate.unwrap()(sh, null_mut(), 5), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_SignUpdate.unwrap()(sh, null_mut(), 5),
+            CKR_ARGUMENTS_BAD
+        );
         drop(s2);
         // A short buffer keeps the operation; the right size finishes it.
         let s2 = session(&c);
@@ -823,12 +1088,25 @@ fn cluster_keys_and_bad_arguments() {
         assert_eq!(f.C_SignUpdate.unwrap()(sh, msg.as_mut_ptr(), 3), CKR_OK);
         let mut out = [0u8; 48];
         let mut len: CK_ULONG = 47;
-        assert_eq!(f.C_SignFinal.unwrap()(sh, out.as_mut_ptr(), &mut len), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            f.C_SignFinal.unwrap()(sh, out.as_mut_ptr(), &mut len),
+            CKR_BUFFER_TOO_SMALL
+        );
         assert_eq!(len, 48);
-        assert_eq!(f.C_SignInit.unwrap()(sh, &mut hm, generic), CKR_OPERATION_ACTIVE);
-        assert_eq!(f.C_SignFinal.unwrap()(sh, out.as_mut_ptr(), &mut len), CKR_OK);
+        assert_eq!(
+            f.C_SignInit.unwrap()(sh, &mut hm, generic),
+            CKR_OPERATION_ACTIVE
+        );
+        assert_eq!(
+            f.C_SignFinal.unwrap()(sh, out.as_mut_ptr(), &mut len),
+            CKR_OK
+        );
         assert_eq!(len, 48);
-        assert_eq!(out.to_vec(), c.one(sh, b's', &m(CKM_SHA384_HMAC), generic, b"abc").unwrap());
+        assert_eq!(
+            out.to_vec(),
+            c.one(sh, b's', &m(CKM_SHA384_HMAC), generic, b"abc")
+                .unwrap()
+        );
         drop(s2);
     }
     drop(s);
@@ -837,7 +1115,13 @@ fn cluster_keys_and_bad_arguments() {
 
 /// What the walk needs of a mechanism: how to get a key of a size, the
 /// mechanism with its parameters, and the input of an operation.
-fn key_for(c: &Ctx, sh: CK_SESSION_HANDLE, ty: CK_MECHANISM_TYPE, size: CK_ULONG, cluster_aes: CK_OBJECT_HANDLE) -> Option<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+fn key_for(
+    c: &Ctx,
+    sh: CK_SESSION_HANDLE,
+    ty: CK_MECHANISM_TYPE,
+    size: CK_ULONG,
+    cluster_aes: CK_OBJECT_HANDLE,
+) -> Option<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
     let pair = |gen: CK_MECHANISM_TYPE, extra: Vec<(CK_ATTRIBUTE_TYPE, V)>| {
         let mut public = vec![(CKA_TOKEN, V::B(false))];
         public.extend(extra);
@@ -862,15 +1146,30 @@ fn key_for(c: &Ctx, sh: CK_SESSION_HANDLE, ty: CK_MECHANISM_TYPE, size: CK_ULONG
         }
         CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512 => pair(
             CKM_EC_KEY_PAIR_GEN,
-            vec![(CKA_EC_PARAMS, V::D(if size == 256 { P256 } else { P384 }.to_vec()))],
+            vec![(
+                CKA_EC_PARAMS,
+                V::D(if size == 256 { P256 } else { P384 }.to_vec()),
+            )],
         ),
         CKM_EDDSA => pair(CKM_EC_EDWARDS_KEY_PAIR_GEN, vec![]),
-        CKM_ML_DSA => pair(CKM_ML_DSA_KEY_PAIR_GEN, vec![(CKA_PARAMETER_SET, V::U(size))]),
-        CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS | CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS
-        | CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS | CKM_RSA_PKCS_OAEP => {
+        CKM_ML_DSA => pair(
+            CKM_ML_DSA_KEY_PAIR_GEN,
+            vec![(CKA_PARAMETER_SET, V::U(size))],
+        ),
+        CKM_RSA_PKCS
+        | CKM_SHA256_RSA_PKCS
+        | CKM_SHA384_RSA_PKCS
+        | CKM_SHA512_RSA_PKCS
+        | CKM_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS
+        | CKM_RSA_PKCS_OAEP => {
             // One RSA pair per size for all RSA mechanisms.
-            pair(CKM_RSA_PKCS_KEY_PAIR_GEN, vec![(CKA_MODULUS_BITS, V::U(size))])
+            pair(
+                CKM_RSA_PKCS_KEY_PAIR_GEN,
+                vec![(CKA_MODULUS_BITS, V::U(size))],
+            )
         }
         _ => None,
     }
@@ -964,7 +1263,11 @@ fn mechanism_info_is_what_the_module_does() {
             }
         }
         if f & CKF_GENERATE == 0 {
-            assert_eq!(c.gen(sh, &mech, t(vec![])), Err(CKR_MECHANISM_INVALID), "{ty:#x}");
+            assert_eq!(
+                c.gen(sh, &mech, t(vec![])),
+                Err(CKR_MECHANISM_INVALID),
+                "{ty:#x}"
+            );
         }
         if f & CKF_GENERATE_KEY_PAIR == 0 {
             assert_eq!(
@@ -974,7 +1277,11 @@ fn mechanism_info_is_what_the_module_does() {
             );
         }
         if f & CKF_WRAP == 0 {
-            assert_eq!(c.wrap(sh, &mech, spare_aes, secret), Err(CKR_MECHANISM_INVALID), "{ty:#x}");
+            assert_eq!(
+                c.wrap(sh, &mech, spare_aes, secret),
+                Err(CKR_MECHANISM_INVALID),
+                "{ty:#x}"
+            );
         }
         if f & CKF_UNWRAP == 0 {
             let tpl = t(vec![
@@ -982,7 +1289,11 @@ fn mechanism_info_is_what_the_module_does() {
                 (CKA_KEY_TYPE, V::U(CKK_GENERIC_SECRET)),
                 (CKA_TOKEN, V::B(false)),
             ]);
-            assert_eq!(c.unwrap(sh, &mech, spare_aes, &[0; 40], tpl), Err(CKR_MECHANISM_INVALID), "{ty:#x}");
+            assert_eq!(
+                c.unwrap(sh, &mech, spare_aes, &[0; 40], tpl),
+                Err(CKR_MECHANISM_INVALID),
+                "{ty:#x}"
+            );
         }
         // Claimed operations work at the minimum and maximum key size.
         let sizes: Vec<CK_ULONG> = if info.ulMinKeySize == info.ulMaxKeySize {
@@ -997,16 +1308,28 @@ fn mechanism_info_is_what_the_module_does() {
                 done += 1;
             }
             if f & CKF_GENERATE != 0 {
-                let len = if ty == CKM_GENERIC_SECRET_KEY_GEN { size / 8 } else { size };
+                let len = if ty == CKM_GENERIC_SECRET_KEY_GEN {
+                    size / 8
+                } else {
+                    size
+                };
                 let k = c
-                    .gen(sh, &mech, t(vec![(CKA_TOKEN, V::B(false)), (CKA_VALUE_LEN, V::U(len))]))
+                    .gen(
+                        sh,
+                        &mech,
+                        t(vec![(CKA_TOKEN, V::B(false)), (CKA_VALUE_LEN, V::U(len))]),
+                    )
                     .unwrap_or_else(|rv| panic!("{ty:#x} size {size}: {rv:#x}"));
                 assert_eq!(c.attr(sh, k, CKA_VALUE).unwrap().len(), len as usize);
                 // One past the range is refused.
                 let over = len + if ty == CKM_AES_KEY_GEN { 8 } else { 1 };
                 if size == info.ulMaxKeySize {
                     assert!(c
-                        .gen(sh, &mech, t(vec![(CKA_TOKEN, V::B(false)), (CKA_VALUE_LEN, V::U(over))]))
+                        .gen(
+                            sh,
+                            &mech,
+                            t(vec![(CKA_TOKEN, V::B(false)), (CKA_VALUE_LEN, V::U(over))])
+                        )
                         .is_err());
                 }
                 done += 1;
@@ -1014,7 +1337,10 @@ fn mechanism_info_is_what_the_module_does() {
             if f & CKF_GENERATE_KEY_PAIR != 0 {
                 let extra = match ty {
                     CKM_EC_KEY_PAIR_GEN => {
-                        vec![(CKA_EC_PARAMS, V::D(if size == 256 { P256 } else { P384 }.to_vec()))]
+                        vec![(
+                            CKA_EC_PARAMS,
+                            V::D(if size == 256 { P256 } else { P384 }.to_vec()),
+                        )]
                     }
                     CKM_RSA_PKCS_KEY_PAIR_GEN => vec![(CKA_MODULUS_BITS, V::U(size))],
                     CKM_ML_DSA_KEY_PAIR_GEN => vec![(CKA_PARAMETER_SET, V::U(size))],
@@ -1034,7 +1360,9 @@ fn mechanism_info_is_what_the_module_does() {
             if f & CKF_ENCRYPT != 0 {
                 assert!(f & CKF_DECRYPT != 0);
                 let data = [0x11u8; 32];
-                let ct = c.one(sh, b'e', &mech, key, &data).unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
+                let ct = c
+                    .one(sh, b'e', &mech, key, &data)
+                    .unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
                 assert_eq!(c.one(sh, b'd', &mech, key, &ct).unwrap(), data);
                 done += 1;
             } else if f & CKF_DECRYPT != 0 {
@@ -1044,7 +1372,8 @@ fn mechanism_info_is_what_the_module_does() {
                 let pk = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
                 let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&pk).unwrap();
                 ctx.encrypt_init().unwrap();
-                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP).unwrap();
+                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
+                    .unwrap();
                 ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
                 ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
                 let mut ct = Vec::new();
@@ -1056,17 +1385,26 @@ fn mechanism_info_is_what_the_module_does() {
             if f & CKF_SIGN != 0 {
                 assert!(f & CKF_VERIFY != 0);
                 let msg = sign_input(ty);
-                let sig = c.one(sh, b's', &mech, key, &msg).unwrap_or_else(|rv| panic!("{ty:#x} size {size}: {rv:#x}"));
-                c.verify(sh, &mech, public, &msg, &sig).unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
+                let sig = c
+                    .one(sh, b's', &mech, key, &msg)
+                    .unwrap_or_else(|rv| panic!("{ty:#x} size {size}: {rv:#x}"));
+                c.verify(sh, &mech, public, &msg, &sig)
+                    .unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
                 let mut bad = sig.clone();
                 let last = bad.len() - 1;
                 bad[last / 2] ^= 0x10;
-                assert_eq!(c.verify(sh, &mech, public, &msg, &bad), Err(CKR_SIGNATURE_INVALID), "{ty:#x}");
+                assert_eq!(
+                    c.verify(sh, &mech, public, &msg, &bad),
+                    Err(CKR_SIGNATURE_INVALID),
+                    "{ty:#x}"
+                );
                 done += 1;
             }
             if f & CKF_WRAP != 0 {
                 assert!(f & CKF_UNWRAP != 0);
-                let wrapped = c.wrap(sh, &mech, key, secret).unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
+                let wrapped = c
+                    .wrap(sh, &mech, key, secret)
+                    .unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
                 let k = c
                     .unwrap(
                         sh,
@@ -1109,11 +1447,17 @@ fn session_key_pairs_live_with_their_session() {
                 (CKA_EC_PARAMS, V::D(P384.to_vec())),
                 (CKA_LABEL, V::D(b"mine".to_vec())),
             ]),
-            t(vec![(CKA_TOKEN, V::B(false)), (CKA_LABEL, V::D(b"mine".to_vec()))]),
+            t(vec![
+                (CKA_TOKEN, V::B(false)),
+                (CKA_LABEL, V::D(b"mine".to_vec())),
+            ]),
         )
         .unwrap();
     assert_eq!(c.attr(sh, q, CKA_TOKEN).unwrap(), [0]);
-    assert_eq!(c.attr(sh, q, CKA_CLASS).unwrap(), CKO_PRIVATE_KEY.to_ne_bytes());
+    assert_eq!(
+        c.attr(sh, q, CKA_CLASS).unwrap(),
+        CKO_PRIVATE_KEY.to_ne_bytes()
+    );
     assert_eq!(c.attr(sh, q, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE));
     assert_eq!(c.attr(sh, q, CKA_EXTRACTABLE).unwrap(), [0]);
     assert_eq!(c.attr(sh, p, CKA_EC_PARAMS).unwrap(), P384);
@@ -1123,7 +1467,9 @@ fn session_key_pairs_live_with_their_session() {
     let listed = ok(&node.server.cli(None, &["ls-key", "-e", ENCLAVE]));
     assert!(!listed.contains("mine"), "{listed}");
     // ECDSA-SHA384 checked by OpenSSL.
-    let sig = c.one(sh, b's', &m(CKM_ECDSA_SHA384), q, b"session pair").unwrap();
+    let sig = c
+        .one(sh, b's', &m(CKM_ECDSA_SHA384), q, b"session pair")
+        .unwrap();
     assert_eq!(sig.len(), 96);
     let spki = c.attr(sh, p, CKA_PUBLIC_KEY_INFO).unwrap();
     let pk = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
@@ -1161,11 +1507,19 @@ fn session_key_pairs_live_with_their_session() {
         .gen_pair(
             ro.handle(),
             &m(CKM_EC_EDWARDS_KEY_PAIR_GEN),
-            t(vec![(CKA_TOKEN, V::B(false)), (CKA_LABEL, V::D(b"ro".to_vec()))]),
+            t(vec![
+                (CKA_TOKEN, V::B(false)),
+                (CKA_LABEL, V::D(b"ro".to_vec())),
+            ]),
             t(vec![(CKA_TOKEN, V::B(false))]),
         )
         .unwrap();
-    assert_eq!(c.one(ro.handle(), b's', &m(CKM_EDDSA), edq, b"x").unwrap().len(), 64);
+    assert_eq!(
+        c.one(ro.handle(), b's', &m(CKM_EDDSA), edq, b"x")
+            .unwrap()
+            .len(),
+        64
+    );
     assert_eq!(c.find(sh, "ro").len(), 2);
     // Closing the session destroys its pairs.
     drop(ro);
@@ -1180,7 +1534,9 @@ fn session_key_pairs_live_with_their_session() {
 fn static_pin_and_api_key_logins() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let node = KmsNode::start("user_pin = \"s3cret-PIN\"\n");
-    ok(&node.server.cli(None, &["add-key", "--enclave", ENCLAVE, "pinned"]));
+    ok(&node
+        .server
+        .cli(None, &["add-key", "--enclave", ENCLAVE, "pinned"]));
     let c = load(&node.config);
     let info = c.p11.get_token_info(c.slot).unwrap();
     assert!(info.login_required());
@@ -1197,7 +1553,8 @@ fn static_pin_and_api_key_logins() {
         }
     }
     assert!(c.find(sh, "pinned").is_empty());
-    s.login(UserType::User, Some(&AuthPin::new("s3cret-PIN".into()))).unwrap();
+    s.login(UserType::User, Some(&AuthPin::new("s3cret-PIN".into())))
+        .unwrap();
     let found = c.find(sh, "pinned");
     assert_eq!(found.len(), 1);
     assert_eq!(c.attr(sh, found[0], CKA_PRIVATE).unwrap(), [1]);
@@ -1219,8 +1576,11 @@ fn static_pin_and_api_key_logins() {
     );
     let c = load(&cfg2);
     let s = session(&c);
-    assert!(s.login(UserType::User, Some(&AuthPin::new("s3cret-PIN".into()))).is_err());
-    s.login(UserType::User, Some(&AuthPin::new("from-a-file".into()))).unwrap();
+    assert!(s
+        .login(UserType::User, Some(&AuthPin::new("s3cret-PIN".into())))
+        .is_err());
+    s.login(UserType::User, Some(&AuthPin::new("from-a-file".into())))
+        .unwrap();
     assert_eq!(c.find(s.handle(), "pinned").len(), 1);
     drop(s);
     c.p11.finalize().unwrap();
@@ -1245,14 +1605,20 @@ fn static_pin_and_api_key_logins() {
     ] {
         match s.login(UserType::User, Some(&AuthPin::new(wrong.clone().into()))) {
             Err(cryptoki::error::Error::Pkcs11(rv, _)) => {
-                assert_eq!(rv, cryptoki::error::RvError::PinIncorrect, "{}", wrong.len())
+                assert_eq!(
+                    rv,
+                    cryptoki::error::RvError::PinIncorrect,
+                    "{}",
+                    wrong.len()
+                )
             }
             other => panic!("{other:?}"),
         }
     }
     assert!(c.find(s.handle(), "pinned").is_empty());
     let right = node.server.root_key.to_secret_string().to_string();
-    s.login(UserType::User, Some(&AuthPin::new(right.into()))).unwrap();
+    s.login(UserType::User, Some(&AuthPin::new(right.into())))
+        .unwrap();
     assert_eq!(c.find(s.handle(), "pinned").len(), 1);
     drop(s);
     c.p11.finalize().unwrap();
@@ -1278,12 +1644,16 @@ fn engine_sign(dir: &Path, cfg: &Path, label: &str) -> std::process::Output {
     Command::new("openssl")
         .env("OPENSSL_CONF", &conf)
         .env("KMS_PKCS11_CONFIG", cfg)
-        .args(["pkeyutl", "-engine", "pkcs11", "-keyform", "engine", "-sign", "-in"])
+        .args([
+            "pkeyutl", "-engine", "pkcs11", "-keyform", "engine", "-sign", "-in",
+        ])
         .arg(&digest)
         .arg("-out")
         .arg(&sig)
         .arg("-inkey")
-        .arg(format!("pkcs11:token={ENCLAVE};object={label};type=private"))
+        .arg(format!(
+            "pkcs11:token={ENCLAVE};object={label};type=private"
+        ))
         .output()
         .unwrap()
 }
@@ -1293,7 +1663,9 @@ fn hidden_key_types_let_libp11_use_the_token() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let node = KmsNode::start("");
     for (ty, name) in [("ec-p256", "eck"), ("ed25519", "edk"), ("ml-dsa-65", "mlk")] {
-        ok(&node.server.cli(None, &["add-key", "--enclave", ENCLAVE, "--type", ty, name]));
+        ok(&node
+            .server
+            .cli(None, &["add-key", "--enclave", ENCLAVE, "--type", ty, name]));
     }
     let dir = node.tmp.path();
     let hidden = dir.join("hidden.toml");
@@ -1337,7 +1709,10 @@ fn hidden_key_types_let_libp11_use_the_token() {
     }
     // libp11 0.4.12 cannot use a token that shows an Ed25519 key...
     let o = engine_sign(dir, &node.config, "eck");
-    assert!(!o.status.success(), "libp11 with an Ed25519 key on the token worked");
+    assert!(
+        !o.status.success(),
+        "libp11 with an Ed25519 key on the token worked"
+    );
     // ... and can with the option.
     let o = engine_sign(dir, &hidden, "eck");
     assert!(
@@ -1354,7 +1729,9 @@ fn hidden_key_types_let_libp11_use_the_token() {
 fn pkcs11_tool_lists_and_tests_the_mechanisms() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let node = KmsNode::start("");
-    ok(&node.server.cli(None, &["add-key", "--enclave", ENCLAVE, "tool-aes"]));
+    ok(&node
+        .server
+        .cli(None, &["add-key", "--enclave", ENCLAVE, "tool-aes"]));
     let tool = || {
         let mut c = Command::new("pkcs11-tool");
         c.env("KMS_PKCS11_CONFIG", &node.config)
@@ -1379,7 +1756,10 @@ fn pkcs11_tool_lists_and_tests_the_mechanisms() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
-    let out = tool().args(["--login", "--pin", "1234", "--test"]).output().unwrap();
+    let out = tool()
+        .args(["--login", "--pin", "1234", "--test"])
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -1398,7 +1778,11 @@ fn pkcs11_tool_lists_and_tests_the_mechanisms() {
         .arg(node.tmp.path().join("abc.sha1"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(node.tmp.path().join("abc.sha1")).unwrap(),
         h("a9993e364706816aba3e25717850c26c9cd0d89d")

@@ -16,12 +16,12 @@ use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
 use crate::asym::HashAlg;
-use kms_client::raw::MacHash;
 use crate::error::{Error, Result};
 use crate::log::Level;
 use crate::mech::{Mech, PssParams, CKM_KMS_CIPHERTEXT};
 use crate::object::{Attr, AttrOut};
 use crate::ops::Out;
+use kms_client::raw::MacHash;
 
 /// Largest attribute value or mechanism parameter read from a caller.
 const MAX_VALUE: CK_ULONG = 64 << 20;

@@ -54,7 +54,11 @@ impl Module {
         if self.cfg.login == LoginMode::Pin {
             // The configured PIN, compared in constant time (the lengths
             // are not secret).
-            let want = self.cfg.user_pin.as_deref().map_or(&[][..], |p| p.as_slice());
+            let want = self
+                .cfg
+                .user_pin
+                .as_deref()
+                .map_or(&[][..], |p| p.as_slice());
             if !bool::from(subtle::ConstantTimeEq::ct_eq(pin, want)) || want.is_empty() {
                 return Err(Error::Ck(CKR_PIN_INCORRECT));
             }

@@ -343,8 +343,7 @@ pub fn step(w: &mut World, c: &Call) -> CK_RV {
                 let (p, n): (*mut std::ffi::c_void, CK_ULONG) = match mech {
                     CKM_AES_CTR => (
                         &mut c as *mut _ as *mut _,
-                        std::mem::size_of::<CK_AES_CTR_PARAMS>() as CK_ULONG
-                            - (*m as CK_ULONG % 2),
+                        std::mem::size_of::<CK_AES_CTR_PARAMS>() as CK_ULONG - (*m as CK_ULONG % 2),
                     ),
                     CKM_AES_CBC => (iv.as_mut_ptr() as *mut _, 15 + (*m as CK_ULONG % 2)),
                     CKM_AES_GCM => (
