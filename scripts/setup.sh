@@ -25,6 +25,8 @@ if [ "${1:-}" = "--test" ]; then
   have_cmd softhsm2-util || need+=(softhsm2)
   have_cmd pkcs11-tool || need+=(opensc)
   have_cmd p11tool || need+=(gnutls-bin)
+  # libp11's OpenSSL engine (openssl pkeyutl -engine pkcs11)
+  dpkg -s libengine-pkcs11-openssl >/dev/null 2>&1 || need+=(libengine-pkcs11-openssl)
   have_cmd ip || need+=(iproute2)
   have_cmd keytool || need+=(default-jdk-headless)
   have_cmd python3 || need+=(python3)

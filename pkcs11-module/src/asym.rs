@@ -257,11 +257,11 @@ impl HashAlg {
         }
     }
 
-    /// A running hash, for the hashes the module computes (SHA-2 only: the
-    /// cluster does not sign SHA-1).
+    /// A running hash (digest operations and the hashing signature
+    /// mechanisms; no signature mechanism hashes with SHA-1).
     pub fn hasher(self) -> Option<Hasher> {
         Some(match self {
-            HashAlg::Sha1 => return None,
+            HashAlg::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
             HashAlg::Sha224 => Hasher::Sha224(sha2::Sha224::new()),
             HashAlg::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             HashAlg::Sha384 => Hasher::Sha384(sha2::Sha384::new()),
@@ -274,6 +274,7 @@ impl HashAlg {
 /// mechanisms).
 #[derive(Clone)]
 pub enum Hasher {
+    Sha1(sha1::Sha1),
     Sha224(sha2::Sha224),
     Sha256(sha2::Sha256),
     Sha384(sha2::Sha384),
@@ -283,6 +284,7 @@ pub enum Hasher {
 impl Hasher {
     pub fn update(&mut self, data: &[u8]) {
         match self {
+            Hasher::Sha1(h) => h.update(data),
             Hasher::Sha224(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha384(h) => h.update(data),
@@ -292,6 +294,7 @@ impl Hasher {
 
     pub fn finalize(self) -> Vec<u8> {
         match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
             Hasher::Sha224(h) => h.finalize().to_vec(),
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha384(h) => h.finalize().to_vec(),
@@ -454,14 +457,15 @@ impl PairInfo {
                 })
             }
             CKA_KEY_TYPE => return u(kt),
-            CKA_TOKEN => return b(true),
+            CKA_TOKEN => return b(o.is_token()),
             CKA_PRIVATE => return b(o.private),
             CKA_LABEL => return v(&o.label),
             CKA_ID => return v(&o.id),
             CKA_MODIFIABLE | CKA_COPYABLE | CKA_DERIVE => return b(false),
             // Destroying the private key deletes the cluster key (and so
             // both objects); the public key alone cannot be destroyed.
-            CKA_DESTROYABLE => return b(private_class),
+            // Either object of a session key pair can be.
+            CKA_DESTROYABLE => return b(private_class || !o.is_token()),
             CKA_LOCAL => return b(true),
             CKA_KEY_GEN_MECHANISM => return u(k.gen_mechanism()),
             CKA_ALLOWED_MECHANISMS => {
@@ -568,12 +572,14 @@ pub struct PairTemplate {
     pub label: Option<Vec<u8>>,
     pub id: Option<Vec<u8>>,
     pub private: Option<bool>,
+    /// `CKA_TOKEN` of either template (both must agree); absent: true.
+    pub token: Option<bool>,
 }
 
 /// Reads the two templates of `C_GenerateKeyPair` for mechanism `mech`
-/// (`CKM_*_KEY_PAIR_GEN`). Key pairs are always token objects (cluster
-/// keys): `CKA_TOKEN` false is `CKR_TEMPLATE_INCONSISTENT`; an absent
-/// `CKA_TOKEN` means true. Usage attributes are accepted and not enforced:
+/// (`CKM_*_KEY_PAIR_GEN`). `CKA_TOKEN` true (or absent) makes a cluster
+/// key, false a session key pair; the two templates must agree.
+/// `CKA_EXTRACTABLE` true is refused for both. Usage attributes are accepted and not enforced:
 /// a pair's usages follow from its type.
 pub fn parse_pair_templates(
     mech: CK_MECHANISM_TYPE,
@@ -635,13 +641,7 @@ pub fn parse_pair_templates(
                         return inconsistent("CKA_KEY_TYPE does not match the mechanism".into());
                     }
                 }
-                CKA_TOKEN => {
-                    if !a.as_bool()? {
-                        return inconsistent(
-                            "key pairs are cluster keys: CKA_TOKEN must be true".into(),
-                        );
-                    }
-                }
+                CKA_TOKEN => once(&mut t.token, a.as_bool()?, "CKA_TOKEN")?,
                 CKA_PRIVATE => {
                     let v = a.as_bool()?;
                     if is_private {
@@ -870,11 +870,21 @@ mod tests {
         .unwrap();
         assert_eq!(t.kind, Some(AsymKind::EcP384));
         assert_eq!(ec(vec![]).unwrap_err().rv(), CKR_TEMPLATE_INCOMPLETE);
+        let t = ec(vec![
+            Attr::new(CKA_EC_PARAMS, P256_PARAMS.to_vec()),
+            Attr::bool(CKA_TOKEN, false),
+        ])
+        .unwrap();
+        assert_eq!(t.token, Some(false));
         assert_eq!(
-            ec(vec![
-                Attr::new(CKA_EC_PARAMS, P256_PARAMS.to_vec()),
-                Attr::bool(CKA_TOKEN, false)
-            ])
+            parse_pair_templates(
+                CKM_EC_KEY_PAIR_GEN,
+                &[
+                    Attr::new(CKA_EC_PARAMS, P256_PARAMS.to_vec()),
+                    Attr::bool(CKA_TOKEN, false)
+                ],
+                &[Attr::bool(CKA_TOKEN, true)]
+            )
             .unwrap_err()
             .rv(),
             CKR_TEMPLATE_INCONSISTENT

@@ -13,11 +13,15 @@
 //! enclaves = ["enclave-1"]      # default: every enclave the identity may list
 //! timeout_ms = 10000            # per request to one server
 //! refresh_ms = 2000             # how long the list of cluster keys is cached
-//! login = "any"                 # or "api-key": the user PIN is the API key
+//! login = "any"                 # or "api-key": the user PIN is the API key;
+//!                               # or "pin": the PIN below (user_pin or user_pin_file)
+//! user_pin = "..."              # login = "pin" only; or user_pin_file = "/etc/kms/p11.pin"
+//! hide_key_types = ["ED25519"]  # key types no slot shows (see [slot."NAME"])
 //! log_level = "warn"            # off, error, warn, info, debug
 //! log_file = "/var/log/kms-pkcs11.log"   # default: stderr
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +40,26 @@ pub enum LoginMode {
     Any,
     /// The user PIN is the API key: nothing is visible before `C_Login`.
     ApiKey,
+    /// A static PIN from the configuration (`user_pin` or `user_pin_file`):
+    /// cluster keys are private objects, used only after a `C_Login` with
+    /// that PIN; the configured API key authenticates to the cluster.
+    Pin,
 }
+
+/// The cluster key types `hide_key_types` may name.
+pub const KEY_TYPES: &[&str] = &[
+    "AES256",
+    "CHACHA20",
+    "EC-P256",
+    "EC-P384",
+    "ED25519",
+    "RSA-2048",
+    "RSA-3072",
+    "RSA-4096",
+    "ML-DSA-44",
+    "ML-DSA-65",
+    "ML-DSA-87",
+];
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +73,12 @@ pub struct Config {
     pub timeout: Duration,
     pub refresh: Duration,
     pub login: LoginMode,
+    /// The PIN of [`LoginMode::Pin`] (never logged).
+    pub user_pin: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// Key types hidden in every slot (upper case, from [`KEY_TYPES`]).
+    pub hide_key_types: Vec<String>,
+    /// Per-enclave lists replacing `hide_key_types` for that slot.
+    pub hide_by_enclave: BTreeMap<String, Vec<String>>,
     pub log_level: Level,
     pub log_file: Option<PathBuf>,
     /// `KMS_PKCS11_SHARED_IO` set: do network I/O on the shared runtime
@@ -74,9 +103,20 @@ struct File {
     timeout_ms: Option<u64>,
     refresh_ms: Option<u64>,
     login: Option<String>,
+    user_pin: Option<String>,
+    user_pin_file: Option<PathBuf>,
+    hide_key_types: Option<Vec<String>>,
+    slot: Option<BTreeMap<String, SlotFile>>,
     log_level: Option<String>,
     log_file: Option<PathBuf>,
     coalesce: Option<bool>,
+}
+
+/// `[slot."ENCLAVE"]`: settings of one slot.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotFile {
+    hide_key_types: Option<Vec<String>>,
 }
 
 /// Reads a variable under its `KMS_*` name or its `MINIO_KMS_*` name.
@@ -88,6 +128,20 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// Whether cluster keys are private objects (used only after `C_Login`).
+    pub fn private_keys(&self) -> bool {
+        self.login != LoginMode::Any
+    }
+
+    /// Whether the slot of `enclave` hides keys of the cluster type `ty`.
+    pub fn hides(&self, enclave: &str, ty: &str) -> bool {
+        let list = self
+            .hide_by_enclave
+            .get(enclave)
+            .unwrap_or(&self.hide_key_types);
+        list.iter().any(|t| t.eq_ignore_ascii_case(ty))
+    }
+
     /// Loads the configuration: from the file named by `KMS_PKCS11_CONFIG`
     /// if that is set and not empty, else from the `KMS_*` variables. Any
     /// error is [`Error::Config`] (`CKR_GENERAL_ERROR` at `C_Initialize`).
@@ -139,6 +193,11 @@ impl Config {
             timeout_ms: num("PKCS11_TIMEOUT_MS")?,
             refresh_ms: num("PKCS11_REFRESH_MS")?,
             login: var("PKCS11_LOGIN"),
+            user_pin: None,
+            user_pin_file: var("PKCS11_USER_PIN_FILE").map(PathBuf::from),
+            hide_key_types: var("PKCS11_HIDE_KEY_TYPES")
+                .map(|v| v.split(',').map(|t| t.trim().to_string()).collect()),
+            slot: None,
             log_level: None,
             log_file: None,
             coalesce: None,
@@ -152,15 +211,76 @@ impl Config {
             .ok_or_else(|| Error::Config(format!("{source}: 'servers' is missing")))?;
         let endpoints = ClientConfig::parse_endpoints(&servers.join(","))
             .map_err(|e| Error::Config(format!("{source}: servers: {e}")))?;
+        let user_pin = match (f.user_pin, f.user_pin_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(format!(
+                    "{source}: give user_pin or user_pin_file, not both"
+                )))
+            }
+            (Some(p), None) => Some(zeroize::Zeroizing::new(p.into_bytes())),
+            (None, Some(path)) => {
+                let b = zeroize::Zeroizing::new(kms_client::read_small_file(&path, 4096).map_err(
+                    |e| Error::Config(format!("{source}: user_pin_file {}: {e}", path.display())),
+                )?);
+                // One trailing newline (as `echo` writes) is not part of the PIN.
+                let end = b
+                    .strip_suffix(b"\r\n")
+                    .or_else(|| b.strip_suffix(b"\n"))
+                    .unwrap_or(&b);
+                Some(zeroize::Zeroizing::new(end.to_vec()))
+            }
+            (None, None) => None,
+        };
+        if user_pin.as_ref().is_some_and(|p| p.is_empty()) {
+            return Err(Error::Config(format!("{source}: the user PIN is empty")));
+        }
         let login = match f.login.as_deref().map(str::trim) {
+            None | Some("") if user_pin.is_some() => LoginMode::Pin,
             None | Some("any") | Some("") => LoginMode::Any,
             Some("api-key") | Some("api_key") => LoginMode::ApiKey,
+            Some("pin") => LoginMode::Pin,
             Some(o) => {
                 return Err(Error::Config(format!(
-                    "{source}: login '{o}': use \"any\" or \"api-key\""
+                    "{source}: login '{o}': use \"any\", \"api-key\" or \"pin\""
                 )))
             }
         };
+        match (login, user_pin.is_some()) {
+            (LoginMode::Pin, false) => {
+                return Err(Error::Config(format!(
+                    "{source}: login = \"pin\" needs user_pin or user_pin_file"
+                )))
+            }
+            (LoginMode::Any | LoginMode::ApiKey, true) => {
+                return Err(Error::Config(format!(
+                    "{source}: user_pin and user_pin_file go with login = \"pin\""
+                )))
+            }
+            _ => {}
+        }
+        let key_types = |list: Vec<String>, what: &str| -> Result<Vec<String>> {
+            list.into_iter()
+                .map(|t| {
+                    let u = t.trim().to_ascii_uppercase();
+                    if KEY_TYPES.contains(&u.as_str()) {
+                        Ok(u)
+                    } else {
+                        Err(Error::Config(format!(
+                            "{source}: {what}: unknown key type '{t}' (one of {})",
+                            KEY_TYPES.join(", ")
+                        )))
+                    }
+                })
+                .collect()
+        };
+        let hide_key_types = key_types(f.hide_key_types.unwrap_or_default(), "hide_key_types")?;
+        let mut hide_by_enclave = BTreeMap::new();
+        for (enclave, sf) in f.slot.unwrap_or_default() {
+            if let Some(list) = sf.hide_key_types {
+                let what = format!("slot.\"{enclave}\".hide_key_types");
+                hide_by_enclave.insert(enclave, key_types(list, &what)?);
+            }
+        }
         let api_key = match (f.api_key, f.api_key_file) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(format!(
@@ -256,6 +376,9 @@ impl Config {
             timeout: ms(f.timeout_ms, 10_000, "timeout_ms", 600_000)?,
             refresh: ms(f.refresh_ms, 2_000, "refresh_ms", 3_600_000)?,
             login,
+            user_pin,
+            hide_key_types,
+            hide_by_enclave,
             log_level,
             log_file: f
                 .log_file
@@ -335,6 +458,48 @@ mod tests {
         }
         let e = Config::from_file(Path::new("/nonexistent/x.toml")).unwrap_err();
         assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn static_pin_and_hidden_types() {
+        let c = parse(&format!(
+            "servers = [\"h:1\"]\napi_key = \"{KEY}\"\nuser_pin = \"1234\"\nhide_key_types = [\"ed25519\"]\n[slot.\"e2\"]\nhide_key_types = [\"ML-DSA-65\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.login, LoginMode::Pin);
+        assert_eq!(
+            c.user_pin.as_deref().map(|p| p.as_slice()),
+            Some(&b"1234"[..])
+        );
+        assert!(c.private_keys());
+        assert!(c.hides("e1", "ED25519"));
+        assert!(!c.hides("e1", "ML-DSA-65"));
+        assert!(c.hides("e2", "ML-DSA-65"));
+        assert!(!c.hides("e2", "ED25519"));
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "s3cret\n").unwrap();
+        let c = parse(&format!(
+            "servers = [\"h:1\"]\napi_key = \"{KEY}\"\nlogin = \"pin\"\nuser_pin_file = \"{}\"\n",
+            pin.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.user_pin.as_deref().map(|p| p.as_slice()),
+            Some(&b"s3cret"[..])
+        );
+        for (text, why) in [
+            ("login = \"pin\"\n", "needs user_pin"),
+            ("login = \"any\"\nuser_pin = \"1\"\n", "go with login"),
+            ("user_pin = \"\"\n", "PIN is empty"),
+            ("hide_key_types = [\"DSA\"]\n", "unknown key type 'DSA'"),
+            ("[slot.e]\nbogus = 1\n", "unknown field"),
+        ] {
+            let e = parse(&format!("servers = [\"h:1\"]\napi_key = \"{KEY}\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod local;
 pub mod log;
 pub mod mech;
 pub mod module;

@@ -2,7 +2,7 @@
 //! form of a caller's `CK_MECHANISM` (built by the FFI layer).
 
 use cryptoki_sys::*;
-use kms_client::raw::{Params, RawMechanism};
+use kms_client::raw::{MacHash, Params, RawMechanism};
 
 use crate::asym::HashAlg;
 use crate::error::{Error, Result};
@@ -25,13 +25,27 @@ pub enum Mech {
     AesCbcPad {
         iv: Vec<u8>,
     },
+    /// `CKM_AES_CBC` without padding (input a multiple of 16 bytes).
+    AesCbc {
+        iv: Vec<u8>,
+    },
+    /// `CKM_AES_ECB` (input a multiple of 16 bytes).
+    AesEcb,
+    /// `CKM_AES_CTR` (`CK_AES_CTR_PARAMS`): the initial counter block and
+    /// how many of its low bits are the counter (1..=128).
+    AesCtr {
+        cb: [u8; 16],
+        bits: CK_ULONG,
+    },
     /// RFC 3394 (`CKM_AES_KEY_WRAP`), default IV only.
     AesKeyWrap,
     /// RFC 5649, as `CKM_AES_KEY_WRAP_PAD` (0x210A, SoftHSM2's number) or
     /// `CKM_AES_KEY_WRAP_KWP` (0x210B).
     AesKeyWrapPad(CK_MECHANISM_TYPE),
-    Sha256Hmac,
-    Sha256,
+    /// `CKM_SHA_1_HMAC`, `CKM_SHA256_HMAC`, `CKM_SHA384_HMAC`, `CKM_SHA512_HMAC`.
+    Hmac(MacHash),
+    /// `CKM_SHA_1`, `CKM_SHA256`, `CKM_SHA384`, `CKM_SHA512`.
+    Digest(HashAlg),
     KmsCiphertext {
         aad: Vec<u8>,
     },
@@ -82,10 +96,24 @@ impl Mech {
             Mech::GenericSecretKeyGen => CKM_GENERIC_SECRET_KEY_GEN,
             Mech::AesGcm { .. } => CKM_AES_GCM,
             Mech::AesCbcPad { .. } => CKM_AES_CBC_PAD,
+            Mech::AesCbc { .. } => CKM_AES_CBC,
+            Mech::AesEcb => CKM_AES_ECB,
+            Mech::AesCtr { .. } => CKM_AES_CTR,
             Mech::AesKeyWrap => CKM_AES_KEY_WRAP,
             Mech::AesKeyWrapPad(t) => *t,
-            Mech::Sha256Hmac => CKM_SHA256_HMAC,
-            Mech::Sha256 => CKM_SHA256,
+            Mech::Hmac(h) => match h {
+                MacHash::Sha1 => CKM_SHA_1_HMAC,
+                MacHash::Sha256 => CKM_SHA256_HMAC,
+                MacHash::Sha384 => CKM_SHA384_HMAC,
+                MacHash::Sha512 => CKM_SHA512_HMAC,
+            },
+            Mech::Digest(h) => match h {
+                HashAlg::Sha1 => CKM_SHA_1,
+                HashAlg::Sha224 => CKM_SHA224,
+                HashAlg::Sha256 => CKM_SHA256,
+                HashAlg::Sha384 => CKM_SHA384,
+                HashAlg::Sha512 => CKM_SHA512,
+            },
             Mech::KmsCiphertext { .. } => CKM_KMS_CIPHERTEXT,
             Mech::EcKeyPairGen => CKM_EC_KEY_PAIR_GEN,
             Mech::EcEdwardsKeyPairGen => CKM_EC_EDWARDS_KEY_PAIR_GEN,
@@ -143,6 +171,18 @@ impl Mech {
         }
     }
 
+    /// Whether `C_WrapKey` and `C_UnwrapKey` take this mechanism (the raw
+    /// block modes do not: they neither pad nor check integrity).
+    pub fn wraps(&self) -> bool {
+        matches!(
+            self,
+            Mech::AesGcm { .. }
+                | Mech::AesCbcPad { .. }
+                | Mech::AesKeyWrap
+                | Mech::AesKeyWrapPad(_)
+        )
+    }
+
     /// The raw mechanism and its parameters, for the cipher mechanisms.
     pub fn raw(&self) -> Option<(RawMechanism, Params<'_>)> {
         let none = Params {
@@ -160,10 +200,26 @@ impl Mech {
                 },
             ),
             Mech::AesCbcPad { iv } => (RawMechanism::AesCbcPad, Params { iv, ..none }),
+            Mech::AesCbc { iv } => (RawMechanism::AesCbc, Params { iv, ..none }),
+            Mech::AesEcb => (RawMechanism::AesEcb, none),
+            Mech::AesCtr { cb, .. } => (RawMechanism::AesCtr, Params { iv: cb, ..none }),
             Mech::AesKeyWrap => (RawMechanism::AesKeyWrap, none),
             Mech::AesKeyWrapPad(_) => (RawMechanism::AesKeyWrapPad, none),
             _ => return None,
         })
+    }
+
+    /// AES-CTR: the number of 16-byte blocks that may still be processed
+    /// before the counter (the low `bits` bits of the counter block) would
+    /// wrap, `None` for no limit that matters (more than `u64::MAX`).
+    pub fn ctr_blocks_left(&self) -> Option<u64> {
+        match self {
+            Mech::AesCtr { cb, bits } if *bits < 64 => {
+                let counter = u128::from_be_bytes(*cb) & ((1u128 << *bits) - 1);
+                Some(((1u128 << *bits) - counter) as u64)
+            }
+            _ => None,
+        }
     }
 
     /// Checks the parameters of a cipher mechanism (at `*Init`).
@@ -188,8 +244,11 @@ impl Mech {
                 }
                 Ok(())
             }
-            Mech::AesCbcPad { iv } if iv.len() != 16 => {
-                bad(format!("AES-CBC-PAD takes a 16-byte IV, not {}", iv.len()))
+            Mech::AesCbcPad { iv } | Mech::AesCbc { iv } if iv.len() != 16 => {
+                bad(format!("AES-CBC takes a 16-byte IV, not {}", iv.len()))
+            }
+            Mech::AesCtr { bits, .. } if !(1..=128).contains(bits) => {
+                bad(format!("AES-CTR counter bits {bits}: use 1 to 128"))
             }
             _ => Ok(()),
         }
@@ -206,11 +265,16 @@ pub fn info(ty: CK_MECHANISM_TYPE) -> Option<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
         // In bits for generic secrets (PKCS#11 2.40, 2.2.1); bytes elsewhere.
         CKM_GENERIC_SECRET_KEY_GEN => (8, 4096, CKF_GENERATE),
         CKM_AES_GCM | CKM_AES_CBC_PAD => (16, 32, CIPHER),
+        // Raw block modes: encrypt and decrypt only (wrapping a key needs
+        // a padding or an integrity check the module does not add).
+        CKM_AES_ECB | CKM_AES_CBC | CKM_AES_CTR => (16, 32, CKF_ENCRYPT | CKF_DECRYPT),
         CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP => {
             (16, 32, CKF_WRAP | CKF_UNWRAP | CKF_ENCRYPT | CKF_DECRYPT)
         }
-        CKM_SHA256_HMAC => (1, 512, CKF_SIGN | CKF_VERIFY),
-        CKM_SHA256 => (0, 0, CKF_DIGEST),
+        CKM_SHA_1_HMAC | CKM_SHA256_HMAC | CKM_SHA384_HMAC | CKM_SHA512_HMAC => {
+            (1, 512, CKF_SIGN | CKF_VERIFY)
+        }
+        CKM_SHA_1 | CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => (0, 0, CKF_DIGEST),
         CKM_KMS_CIPHERTEXT => (32, 32, CKF_ENCRYPT | CKF_DECRYPT),
         // Key sizes in bits (EC: the field size; ML-DSA: the parameter
         // sets CKP_ML_DSA_44..=CKP_ML_DSA_87).
@@ -242,11 +306,20 @@ pub const LIST: &[CK_MECHANISM_TYPE] = &[
     CKM_GENERIC_SECRET_KEY_GEN,
     CKM_AES_GCM,
     CKM_AES_CBC_PAD,
+    CKM_AES_CBC,
+    CKM_AES_ECB,
+    CKM_AES_CTR,
     CKM_AES_KEY_WRAP,
     CKM_AES_KEY_WRAP_PAD,
     CKM_AES_KEY_WRAP_KWP,
+    CKM_SHA_1_HMAC,
     CKM_SHA256_HMAC,
+    CKM_SHA384_HMAC,
+    CKM_SHA512_HMAC,
+    CKM_SHA_1,
     CKM_SHA256,
+    CKM_SHA384,
+    CKM_SHA512,
     CKM_KMS_CIPHERTEXT,
     CKM_EC_KEY_PAIR_GEN,
     CKM_ECDSA,
@@ -298,5 +371,23 @@ mod tests {
         assert!(g(12, 136).check_params().is_err());
         assert!(g(12, 100).check_params().is_err());
         assert!(Mech::AesCbcPad { iv: vec![0; 8] }.check_params().is_err());
+        assert!(Mech::AesCbc { iv: vec![0; 15] }.check_params().is_err());
+        let ctr = |bits| Mech::AesCtr {
+            cb: [0xff; 16],
+            bits,
+        };
+        assert!(ctr(0).check_params().is_err());
+        assert!(ctr(129).check_params().is_err());
+        assert!(ctr(128).check_params().is_ok());
+        assert_eq!(ctr(128).ctr_blocks_left(), None);
+        assert_eq!(ctr(8).ctr_blocks_left(), Some(1));
+        assert_eq!(
+            Mech::AesCtr {
+                cb: [0; 16],
+                bits: 8
+            }
+            .ctr_blocks_left(),
+            Some(256)
+        );
     }
 }

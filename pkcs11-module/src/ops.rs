@@ -11,7 +11,7 @@
 //!
 //! The cluster's answers are checked before they become output: a raw
 //! encryption (or wrap) has exactly the length its mechanism gives, a
-//! decryption is never longer than its input, a MAC is 32 bytes. Anything
+//! decryption is never longer than its input, a MAC has its hash's length. Anything
 //! else is `CKR_DEVICE_ERROR` with a log line (`bad_answer`).
 
 use std::sync::Arc;
@@ -101,9 +101,12 @@ fn check_key(key: &KeyObject, mech: &Mech, kind: Kind) -> Result<()> {
     let type_ok = match mech {
         Mech::AesGcm { .. }
         | Mech::AesCbcPad { .. }
+        | Mech::AesCbc { .. }
+        | Mech::AesEcb
+        | Mech::AesCtr { .. }
         | Mech::AesKeyWrap
         | Mech::AesKeyWrapPad(_) => secret && key.key_type == CKK_AES,
-        Mech::Sha256Hmac => secret,
+        Mech::Hmac(_) => secret,
         Mech::KmsCiphertext { .. } => secret && key.is_token(),
         m => match m.asym_key_type() {
             Some(t) => key.pair.is_some() && key.key_type == t,
@@ -143,8 +146,8 @@ fn mech_for(kind: Kind, mech: &Mech) -> Result<()> {
                 || matches!(mech, Mech::KmsCiphertext { .. })
                 || (kind == Kind::Decrypt && matches!(mech, Mech::RsaOaep { .. }))
         }
-        Kind::Sign | Kind::Verify => *mech == Mech::Sha256Hmac || mech.is_asym_sign(),
-        Kind::Digest => *mech == Mech::Sha256,
+        Kind::Sign | Kind::Verify => matches!(mech, Mech::Hmac(_)) || mech.is_asym_sign(),
+        Kind::Digest => matches!(mech, Mech::Digest(_)),
     };
     if ok {
         Ok(())
@@ -178,8 +181,8 @@ impl Module {
             }
             (_, None) => return Err(Error::Ck(CKR_KEY_HANDLE_INVALID)),
         };
-        let digest = if kind == Kind::Digest {
-            HashAlg::Sha256.hasher()
+        let digest = if let Mech::Digest(h) = mech {
+            h.hasher()
         } else {
             mech.sign_hash().and_then(HashAlg::hasher)
         };
@@ -323,7 +326,7 @@ impl Module {
             return Err(Error::Ck(CKR_DATA_LEN_RANGE));
         }
         if let Some(k) = op.key.as_ref() {
-            if let (Some(p), Some(name)) = (k.pair.as_ref(), k.cluster_name()) {
+            if let Some(p) = k.pair.as_ref() {
                 let (input, hashed) = match op.digest.clone() {
                     Some(mut d) => {
                         d.update(msg);
@@ -331,15 +334,31 @@ impl Module {
                     }
                     None => (msg.to_vec(), false),
                 };
-                return self.verify_asym(slot_idx, name, p, &op.mech, &input, hashed, signature);
+                return match k.cluster_name() {
+                    Some(name) => {
+                        self.verify_asym(slot_idx, name, p, &op.mech, &input, hashed, signature)
+                    }
+                    None => {
+                        if signature.len() != p.kind.sig_len() {
+                            return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
+                        }
+                        let (message, params) = sign_request(p, &op.mech, &input, hashed)?;
+                        crate::local::verify(
+                            p.kind, &p.public, &p.spki, &message, &params, signature,
+                        )
+                    }
+                };
             }
         }
-        if signature.len() != 32 {
+        let Mech::Hmac(h) = op.mech else {
+            return Err(Error::Ck(CKR_MECHANISM_INVALID));
+        };
+        if signature.len() != h.output_len() {
             return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
         }
         let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
         let valid = match (key.value(), key.cluster_name()) {
-            (Some(v), _) => raw::mac_eq(&raw::hmac_sha256(v, msg), signature),
+            (Some(v), _) => raw::mac_eq(&raw::hmac(h, v, msg), signature),
             (None, Some(name)) => {
                 let r: proto::MacVerifyResponse = self.call(
                     slot_idx,
@@ -349,7 +368,7 @@ impl Module {
                         version: 0,
                         message: msg.to_vec(),
                         mac: signature.to_vec(),
-                        hash: String::new(),
+                        hash: mac_hash_name(h).into(),
                     },
                 )?;
                 r.valid
@@ -376,7 +395,10 @@ impl Module {
     ) -> Result<Out> {
         let sess = self.session(sh)?;
         let s = sess.lock();
-        let (m, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+        let (m, params) = mech
+            .raw()
+            .filter(|_| mech.wraps())
+            .ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
         mech.check_params()?;
         let wk = self
             .object(&s, wrapping)
@@ -439,7 +461,10 @@ impl Module {
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE> {
         let t = KeyTemplate::parse(template)?;
-        let (m, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
+        let (m, params) = mech
+            .raw()
+            .filter(|_| mech.wraps())
+            .ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
         mech.check_params()?;
         let key_type = t.key_type.ok_or_else(|| {
             Error::invalid(
@@ -639,6 +664,16 @@ fn bad_answer(cmd: Command, got: usize, want: &str) -> Error {
     Error::Ck(CKR_DEVICE_ERROR)
 }
 
+/// The cluster's name of an HMAC hash (`MacVerifyRequest.hash`).
+fn mac_hash_name(h: raw::MacHash) -> &'static str {
+    match h {
+        raw::MacHash::Sha1 => "SHA-1",
+        raw::MacHash::Sha256 => "SHA-256",
+        raw::MacHash::Sha384 => "SHA-384",
+        raw::MacHash::Sha512 => "SHA-512",
+    }
+}
+
 fn raw_err(e: RawError, kind: Kind) -> Error {
     let rv = match (e.clone(), kind) {
         (RawError::Auth, _) => CKR_ENCRYPTED_DATA_INVALID,
@@ -670,6 +705,23 @@ fn compute(
         None => None,
     };
     let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+    if let (Some(p), Some(der)) = (key.pair.as_ref(), key.value()) {
+        // A session key pair: the same input rules, computed here.
+        return match (kind, &op.mech) {
+            (Kind::Sign, mech) => {
+                let input = hashed.as_deref().unwrap_or(data);
+                let (message, params) = sign_request(p, mech, input, hashed.is_some())?;
+                crate::local::sign(p.kind, der, &message, &params)
+            }
+            (Kind::Decrypt, Mech::RsaOaep { hash, mgf, label }) => {
+                if Some(data.len()) != p.kind.rsa_len() {
+                    return Err(Error::Ck(CKR_ENCRYPTED_DATA_LEN_RANGE));
+                }
+                crate::local::oaep_decrypt(der, *hash, *mgf, label, data)
+            }
+            _ => Err(Error::Ck(CKR_MECHANISM_INVALID)),
+        };
+    }
     if let (Some(p), Some(name)) = (key.pair.as_ref(), key.cluster_name()) {
         return match (kind, &op.mech) {
             (Kind::Sign, mech) => {
@@ -683,23 +735,32 @@ fn compute(
         };
     }
     match (kind, &op.mech) {
-        (Kind::Sign, Mech::Sha256Hmac) => match (key.value(), key.cluster_name()) {
-            (Some(v), _) => Ok(Zeroizing::new(raw::hmac_sha256(v, data).to_vec())),
+        (Kind::Sign, Mech::Hmac(h)) => match (key.value(), key.cluster_name()) {
+            (Some(v), _) => Ok(Zeroizing::new(raw::hmac(*h, v, data))),
             (None, Some(name)) => {
-                let r: proto::MacResponse = m.call(
-                    slot,
-                    Command::KeyMac,
-                    &proto::MacRequest {
+                // KEY:MAC is HMAC-SHA256 (and what older nodes know);
+                // KEY:RAWMAC takes the hash.
+                let (cmd, r): (Command, proto::MacResponse) = if *h == raw::MacHash::Sha256 {
+                    let req = proto::MacRequest {
                         name: name.into(),
                         version: 0,
                         message: data.to_vec(),
-                    },
-                )?;
-                if r.mac.len() != 32 {
+                    };
+                    (Command::KeyMac, m.call(slot, Command::KeyMac, &req)?)
+                } else {
+                    let req = proto::RawMacRequest {
+                        name: name.into(),
+                        version: 0,
+                        message: data.to_vec(),
+                        hash: mac_hash_name(*h).into(),
+                    };
+                    (Command::KeyRawMac, m.call(slot, Command::KeyRawMac, &req)?)
+                };
+                if r.mac.len() != h.output_len() {
                     return Err(bad_answer(
-                        Command::KeyMac,
+                        cmd,
                         r.mac.len(),
-                        "an HMAC-SHA256 has 32",
+                        &format!("this HMAC has {}", h.output_len()),
                     ));
                 }
                 Ok(Zeroizing::new(r.mac))
@@ -757,6 +818,26 @@ fn compute(
         (Kind::Encrypt | Kind::Decrypt, mech) => {
             let (rm, params) = mech.raw().ok_or(Error::Ck(CKR_MECHANISM_INVALID))?;
             let enc = kind == Kind::Encrypt;
+            if let Some(left) = mech.ctr_blocks_left() {
+                // The cluster and `raw` count with all 128 bits; refusing
+                // input that would wrap the caller's counter makes both
+                // the same.
+                if data.len().div_ceil(16) as u64 > left {
+                    let rv = if enc {
+                        CKR_DATA_LEN_RANGE
+                    } else {
+                        CKR_ENCRYPTED_DATA_LEN_RANGE
+                    };
+                    return Err(Error::invalid(
+                        rv,
+                        "data",
+                        format!(
+                            "{} bytes would wrap the AES-CTR counter ({left} blocks left)",
+                            data.len()
+                        ),
+                    ));
+                }
+            }
             match (key.value(), key.cluster_name()) {
                 (Some(v), _) => {
                     if enc {

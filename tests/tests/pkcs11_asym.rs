@@ -672,11 +672,14 @@ fn key_pairs_through_the_module() {
         ),
         RvError::CurveNotSupported
     );
+    // CKA_TOKEN false makes a session pair (tests/tests/pkcs11_mechanisms.rs);
+    // the two templates must agree.
     assert_eq!(
-        kpg(
+        rv(s.generate_key_pair(
             &Mechanism::EccKeyPairGen,
-            vec![Attribute::EcParams(P256.to_vec()), Attribute::Token(false)]
-        ),
+            &[Attribute::EcParams(P256.to_vec()), Attribute::Token(false)],
+            &[Attribute::Token(true)]
+        )),
         RvError::TemplateInconsistent
     );
     assert_eq!(

@@ -21,6 +21,7 @@ use crate::log::Level;
 use crate::mech::{Mech, PssParams, CKM_KMS_CIPHERTEXT};
 use crate::object::{Attr, AttrOut};
 use crate::ops::Out;
+use kms_client::raw::MacHash;
 
 /// Largest attribute value or mechanism parameter read from a caller.
 const MAX_VALUE: CK_ULONG = 64 << 20;
@@ -131,8 +132,24 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mech> {
     match m.mechanism {
         CKM_AES_KEY_GEN => none(Mech::AesKeyGen),
         CKM_GENERIC_SECRET_KEY_GEN => none(Mech::GenericSecretKeyGen),
-        CKM_SHA256 => none(Mech::Sha256),
-        CKM_SHA256_HMAC => none(Mech::Sha256Hmac),
+        CKM_SHA_1 => none(Mech::Digest(HashAlg::Sha1)),
+        CKM_SHA256 => none(Mech::Digest(HashAlg::Sha256)),
+        CKM_SHA384 => none(Mech::Digest(HashAlg::Sha384)),
+        CKM_SHA512 => none(Mech::Digest(HashAlg::Sha512)),
+        CKM_SHA_1_HMAC => none(Mech::Hmac(MacHash::Sha1)),
+        CKM_SHA256_HMAC => none(Mech::Hmac(MacHash::Sha256)),
+        CKM_SHA384_HMAC => none(Mech::Hmac(MacHash::Sha384)),
+        CKM_SHA512_HMAC => none(Mech::Hmac(MacHash::Sha512)),
+        CKM_AES_ECB => none(Mech::AesEcb),
+        CKM_AES_CBC => Ok(Mech::AesCbc { iv: param.to_vec() }),
+        CKM_AES_CTR => {
+            // SAFETY: `m` is the caller's CK_MECHANISM, checked above.
+            let p: CK_AES_CTR_PARAMS = unsafe { param_struct(m) }?;
+            Ok(Mech::AesCtr {
+                cb: p.cb,
+                bits: p.ulCounterBits,
+            })
+        }
         CKM_AES_KEY_WRAP => {
             // Only the default IV (A6A6A6A6A6A6A6A6) of RFC 3394.
             if param.is_empty() || param == [0xA6; 8] {

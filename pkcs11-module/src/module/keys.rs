@@ -16,9 +16,13 @@
 //!   cluster key is private follows the login mode, not its template.
 //! - Destroying a cluster key deletes every version of it (KEY:DELETE) and
 //!   removes it from the slot's cache before its handle is freed.
-//! - A key pair (`C_GenerateKeyPair`) is always a cluster key (KEY:CREATE
-//!   with its asymmetric type), named as token secret keys are; its
-//!   objects enter the cache through `add_cluster_pair`.
+//! - A key pair (`C_GenerateKeyPair`) with `CKA_TOKEN` true (or absent) is
+//!   a cluster key (KEY:CREATE with its asymmetric type), named as token
+//!   secret keys are; its objects enter the cache through
+//!   `add_cluster_pair`. With `CKA_TOKEN` false it is a session key pair:
+//!   two session objects of the calling session, generated and used in
+//!   the module (`crate::local`), the private key sensitive and never
+//!   extractable. A type the slot hides (`hide_key_types`) is not made.
 
 use cryptoki_sys::*;
 use kms_client::{proto, Command};
@@ -207,11 +211,51 @@ impl Module {
         let kind = t.kind.ok_or(Error::Ck(CKR_TEMPLATE_INCOMPLETE))?;
         let sess = self.session(sh)?;
         let s = sess.lock();
-        if !s.rw {
-            return Err(Error::Ck(CKR_SESSION_READ_ONLY));
+        if self.cfg.hides(&self.slots[s.slot].enclave, kind.name()) {
+            return Err(Error::invalid(
+                CKR_TEMPLATE_INCONSISTENT,
+                "template",
+                format!("this slot hides {} keys (hide_key_types)", kind.name()),
+            ));
         }
         if t.private == Some(true) && !self.logged_in(s.slot) {
             return Err(Error::Ck(CKR_USER_NOT_LOGGED_IN));
+        }
+        if t.token == Some(false) {
+            let (der, spki) = crate::local::generate(kind)?;
+            let info = crate::asym::PairInfo::from_spki(kind, 0, &spki)
+                .map_err(|e| Error::invalid(CKR_FUNCTION_FAILED, "session key pair", e))?;
+            let info = std::sync::Arc::new(info);
+            let name = match (t.label.as_ref(), t.id.as_ref()) {
+                (Some(l), _) => l.clone(),
+                (None, Some(i)) => i.clone(),
+                (None, None) => Vec::new(),
+            };
+            let make = |class, value: zeroize::Zeroizing<Vec<u8>>| {
+                let mut o = crate::object::KeyObject::pair_object(
+                    s.slot,
+                    "",
+                    info.clone(),
+                    class,
+                    t.private == Some(true),
+                );
+                o.label = t.label.clone().unwrap_or_else(|| name.clone());
+                o.id = t.id.clone().unwrap_or_else(|| name.clone());
+                o.store = crate::object::Store::Local { value, session: sh };
+                o
+            };
+            let hq = self.add_session_object(make(CKO_PRIVATE_KEY, der));
+            let hp = self.add_session_object(make(CKO_PUBLIC_KEY, Default::default()));
+            crate::log!(
+                Level::Info,
+                "generated a session key pair ({}) in slot {}",
+                kind.name(),
+                s.slot
+            );
+            return Ok((hp, hq));
+        }
+        if !s.rw {
+            return Err(Error::Ck(CKR_SESSION_READ_ONLY));
         }
         let name = key_name(t.label.as_ref(), t.id.as_ref())?;
         let req = proto::CreateKeyRequest {
@@ -241,7 +285,7 @@ impl Module {
         let sess = self.session(sh)?;
         let s = sess.lock();
         let o = self.object(&s, h)?;
-        if o.pair.is_some() && o.class == CKO_PUBLIC_KEY {
+        if o.pair.is_some() && o.class == CKO_PUBLIC_KEY && o.is_token() {
             return Err(Error::invalid(
                 CKR_ACTION_PROHIBITED,
                 "object",

@@ -11,6 +11,9 @@
 //!   403 is `CKR_PIN_INCORRECT`). The slot's key cache is then emptied.
 //!   Logging out drops the client and every cluster-key object of the
 //!   slot.
+//! - login = "pin": the PIN must equal the configured `user_pin` (for
+//!   `CKU_USER` and `CKU_SO` alike; compared in constant time), else
+//!   `CKR_PIN_INCORRECT`. Cluster keys are private objects until then.
 //! - Otherwise login only changes what is visible (private objects) and the
 //!   session states: the configured API key is used throughout.
 
@@ -46,6 +49,18 @@ impl Module {
             let (all, rw) = self.session_counts(slot);
             if all > rw {
                 return Err(Error::Ck(CKR_SESSION_READ_ONLY_EXISTS));
+            }
+        }
+        if self.cfg.login == LoginMode::Pin {
+            // The configured PIN, compared in constant time (the lengths
+            // are not secret).
+            let want = self
+                .cfg
+                .user_pin
+                .as_deref()
+                .map_or(&[][..], |p| p.as_slice());
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(pin, want)) || want.is_empty() {
+                return Err(Error::Ck(CKR_PIN_INCORRECT));
             }
         }
         if self.cfg.login == LoginMode::ApiKey {

@@ -32,7 +32,6 @@ use kms_client::{proto, Command};
 use super::session::Session;
 use super::Module;
 use crate::asym::{AsymKind, PairInfo};
-use crate::config::LoginMode;
 use crate::error::{Error, Result};
 use crate::log::Level;
 use crate::object::{Attr, AttrOut, KeyObject};
@@ -129,6 +128,7 @@ impl Module {
         };
         let (pairs, keys): (Vec<_>, Vec<_>) = keys
             .into_iter()
+            .filter(|k| !self.cfg.hides(&s.enclave, &k.r#type))
             .partition(|k| AsymKind::parse(&k.r#type).is_some());
         // The public halves of new keys and of new versions (KEY:PUBLICKEY),
         // before the object table is locked.
@@ -151,7 +151,7 @@ impl Module {
                 },
             }
         }
-        let private = self.cfg.login == LoginMode::ApiKey;
+        let private = self.cfg.private_keys();
         let mut objects = self.objects.write();
         let mut next_pairs = BTreeMap::new();
         for name in kept {
@@ -302,7 +302,7 @@ impl Module {
     ) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
         let s = &self.slots[slot];
         let mut cache = s.cache.lock();
-        let private = self.cfg.login == LoginMode::ApiKey;
+        let private = self.cfg.private_keys();
         let old = cache.pairs.remove(name);
         let p = self.insert_pair(&mut self.objects.write(), slot, name, info, private, old);
         cache.pairs.insert(name.to_string(), p);
@@ -317,7 +317,7 @@ impl Module {
             return *h;
         }
         let h = self.handle();
-        let private = self.cfg.login == LoginMode::ApiKey;
+        let private = self.cfg.private_keys();
         self.objects.write().insert(
             h,
             Arc::new(KeyObject::cluster(slot, name, "AES256", private)),

@@ -18,7 +18,6 @@ use parking_lot::{Mutex, RwLock};
 use super::io::SlotClient;
 use super::objects::KeyCache;
 use super::Module;
-use crate::config::LoginMode;
 use crate::error::{Error, Result};
 
 /// One slot: an enclave of the cluster.
@@ -56,7 +55,7 @@ impl Module {
     /// The `CK_TOKEN_INFO` flags of every token.
     pub fn token_flags(&self) -> CK_FLAGS {
         let mut f = CKF_TOKEN_INITIALIZED | CKF_RNG | CKF_USER_PIN_INITIALIZED;
-        if self.cfg.login == LoginMode::ApiKey {
+        if self.cfg.private_keys() {
             f |= CKF_LOGIN_REQUIRED;
         }
         f

@@ -81,6 +81,17 @@ pub const MECHS: &[CK_MECHANISM_TYPE] = &[
     CKM_AES_KEY_GEN,
     CKM_RSA_PKCS,
     0xCB4D_0001,
+    CKM_AES_ECB,
+    CKM_AES_CBC,
+    CKM_AES_CTR,
+];
+
+/// HMAC mechanisms of `Sign` and `Verify` (picked by the input length).
+const HMACS: &[CK_MECHANISM_TYPE] = &[
+    CKM_SHA256_HMAC,
+    CKM_SHA_1_HMAC,
+    CKM_SHA384_HMAC,
+    CKM_SHA512_HMAC,
 ];
 
 fn hex_bytes(s: &str) -> Vec<u8> {
@@ -324,7 +335,17 @@ pub fn step(w: &mut World, c: &Call) -> CK_RV {
                     ulTagBits: [128, 96, 64][*m as usize % 3],
                 };
                 let mech = MECHS[*m as usize % MECHS.len()];
+                // Counter bits: valid, 0, or past 128.
+                let mut c = CK_AES_CTR_PARAMS {
+                    ulCounterBits: [128, 8, 0, 129][(*m as usize / MECHS.len()) % 4],
+                    cb: [0xff; 16],
+                };
                 let (p, n): (*mut std::ffi::c_void, CK_ULONG) = match mech {
+                    CKM_AES_CTR => (
+                        &mut c as *mut _ as *mut _,
+                        std::mem::size_of::<CK_AES_CTR_PARAMS>() as CK_ULONG - (*m as CK_ULONG % 2),
+                    ),
+                    CKM_AES_CBC => (iv.as_mut_ptr() as *mut _, 15 + (*m as CK_ULONG % 2)),
                     CKM_AES_GCM => (
                         &mut g as *mut _ as *mut _,
                         std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
@@ -395,7 +416,7 @@ pub fn step(w: &mut World, c: &Call) -> CK_RV {
             }
             Call::Sign(i, k, data) => {
                 let mut m = CK_MECHANISM {
-                    mechanism: CKM_SHA256_HMAC,
+                    mechanism: HMACS[data.len() % HMACS.len()],
                     pParameter: null_mut(),
                     ulParameterLen: 0,
                 };
@@ -419,7 +440,7 @@ pub fn step(w: &mut World, c: &Call) -> CK_RV {
             }
             Call::Verify(i, k, data, sig) => {
                 let mut m = CK_MECHANISM {
-                    mechanism: CKM_SHA256_HMAC,
+                    mechanism: HMACS[sig.len() % HMACS.len()],
                     pParameter: null_mut(),
                     ulParameterLen: 0,
                 };
@@ -441,7 +462,7 @@ pub fn step(w: &mut World, c: &Call) -> CK_RV {
             }
             Call::Digest(i, data, cap) => {
                 let mut m = CK_MECHANISM {
-                    mechanism: CKM_SHA256,
+                    mechanism: [CKM_SHA256, CKM_SHA_1, CKM_SHA384, CKM_SHA512][data.len() % 4],
                     pParameter: null_mut(),
                     ulParameterLen: 0,
                 };
