@@ -43,7 +43,7 @@ enum Shape {
     Bool,
     Ulong,
     Bytes,
-    /// `CK_DATE`: empty or eight ASCII digits.
+    /// `CK_DATE`: empty, eight ASCII digits, or eight zero bytes.
     Date,
 }
 
@@ -137,7 +137,12 @@ fn check_shape(ty: CK_ATTRIBUTE_TYPE, shape: Shape, v: &[u8]) -> Result<()> {
         Shape::Bool => v.len() == 1,
         Shape::Ulong => v.len() == std::mem::size_of::<CK_ULONG>(),
         Shape::Bytes => true,
-        Shape::Date => v.is_empty() || (v.len() == 8 && v.iter().all(u8::is_ascii_digit)),
+        // (Eight zero bytes: an empty CK_DATE as some callers pass it.)
+        Shape::Date => {
+            v.is_empty()
+                || (v.len() == 8
+                    && (v.iter().all(u8::is_ascii_digit) || v.iter().all(|b| *b == 0)))
+        }
     };
     if ok {
         Ok(())
