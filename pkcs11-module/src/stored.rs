@@ -140,8 +140,7 @@ fn check_shape(ty: CK_ATTRIBUTE_TYPE, shape: Shape, v: &[u8]) -> Result<()> {
         // (Eight zero bytes: an empty CK_DATE as some callers pass it.)
         Shape::Date => {
             v.is_empty()
-                || (v.len() == 8
-                    && (v.iter().all(u8::is_ascii_digit) || v.iter().all(|b| *b == 0)))
+                || (v.len() == 8 && (v.iter().all(u8::is_ascii_digit) || v.iter().all(|b| *b == 0)))
         }
     };
     if ok {

@@ -334,13 +334,20 @@ fn certificates_and_data_objects_through_cryptoki() {
     let names: Vec<String> = stored(&node).into_iter().map(|o| o.name).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(
-        names.iter().any(|n| n.starts_with("cert-p256-")) && names.iter().any(|n| n.starts_with("data-d1-")),
+        names.iter().any(|n| n.starts_with("cert-p256-"))
+            && names.iter().any(|n| n.starts_with("data-d1-")),
         "{names:?}"
     );
 
     // C_SetAttributeValue.
-    s.update_attributes(d, &[Attribute::Value(b"changed".to_vec()), Attribute::Label(b"d1x".to_vec())])
-        .unwrap();
+    s.update_attributes(
+        d,
+        &[
+            Attribute::Value(b"changed".to_vec()),
+            Attribute::Label(b"d1x".to_vec()),
+        ],
+    )
+    .unwrap();
     assert_eq!(bytes(&s, d, AttributeType::Value), b"changed");
     s.update_attributes(cert, &[Attribute::Label(b"p256 cert".to_vec())])
         .unwrap();
@@ -353,14 +360,29 @@ fn certificates_and_data_objects_through_cryptoki() {
     )
     .unwrap();
     for (t, code) in [
-        (Attribute::Value(b"x".to_vec()), Some(RvError::AttributeReadOnly)),
-        (Attribute::Subject(b"x".to_vec()), Some(RvError::AttributeReadOnly)),
-        (Attribute::Class(ObjectClass::DATA), Some(RvError::AttributeReadOnly)),
+        (
+            Attribute::Value(b"x".to_vec()),
+            Some(RvError::AttributeReadOnly),
+        ),
+        (
+            Attribute::Subject(b"x".to_vec()),
+            Some(RvError::AttributeReadOnly),
+        ),
+        (
+            Attribute::Class(ObjectClass::DATA),
+            Some(RvError::AttributeReadOnly),
+        ),
         (Attribute::Token(false), Some(RvError::AttributeReadOnly)),
         (Attribute::Private(true), Some(RvError::AttributeReadOnly)),
         (Attribute::Trusted(true), Some(RvError::AttributeReadOnly)),
-        (Attribute::Application(b"x".to_vec()), Some(RvError::AttributeTypeInvalid)),
-        (Attribute::Modulus(vec![1]), Some(RvError::AttributeTypeInvalid)),
+        (
+            Attribute::Application(b"x".to_vec()),
+            Some(RvError::AttributeTypeInvalid),
+        ),
+        (
+            Attribute::Modulus(vec![1]),
+            Some(RvError::AttributeTypeInvalid),
+        ),
         (Attribute::Token(true), None),
     ] {
         let r = s.update_attributes(cert, &[t.clone()]);
@@ -418,7 +440,10 @@ fn certificates_and_data_objects_through_cryptoki() {
     // C_CopyObject: a token certificate into the session, a session data
     // object into the cluster, a session key.
     let cc = s
-        .copy_object(cert, &[Attribute::Token(false), Attribute::Label(b"copy".to_vec())])
+        .copy_object(
+            cert,
+            &[Attribute::Token(false), Attribute::Label(b"copy".to_vec())],
+        )
         .unwrap();
     assert!(!flag(&s, cc, AttributeType::Token));
     assert_eq!(bytes(&s, cc, AttributeType::Value), der);
@@ -445,7 +470,10 @@ fn certificates_and_data_objects_through_cryptoki() {
         .unwrap();
     assert!(flag(&s, sk, AttributeType::Copyable));
     let sk2 = s
-        .copy_object(sk, &[Attribute::Label(b"sk2".to_vec()), Attribute::Encrypt(false)])
+        .copy_object(
+            sk,
+            &[Attribute::Label(b"sk2".to_vec()), Attribute::Encrypt(false)],
+        )
         .unwrap();
     assert_eq!(bytes(&s, sk2, AttributeType::Label), b"sk2");
     assert_eq!(
@@ -534,20 +562,32 @@ fn certificates_and_data_objects_through_cryptoki() {
         r#type: t as u64,
         value: v.to_vec(),
     };
-    rt().block_on(root.create_object(ENCLAVE, "junk-class", 0x8000_1234, vec![attr(CKA_LABEL, b"junk")]))
-        .unwrap();
+    rt().block_on(root.create_object(
+        ENCLAVE,
+        "junk-class",
+        0x8000_1234,
+        vec![attr(CKA_LABEL, b"junk")],
+    ))
+    .unwrap();
     rt().block_on(root.create_object(
         ENCLAVE,
         "junk-cert",
         CKO_CERTIFICATE as u64,
-        vec![attr(CKA_LABEL, b"junk"), attr(CKA_CERTIFICATE_TYPE, &[1, 2, 3])],
+        vec![
+            attr(CKA_LABEL, b"junk"),
+            attr(CKA_CERTIFICATE_TYPE, &[1, 2, 3]),
+        ],
     ))
     .unwrap();
     rt().block_on(root.create_object(
         ENCLAVE,
         "ok-data",
         CKO_DATA as u64,
-        vec![attr(CKA_LABEL, b"from the api"), attr(CKA_VALUE, b"v"), attr(0xdead, b"?")],
+        vec![
+            attr(CKA_LABEL, b"from the api"),
+            attr(CKA_VALUE, b"v"),
+            attr(0xdead, b"?"),
+        ],
     ))
     .unwrap();
     assert!(find(&s, &[Attribute::Label(b"junk".to_vec())]).is_empty());
@@ -576,8 +616,15 @@ fn certificates_and_data_objects_through_cryptoki() {
     let cert = by_label(&s, ObjectClass::CERTIFICATE, "p256 cert");
     assert_eq!(cert.len(), 1);
     assert_eq!(bytes(&s, cert[0], AttributeType::Value), der);
-    assert!(by_label(&s, ObjectClass::CERTIFICATE, "copy").is_empty(), "a session copy");
-    assert_eq!(by_label(&s, ObjectClass::DATA, "sd").len(), 1, "the token copy");
+    assert!(
+        by_label(&s, ObjectClass::CERTIFICATE, "copy").is_empty(),
+        "a session copy"
+    );
+    assert_eq!(
+        by_label(&s, ObjectClass::DATA, "sd2").len(),
+        1,
+        "the token copy"
+    );
     let d = by_label(&s, ObjectClass::DATA, "d1x");
     assert_eq!(bytes(&s, d[0], AttributeType::Value), b"changed");
 
@@ -585,7 +632,8 @@ fn certificates_and_data_objects_through_cryptoki() {
     s.destroy_object(cert[0]).unwrap();
     assert!(by_label(&s, ObjectClass::CERTIFICATE, "p256 cert").is_empty());
     let api = by_label(&s, ObjectClass::DATA, "from the api");
-    rt().block_on(root.delete_object(ENCLAVE, "ok-data")).unwrap();
+    rt().block_on(root.delete_object(ENCLAVE, "ok-data"))
+        .unwrap();
     assert_eq!(
         rv(s.update_attributes(api[0], &[Attribute::Label(b"z".to_vec())])),
         RvError::ObjectHandleInvalid
@@ -595,7 +643,10 @@ fn certificates_and_data_objects_through_cryptoki() {
         RvError::ObjectHandleInvalid
     );
     let names: Vec<String> = stored(&node).into_iter().map(|o| o.name).collect();
-    assert!(!names.iter().any(|n| n.starts_with("cert-p256-")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("cert-p256-")),
+        "{names:?}"
+    );
     drop(s);
     c.p11.finalize().unwrap();
 }
@@ -769,18 +820,32 @@ fn java_config(dir: &Path, slot: u64) -> PathBuf {
 }
 
 /// Loads the KeyStore, signs with SHA256withECDSA through the cluster key
-/// and verifies with the certificate's public key.
+/// and verifies with the certificate's public key. With a fourth argument
+/// (a PEM certificate of the same key), first replaces the entry's
+/// certificate with `setKeyEntry` (SunPKCS11 deletes the old certificate,
+/// writes the new one and sets the key's CKA_ID to the alias), then loads
+/// the KeyStore again.
 const JAVA_SIGN: &str = r#"
+import java.io.FileInputStream;
 import java.security.*;
 import java.security.cert.Certificate;
+import java.security.cert.CertificateFactory;
+import java.security.cert.X509Certificate;
 
 public class KmsSign {
     public static void main(String[] args) throws Exception {
         Provider p = Security.getProvider("SunPKCS11").configure(args[0]);
         KeyStore ks = KeyStore.getInstance("PKCS11", p);
         ks.load(null, args[1].toCharArray());
+        if (args.length > 3) {
+            CertificateFactory cf = CertificateFactory.getInstance("X.509");
+            Certificate c = cf.generateCertificate(new FileInputStream(args[3]));
+            ks.setKeyEntry(args[2], ks.getKey(args[2], null), null, new Certificate[] { c });
+            ks = KeyStore.getInstance("PKCS11", p);
+            ks.load(null, args[1].toCharArray());
+        }
         PrivateKey key = (PrivateKey) ks.getKey(args[2], null);
-        Certificate cert = ks.getCertificate(args[2]);
+        X509Certificate cert = (X509Certificate) ks.getCertificate(args[2]);
         byte[] msg = "signed by a cluster key through SunPKCS11".getBytes("UTF-8");
         Signature s = Signature.getInstance("SHA256withECDSA", p);
         s.initSign(key);
@@ -790,6 +855,8 @@ public class KmsSign {
         v.initVerify(cert.getPublicKey());
         v.update(msg);
         System.out.println(v.verify(sig) ? "verified " + key.getAlgorithm() : "NOT VERIFIED");
+        System.out.println("certificate: " + cert.getSubjectX500Principal().getName());
+        System.out.println("entries: " + ks.size());
     }
 }
 "#;
@@ -844,7 +911,9 @@ fn java_keystore_and_jarsigner_use_cluster_keys() {
             &pem,
         ]);
         let der = path(dir, &format!("{label}.der"));
-        success(Command::new("openssl").args(["x509", "-in", &pem, "-outform", "DER", "-out", &der]));
+        success(
+            Command::new("openssl").args(["x509", "-in", &pem, "-outform", "DER", "-out", &der]),
+        );
         success(tool(cfg).args([
             "--write-object",
             &der,
@@ -868,7 +937,11 @@ fn java_keystore_and_jarsigner_use_cluster_keys() {
         success(
             cmd.env("KMS_PKCS11_CONFIG", cfg)
                 .args(["-keystore", "NONE", "-storetype", "PKCS11"])
-                .args(["-providerClass", "sun.security.pkcs11.SunPKCS11", "-providerArg"])
+                .args([
+                    "-providerClass",
+                    "sun.security.pkcs11.SunPKCS11",
+                    "-providerArg",
+                ])
                 .arg(&jcfg)
                 .args(["-storepass", "1234"]),
         )
@@ -887,13 +960,15 @@ fn java_keystore_and_jarsigner_use_cluster_keys() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("hello.txt"), "hello from a signed jar\n").unwrap();
     let jar = path(dir, "app.jar");
-    success(Command::new("jar").args(["cf", &jar, "-C"]).arg(&src).arg("hello.txt"));
+    success(
+        Command::new("jar")
+            .args(["cf", &jar, "-C"])
+            .arg(&src)
+            .arg("hello.txt"),
+    );
     for label in ["ec-signer", "rsa-signer"] {
         let signed = path(dir, &format!("{label}.jar"));
-        keystore(
-            Command::new("jarsigner")
-                .args(["-signedjar", &signed, &jar, label]),
-        );
+        keystore(Command::new("jarsigner").args(["-signedjar", &signed, &jar, label]));
         let v = success(Command::new("jarsigner").args(["-verify", "-verbose", &signed]));
         assert!(v.contains("jar verified."), "{label}: {v}");
         assert!(v.contains("CN=kms jar signer"), "{label}: {v}");
@@ -911,7 +986,12 @@ fn java_keystore_and_jarsigner_use_cluster_keys() {
         let tampered = path(dir, &format!("{label}-tampered.jar"));
         std::fs::copy(&signed, &tampered).unwrap();
         std::fs::write(src.join("hello.txt"), "changed\n").unwrap();
-        success(Command::new("jar").args(["uf", &tampered, "-C"]).arg(&src).arg("hello.txt"));
+        success(
+            Command::new("jar")
+                .args(["uf", &tampered, "-C"])
+                .arg(&src)
+                .arg("hello.txt"),
+        );
         std::fs::write(src.join("hello.txt"), "hello from a signed jar\n").unwrap();
         let bad = run(Command::new("jarsigner").args(["-verify", "-strict", &tampered]));
         assert!(!bad.status.success(), "{label}: a tampered jar verified");
@@ -919,7 +999,12 @@ fn java_keystore_and_jarsigner_use_cluster_keys() {
 
     // A Java program on the KeyStore.
     std::fs::write(dir.join("KmsSign.java"), JAVA_SIGN).unwrap();
-    success(Command::new("javac").arg("-d").arg(dir).arg(dir.join("KmsSign.java")));
+    success(
+        Command::new("javac")
+            .arg("-d")
+            .arg(dir)
+            .arg(dir.join("KmsSign.java")),
+    );
     let out = success(
         Command::new("java")
             .env("KMS_PKCS11_CONFIG", cfg)
@@ -930,4 +1015,43 @@ fn java_keystore_and_jarsigner_use_cluster_keys() {
             .args(["1234", "ec-signer"]),
     );
     assert!(out.contains("verified EC"), "{out}");
+    assert!(out.contains("certificate: CN=kms jar signer"), "{out}");
+    // SunPKCS11 replaces the key's certificate (setKeyEntry): a new
+    // certificate of the same cluster key, the key's CKA_ID set to the
+    // alias it already is.
+    std::fs::write(
+        &tmpl,
+        "cn = kms jar signer 2\nexpiration_days = 2\nsigning_key\ncode_signing_key\n",
+    )
+    .unwrap();
+    let pem2 = path(dir, "ec-signer-2.pem");
+    gnutls(&[
+        "certtool",
+        "--generate-self-signed",
+        "--load-privkey",
+        &format!("pkcs11:token={ENCLAVE};object=ec-signer;type=private"),
+        "--template",
+        &tmpl,
+        "--outfile",
+        &pem2,
+    ]);
+    let out = success(
+        Command::new("java")
+            .env("KMS_PKCS11_CONFIG", cfg)
+            .arg("-cp")
+            .arg(dir)
+            .arg("KmsSign")
+            .arg(&jcfg)
+            .args(["1234", "ec-signer", &pem2]),
+    );
+    assert!(
+        out.contains("verified EC")
+            && out.contains("certificate: CN=kms jar signer 2")
+            && out.contains("entries: 2"),
+        "{out}"
+    );
+    // The old certificate is gone from the token, the new one is there.
+    let certs = success(tool(cfg).args(["-O", "--type", "cert"]));
+    assert_eq!(certs.matches("Certificate Object").count(), 2, "{certs}");
+    assert!(certs.contains("DN: CN=kms jar signer 2"), "{certs}");
 }

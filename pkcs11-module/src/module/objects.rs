@@ -55,6 +55,8 @@ pub(super) struct KeyCache {
     pub(super) pairs: BTreeMap<String, PairHandles>,
     /// Token certificates and data objects, by their name in the store.
     pub(super) objects: BTreeMap<String, CK_OBJECT_HANDLE>,
+    /// Records of the store not shown (logged once each).
+    pub(super) unreadable: std::collections::BTreeSet<String>,
 }
 
 /// The objects of an asymmetric cluster key, and the key version they show.
@@ -193,7 +195,7 @@ impl Module {
                     .collect();
                 let o = match StoredObject::from_record(r.class, &attrs) {
                     Ok(o) => o,
-                    Err(why) => {
+                    Err(why) if cache.unreadable.insert(r.name.clone()) => {
                         crate::log!(
                             Level::Warn,
                             "enclave '{}': token object '{}' is not shown: {why}",
@@ -202,6 +204,7 @@ impl Module {
                         );
                         continue;
                     }
+                    Err(_) => continue,
                 };
                 let h = match cache.objects.remove(&r.name) {
                     Some(h) if objects.contains_key(&h) => h,
