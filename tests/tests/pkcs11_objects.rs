@@ -385,7 +385,7 @@ fn certificates_and_data_objects_through_cryptoki() {
         ),
         (Attribute::Token(true), None),
     ] {
-        let r = s.update_attributes(cert, &[t.clone()]);
+        let r = s.update_attributes(cert, std::slice::from_ref(&t));
         match code {
             None => r.unwrap(),
             Some(code) => assert_eq!(rv(r), code, "{t:?}"),
@@ -559,7 +559,7 @@ fn certificates_and_data_objects_through_cryptoki() {
     // Garbage records written past the module: not shown, no crash.
     let root = node.server.root();
     let attr = |t: CK_ATTRIBUTE_TYPE, v: &[u8]| proto::ObjectAttribute {
-        r#type: t as u64,
+        r#type: t,
         value: v.to_vec(),
     };
     rt().block_on(root.create_object(
@@ -572,7 +572,7 @@ fn certificates_and_data_objects_through_cryptoki() {
     rt().block_on(root.create_object(
         ENCLAVE,
         "junk-cert",
-        CKO_CERTIFICATE as u64,
+        CKO_CERTIFICATE,
         vec![
             attr(CKA_LABEL, b"junk"),
             attr(CKA_CERTIFICATE_TYPE, &[1, 2, 3]),
@@ -582,7 +582,7 @@ fn certificates_and_data_objects_through_cryptoki() {
     rt().block_on(root.create_object(
         ENCLAVE,
         "ok-data",
-        CKO_DATA as u64,
+        CKO_DATA,
         vec![
             attr(CKA_LABEL, b"from the api"),
             attr(CKA_VALUE, b"v"),
@@ -664,9 +664,9 @@ fn listing_reads_every_page() {
             root.create_object(
                 ENCLAVE,
                 &format!("data-{i:05}"),
-                CKO_DATA as u64,
+                CKO_DATA,
                 vec![proto::ObjectAttribute {
-                    r#type: CKA_LABEL as u64,
+                    r#type: CKA_LABEL,
                     value: format!("d{i}").into_bytes(),
                 }],
             )
