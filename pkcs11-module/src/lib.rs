@@ -27,6 +27,7 @@ pub mod mech;
 pub mod module;
 pub mod object;
 pub mod ops;
+pub mod stored;
 
 pub use error::Error;
 pub use mech::CKM_KMS_CIPHERTEXT;

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::asym::PairInfo;
 use crate::error::{Error, Result};
+use crate::stored::StoredObject;
 
 /// One attribute of a caller's template: its type and raw value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +68,13 @@ pub enum AttrOut {
 }
 
 /// Where a key's material lives.
+#[derive(Clone)]
 pub enum Store {
     /// A cluster key: operations go to the cluster.
     Cluster { name: String },
+    /// A token certificate or data object stored in the enclave (OBJECT:*)
+    /// under this name ([`crate::stored`]).
+    Object { name: String },
     /// A session key in the module's memory, owned by a session.
     Local {
         value: Zeroizing<Vec<u8>>,
@@ -77,7 +82,8 @@ pub enum Store {
     },
 }
 
-/// A secret key object.
+/// An object: a key, or (with `stored`) a certificate or data object.
+#[derive(Clone)]
 pub struct KeyObject {
     pub slot: usize,
     pub key_type: CK_KEY_TYPE,
@@ -102,6 +108,12 @@ pub struct KeyObject {
     pub class: CK_OBJECT_CLASS,
     /// The public half of an asymmetric cluster key (both of its objects).
     pub pair: Option<std::sync::Arc<PairInfo>>,
+    /// `CKA_MODIFIABLE` and `CKA_COPYABLE` (true for session secret keys
+    /// only; stored objects keep theirs in `stored`).
+    pub modifiable: bool,
+    pub copyable: bool,
+    /// A certificate or data object: its attributes.
+    pub stored: Option<std::sync::Arc<StoredObject>>,
 }
 
 impl KeyObject {
@@ -133,6 +145,9 @@ impl KeyObject {
             store: Store::Cluster { name: name.into() },
             class: CKO_SECRET_KEY,
             pair: None,
+            modifiable: false,
+            copyable: false,
+            stored: None,
         }
     }
 
@@ -169,26 +184,67 @@ impl KeyObject {
             store: Store::Cluster { name: name.into() },
             class,
             pair: Some(info),
+            modifiable: false,
+            copyable: false,
+            stored: None,
+        }
+    }
+
+    /// A certificate or data object: a token object in the enclave's store
+    /// (`Store::Object`) or a session object (`Store::Local`, no value).
+    pub fn stored_object(slot: usize, o: StoredObject, store: Store) -> Self {
+        Self {
+            slot,
+            key_type: CK_UNAVAILABLE_INFORMATION,
+            label: o.label(),
+            id: o.id(),
+            value_len: 0,
+            private: o.private(),
+            sensitive: false,
+            extractable: false,
+            encrypt: false,
+            decrypt: false,
+            wrap: false,
+            unwrap: false,
+            sign: false,
+            verify: false,
+            local: false,
+            always_sensitive: false,
+            never_extractable: false,
+            store,
+            class: o.class,
+            pair: None,
+            modifiable: o.modifiable(),
+            copyable: o.copyable(),
+            stored: Some(std::sync::Arc::new(o)),
+        }
+    }
+
+    /// The name of a token certificate or data object in the store.
+    pub fn object_name(&self) -> Option<&str> {
+        match &self.store {
+            Store::Object { name } => Some(name),
+            _ => None,
         }
     }
 
     pub fn is_token(&self) -> bool {
-        matches!(self.store, Store::Cluster { .. })
+        matches!(self.store, Store::Cluster { .. } | Store::Object { .. })
     }
 
     /// The cluster key name, for token objects.
     pub fn cluster_name(&self) -> Option<&str> {
         match &self.store {
             Store::Cluster { name } => Some(name),
-            Store::Local { .. } => None,
+            Store::Local { .. } | Store::Object { .. } => None,
         }
     }
 
     /// The key bytes, for session objects.
     pub fn value(&self) -> Option<&[u8]> {
         match &self.store {
-            Store::Local { value, .. } => Some(value),
-            Store::Cluster { .. } => None,
+            Store::Local { value, .. } if self.stored.is_none() => Some(value),
+            _ => None,
         }
     }
 
@@ -196,7 +252,7 @@ impl KeyObject {
     pub fn owner(&self) -> Option<CK_SESSION_HANDLE> {
         match &self.store {
             Store::Local { session, .. } => Some(*session),
-            Store::Cluster { .. } => None,
+            Store::Cluster { .. } | Store::Object { .. } => None,
         }
     }
 
@@ -204,6 +260,9 @@ impl KeyObject {
     pub fn get(&self, ty: CK_ATTRIBUTE_TYPE) -> AttrOut {
         if let Some(p) = &self.pair {
             return p.attr(self, self.class == CKO_PRIVATE_KEY, ty);
+        }
+        if let Some(o) = &self.stored {
+            return o.get(self.is_token(), ty);
         }
         let b = |v: bool| AttrOut::Value(vec![v as u8]);
         let u = |v: CK_ULONG| AttrOut::Value(v.to_ne_bytes().to_vec());
@@ -231,8 +290,8 @@ impl KeyObject {
             CKA_LOCAL => b(self.local),
             CKA_ALWAYS_SENSITIVE => b(self.always_sensitive),
             CKA_NEVER_EXTRACTABLE => b(self.never_extractable),
-            CKA_MODIFIABLE => b(false),
-            CKA_COPYABLE => b(false),
+            CKA_MODIFIABLE => b(self.modifiable),
+            CKA_COPYABLE => b(self.copyable),
             CKA_DESTROYABLE => b(true),
             CKA_TRUSTED => b(false),
             CKA_WRAP_WITH_TRUSTED => b(false),
@@ -277,6 +336,8 @@ pub struct KeyTemplate {
     pub unwrap: Option<bool>,
     pub sign: Option<bool>,
     pub verify: Option<bool>,
+    pub modifiable: Option<bool>,
+    pub copyable: Option<bool>,
 }
 
 impl KeyTemplate {
@@ -317,12 +378,10 @@ impl KeyTemplate {
                 CKA_UNWRAP => t.unwrap = Some(a.as_bool()?),
                 CKA_SIGN => t.sign = Some(a.as_bool()?),
                 CKA_VERIFY => t.verify = Some(a.as_bool()?),
+                CKA_MODIFIABLE => t.modifiable = Some(a.as_bool()?),
+                CKA_COPYABLE => t.copyable = Some(a.as_bool()?),
                 // Accepted when they state what the module does anyway.
-                CKA_DERIVE
-                | CKA_MODIFIABLE
-                | CKA_COPYABLE
-                | CKA_TRUSTED
-                | CKA_WRAP_WITH_TRUSTED => {
+                CKA_DERIVE | CKA_TRUSTED | CKA_WRAP_WITH_TRUSTED => {
                     if a.as_bool()? {
                         return Err(Error::invalid(
                             CKR_ATTRIBUTE_VALUE_INVALID,
@@ -403,6 +462,9 @@ impl KeyTemplate {
             store: Store::Local { value, session },
             class: CKO_SECRET_KEY,
             pair: None,
+            modifiable: self.modifiable.unwrap_or(true),
+            copyable: self.copyable.unwrap_or(true),
+            stored: None,
         }
     }
 
@@ -419,6 +481,13 @@ impl KeyTemplate {
         };
         // CKA_SENSITIVE false is accepted: the key is better protected than
         // asked (tools such as pkcs11-tool send it by default).
+        if self.modifiable == Some(true) || self.copyable == Some(true) {
+            return Err(Error::invalid(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "template",
+                "cluster keys are neither modifiable nor copyable",
+            ));
+        }
         if self.extractable == Some(true) {
             return inconsistent("are never extractable");
         }

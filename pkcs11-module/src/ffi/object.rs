@@ -1,6 +1,6 @@
-//! Object management (PKCS#11 3.0 section 5.7), search included: objects
-//! are secret keys only (cluster keys and session keys), and none can be
-//! copied or modified. Templates are read through
+//! Object management (PKCS#11 3.0 section 5.7), search included: keys
+//! (cluster and session), certificates and data objects; copy and set
+//! where the specification allows (`module/stored.rs`). Templates are read through
 //! [`util::template`](super::util::template) and attribute values written
 //! back through [`util::attribute_values`](super::util::attribute_values).
 
@@ -42,14 +42,23 @@ pub unsafe extern "C" fn C_CreateObject(
 #[no_mangle]
 pub unsafe extern "C" fn C_CopyObject(
     s: CK_SESSION_HANDLE,
-    _o: CK_OBJECT_HANDLE,
-    _t: *mut CK_ATTRIBUTE,
-    _n: CK_ULONG,
-    _ph: *mut CK_OBJECT_HANDLE,
+    o: CK_OBJECT_HANDLE,
+    t: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
+    ph: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
     entry("C_CopyObject", || {
-        m()?.session(s)?;
-        Err(Error::Ck(CKR_FUNCTION_NOT_SUPPORTED))
+        let m = m()?;
+        m.session(s)?;
+        // SAFETY: checked by `template`.
+        let t = unsafe { template(t, n) }?;
+        if ph.is_null() {
+            return Err(Error::Ck(CKR_ARGUMENTS_BAD));
+        }
+        let h = m.copy_object(s, o, &t)?;
+        // SAFETY: non-NULL.
+        unsafe { put(ph, h) }?;
+        Ok(CKR_OK)
     })
 }
 
@@ -95,14 +104,15 @@ pub unsafe extern "C" fn C_GetAttributeValue(
 pub unsafe extern "C" fn C_SetAttributeValue(
     s: CK_SESSION_HANDLE,
     o: CK_OBJECT_HANDLE,
-    _t: *mut CK_ATTRIBUTE,
-    _n: CK_ULONG,
+    t: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
 ) -> CK_RV {
     entry("C_SetAttributeValue", || {
         let m = m()?;
-        m.get_attributes(s, o, &[])?;
-        // Cluster keys and session keys are not modifiable (CKA_MODIFIABLE false).
-        Err(Error::Ck(CKR_ACTION_PROHIBITED))
+        m.session(s)?;
+        // SAFETY: checked by `template`.
+        let t = unsafe { template(t, n) }?;
+        ok(m.set_attributes(s, o, &t))
     })
 }
 

@@ -169,8 +169,7 @@ impl<E> Combiner<E> {
             .collect();
         // A panic while sending must not leave the batch's waiters asleep
         // (or the batch's place in flight taken) for ever: they retry alone.
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(&frames))).ok();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(&frames))).ok();
         drop(frames);
         let n = batch.len();
         match result {
@@ -263,7 +262,9 @@ mod tests {
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
         });
         assert_eq!(outcomes, vec![true; 8]);
         assert_eq!(c.q.lock().in_flight, 0);

@@ -40,6 +40,14 @@ impl Module {
         sh: CK_SESSION_HANDLE,
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE> {
+        let class = template
+            .iter()
+            .rev()
+            .find(|a| a.ty == CKA_CLASS)
+            .and_then(|a| a.as_ulong().ok());
+        if class.is_some_and(crate::stored::is_stored_class) {
+            return self.create_stored(sh, template);
+        }
         let t = KeyTemplate::parse(template)?;
         if t.class.is_none() {
             return Err(Error::invalid(
@@ -285,6 +293,9 @@ impl Module {
         let sess = self.session(sh)?;
         let s = sess.lock();
         let o = self.object(&s, h)?;
+        if o.stored.is_some() {
+            return self.destroy_stored(&s, h, &o);
+        }
         if o.pair.is_some() && o.class == CKO_PUBLIC_KEY && o.is_token() {
             return Err(Error::invalid(
                 CKR_ACTION_PROHIBITED,

@@ -26,6 +26,7 @@
 //! | `login.rs` | `C_Login`, `C_Logout` and API keys as PINs |
 //! | `objects.rs` | the object cache: handles of cluster keys and session objects, search |
 //! | `keys.rs` | creating, generating, importing and destroying keys |
+//! | `stored.rs` | certificates and data objects; setting and copying attributes |
 //!
 //! (`ops.rs` adds the cryptographic operations to [`Module`].)
 
@@ -37,6 +38,7 @@ mod objects;
 mod session;
 mod slot;
 mod state;
+mod stored;
 
 pub use session::Session;
 pub use slot::{slot_id, Slot};

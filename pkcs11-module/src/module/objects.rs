@@ -21,6 +21,11 @@
 //!   `CKR_OBJECT_HANDLE_INVALID` (`CKR_KEY_HANDLE_INVALID` for a key).
 //! - Session objects belong to their session and are destroyed with it
 //!   (`session.rs`).
+//! - A refresh also lists the enclave's token certificates and data
+//!   objects (OBJECT:LIST, every page; `stored.rs`), kept by name in the
+//!   cache like keys: a listed object keeps its handle (its attributes are
+//!   replaced), an object no longer listed loses it. An identity not
+//!   allowed OBJECT:LIST sees none; a failed listing keeps the last one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +39,8 @@ use super::Module;
 use crate::asym::{AsymKind, PairInfo};
 use crate::error::{Error, Result};
 use crate::log::Level;
-use crate::object::{Attr, AttrOut, KeyObject};
+use crate::object::{Attr, AttrOut, KeyObject, Store};
+use crate::stored::{is_stored_class, StoredObject};
 
 /// A slot's cluster keys: their handles by name, and when they were last
 /// listed (`None`: not yet, or, with login = "api-key", not since the last
@@ -46,6 +52,10 @@ pub(super) struct KeyCache {
     pub(super) keys: BTreeMap<String, CK_OBJECT_HANDLE>,
     /// Asymmetric keys: their two objects.
     pub(super) pairs: BTreeMap<String, PairHandles>,
+    /// Token certificates and data objects, by their name in the store.
+    pub(super) objects: BTreeMap<String, CK_OBJECT_HANDLE>,
+    /// Records of the store not shown (logged once each).
+    pub(super) unreadable: std::collections::BTreeSet<String>,
 }
 
 /// The objects of an asymmetric cluster key, and the key version they show.
@@ -60,6 +70,7 @@ impl KeyCache {
     /// Every object handle of the cache.
     pub(super) fn handles(&self) -> Vec<CK_OBJECT_HANDLE> {
         let mut v: Vec<_> = self.keys.values().copied().collect();
+        v.extend(self.objects.values().copied());
         for p in self.pairs.values() {
             v.push(p.private);
             v.push(p.public);
@@ -151,8 +162,64 @@ impl Module {
                 },
             }
         }
+        // Certificates and data objects (OBJECT:LIST): `None` keeps the
+        // last list.
+        let stored = match self.list_stored(slot) {
+            Ok(v) => Some(v),
+            Err(Error::Remote(e)) if e.status() == Some(403) => {
+                crate::log!(
+                    Level::Warn,
+                    "enclave '{}': not allowed to list token objects; none are shown",
+                    s.enclave
+                );
+                Some(Vec::new())
+            }
+            Err(e) => {
+                crate::log!(
+                    Level::Warn,
+                    "enclave '{}': cannot list token objects ({e}); showing the last list",
+                    s.enclave
+                );
+                None
+            }
+        };
         let private = self.cfg.private_keys();
         let mut objects = self.objects.write();
+        if let Some(list) = stored {
+            let mut next = BTreeMap::new();
+            for r in list {
+                let attrs: Vec<(u64, Vec<u8>)> = r
+                    .attributes
+                    .into_iter()
+                    .map(|a| (a.r#type, a.value))
+                    .collect();
+                let o = match StoredObject::from_record(r.class, &attrs) {
+                    Ok(o) => o,
+                    Err(why) if cache.unreadable.insert(r.name.clone()) => {
+                        crate::log!(
+                            Level::Warn,
+                            "enclave '{}': token object '{}' is not shown: {why}",
+                            s.enclave,
+                            r.name
+                        );
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let h = match cache.objects.remove(&r.name) {
+                    Some(h) if objects.contains_key(&h) => h,
+                    _ => self.handle(),
+                };
+                let store = Store::Object {
+                    name: r.name.clone(),
+                };
+                objects.insert(h, Arc::new(KeyObject::stored_object(slot, o, store)));
+                next.insert(r.name, h);
+            }
+            for (_, gone) in std::mem::replace(&mut cache.objects, next) {
+                objects.remove(&gone);
+            }
+        }
         let mut next_pairs = BTreeMap::new();
         for name in kept {
             if let Some(p) = cache.pairs.remove(&name) {
@@ -349,11 +416,15 @@ impl Module {
     }
 
     /// A key for an operation: like [`Module::object`], with the key error code.
+    /// (A certificate or data object is no key: `CKR_KEY_HANDLE_INVALID`.)
     pub fn key(&self, s: &Session, h: CK_OBJECT_HANDLE) -> Result<Arc<KeyObject>> {
-        self.object(s, h).map_err(|e| match e {
-            Error::Ck(CKR_OBJECT_HANDLE_INVALID) => Error::Ck(CKR_KEY_HANDLE_INVALID),
-            e => e,
-        })
+        match self.object(s, h) {
+            Ok(o) if o.stored.is_none() => Ok(o),
+            Ok(_) | Err(Error::Ck(CKR_OBJECT_HANDLE_INVALID)) => {
+                Err(Error::Ck(CKR_KEY_HANDLE_INVALID))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn find_init(&self, sh: CK_SESSION_HANDLE, template: &[Attr]) -> Result<()> {
@@ -362,12 +433,14 @@ impl Module {
         if s.found.is_some() {
             return Err(Error::Ck(CKR_OPERATION_ACTIVE));
         }
-        // Only keys exist: a search for another class finds nothing
+        // A search for a class the token never holds finds nothing
         // without asking the cluster.
         let key_class = |v: &[u8]| {
             [CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY]
                 .iter()
                 .any(|c| v == c.to_ne_bytes())
+                || <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v)
+                    .is_ok_and(|b| is_stored_class(CK_ULONG::from_ne_bytes(b)))
         };
         let wants_token = !template.iter().any(|a| {
             (a.ty == CKA_TOKEN && a.value == [0]) || (a.ty == CKA_CLASS && !key_class(&a.value))
@@ -431,6 +504,9 @@ impl Module {
         let sess = self.session(sh)?;
         let s = sess.lock();
         let o = self.object(&s, h)?;
+        if let Some(st) = &o.stored {
+            return Ok(st.size());
+        }
         Ok(o.value_len + o.label.len() + o.id.len() + 64)
     }
 }
