@@ -44,7 +44,17 @@ p11() { # module label pin op threads key [config] -> "ops/s p50 p99"
   "$T/examples/p11bench" "$1" "$2" "$3" "$4" "$5" "$DUR" "$6" ${7:+"$7"} |
     sed -E 's/.*ops\/s=([0-9]+) p50=([0-9]+)us p99=([0-9]+)us.*/\1 \2 \3/'
 }
+# The same-run ceiling: the API's cheapest request (KEY:STATUS) with 1 and 8
+# connections, the round trip every cluster-key call pays.
+KMS_SERVER=https://127.0.0.1:7395 KMS_INSECURE=1 KMS_API_KEY=$KEY "$T/kms" add-key --enclave p11 status-key >/dev/null
+status() {
+  KMS_SERVER=https://127.0.0.1:7395 KMS_INSECURE=1 KMS_API_KEY=$KEY "$T/kms" bench --json --enclave p11 \
+    --op status --key status-key --concurrency "$1" --duration "${DUR}s" 2>/dev/null |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d %d %d" % (d["ops_per_sec"], d["latency_ms"]["p50"] * 1000, d["latency_ms"]["p99"] * 1000))'
+}
 declare -A R
+R[status-1]=$(status 1)
+R[status-8]=$(status 8)
 for op in gcm ecdsa; do
   for n in 1 8; do
     R[ours-$op-$n]=$(p11 "$T/libkms_pkcs11.so" p11 x $op $n token "$WORK/p11.toml")
@@ -58,6 +68,8 @@ echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo
 echo "| workload | threads | ops/s | p50 µs | p99 µs |"
 echo "| --- | ---: | ---: | ---: | ---: |"
+row "API KEY:STATUS, no crypto (ceiling of one round trip), connections:" 1 "${R[status-1]}"
+row "API KEY:STATUS, no crypto (ceiling of one round trip), connections:" 8 "${R[status-8]}"
 for op in gcm ecdsa; do
   name=$([ $op = gcm ] && echo "AES-GCM 32 B" || echo "ECDSA P-256 sign")
   for n in 1 8; do

@@ -519,7 +519,8 @@ impl PairInfo {
         } else {
             match ty {
                 CKA_VERIFY => b(true),
-                CKA_ENCRYPT | CKA_WRAP | CKA_VERIFY_RECOVER | CKA_TRUSTED => b(false),
+                CKA_ENCRYPT => b(kt == CKK_RSA),
+                CKA_WRAP | CKA_VERIFY_RECOVER | CKA_TRUSTED => b(false),
                 CKA_VALUE if kt == CKK_ML_DSA => v(&self.public),
                 _ => AttrOut::Invalid,
             }

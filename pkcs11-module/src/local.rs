@@ -284,6 +284,32 @@ pub fn verify(
     }
 }
 
+/// RSA-OAEP encryption with the public key `spki` (the caller checked the
+/// length).
+pub fn oaep_encrypt(
+    spki: &[u8],
+    hash: HashAlg,
+    mgf: HashAlg,
+    label: &[u8],
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let key = PKey::public_key_from_der(spki).map_err(|e| failed("reading the public key", e))?;
+    let e = |e| failed("RSA-OAEP", e);
+    let mut ctx = PkeyCtx::new(&key).map_err(e)?;
+    ctx.encrypt_init().map_err(e)?;
+    ctx.set_rsa_padding(Padding::PKCS1_OAEP).map_err(e)?;
+    let h = md(hash.name())?.ok_or(Error::Ck(CKR_MECHANISM_PARAM_INVALID))?;
+    let g = md(mgf.name())?.ok_or(Error::Ck(CKR_MECHANISM_PARAM_INVALID))?;
+    ctx.set_rsa_oaep_md(h).map_err(e)?;
+    ctx.set_rsa_mgf1_md(g).map_err(e)?;
+    if !label.is_empty() {
+        ctx.set_rsa_oaep_label(label).map_err(e)?;
+    }
+    let mut out = Zeroizing::new(Vec::new());
+    ctx.encrypt_to_vec(data, &mut out).map_err(e)?;
+    Ok(out)
+}
+
 /// RSA-OAEP decryption with the private key `der`.
 pub fn oaep_decrypt(
     der: &[u8],

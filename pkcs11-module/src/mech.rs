@@ -72,7 +72,7 @@ pub enum Mech {
         deterministic: bool,
         context: Vec<u8>,
     },
-    /// `CKM_RSA_PKCS_OAEP` (decryption).
+    /// `CKM_RSA_PKCS_OAEP` (encryption with a public key, here; decryption).
     RsaOaep {
         hash: HashAlg,
         mgf: HashAlg,
@@ -293,7 +293,7 @@ pub fn info(ty: CK_MECHANISM_TYPE) -> Option<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
         | CKM_SHA256_RSA_PKCS_PSS
         | CKM_SHA384_RSA_PKCS_PSS
         | CKM_SHA512_RSA_PKCS_PSS => (2048, 4096, CKF_SIGN | CKF_VERIFY),
-        CKM_RSA_PKCS_OAEP => (2048, 4096, CKF_DECRYPT),
+        CKM_RSA_PKCS_OAEP => (2048, 4096, CKF_ENCRYPT | CKF_DECRYPT),
         CKM_ML_DSA_KEY_PAIR_GEN => (1, 3, CKF_GENERATE_KEY_PAIR),
         CKM_ML_DSA => (1, 3, CKF_SIGN | CKF_VERIFY),
         _ => return None,

@@ -172,7 +172,7 @@ impl KeyObject {
             private: private && is_private,
             sensitive: is_private,
             extractable: false,
-            encrypt: false,
+            encrypt: !is_private && info.kind.is_rsa(),
             decrypt: is_private && info.kind.is_rsa(),
             wrap: false,
             unwrap: false,

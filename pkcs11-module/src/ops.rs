@@ -144,7 +144,7 @@ fn mech_for(kind: Kind, mech: &Mech) -> Result<()> {
         Kind::Encrypt | Kind::Decrypt => {
             mech.raw().is_some()
                 || matches!(mech, Mech::KmsCiphertext { .. })
-                || (kind == Kind::Decrypt && matches!(mech, Mech::RsaOaep { .. }))
+                || matches!(mech, Mech::RsaOaep { .. })
         }
         Kind::Sign | Kind::Verify => matches!(mech, Mech::Hmac(_)) || mech.is_asym_sign(),
         Kind::Digest => matches!(mech, Mech::Digest(_)),
@@ -334,20 +334,17 @@ impl Module {
                     }
                     None => (msg.to_vec(), false),
                 };
-                return match k.cluster_name() {
-                    Some(name) => {
-                        self.verify_asym(slot_idx, name, p, &op.mech, &input, hashed, signature)
-                    }
-                    None => {
-                        if signature.len() != p.kind.sig_len() {
-                            return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
-                        }
-                        let (message, params) = sign_request(p, &op.mech, &input, hashed)?;
-                        crate::local::verify(
-                            p.kind, &p.public, &p.spki, &message, &params, signature,
-                        )
-                    }
-                };
+                // Verification needs only the public key, which the object
+                // holds (for a cluster key: that of the version the object
+                // shows): done here, with no round trip, for cluster keys
+                // and session pairs alike.
+                if signature.len() != p.kind.sig_len() {
+                    return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
+                }
+                let (message, params) = sign_request(p, &op.mech, &input, hashed)?;
+                return crate::local::verify(
+                    p.kind, &p.public, &p.spki, &message, &params, signature,
+                );
             }
         }
         let Mech::Hmac(h) = op.mech else {
@@ -533,48 +530,6 @@ impl Module {
         self.store_key(sh, &t, key_type, value, false)
     }
 
-    /// KEY:VERIFY of `signature` over `input` (a digest if `hashed`) with
-    /// the version of the key whose public key the object shows.
-    #[allow(clippy::too_many_arguments)]
-    fn verify_asym(
-        &self,
-        slot: usize,
-        name: &str,
-        p: &PairInfo,
-        mech: &Mech,
-        input: &[u8],
-        hashed: bool,
-        signature: &[u8],
-    ) -> Result<()> {
-        if signature.len() != p.kind.sig_len() {
-            return Err(Error::Ck(CKR_SIGNATURE_LEN_RANGE));
-        }
-        let (message, params) = sign_request(p, mech, input, hashed)?;
-        let r: Result<proto::VerifyResponse> = self.call(
-            slot,
-            Command::KeyVerify,
-            &proto::VerifyRequest {
-                name: name.into(),
-                version: p.version,
-                message,
-                params: Some(params),
-                signature: signature.to_vec(),
-            },
-        );
-        match r {
-            Ok(r) if r.valid => Ok(()),
-            Ok(_) => Err(Error::Ck(CKR_SIGNATURE_INVALID)),
-            // An input the cluster cannot verify (such as a signature
-            // value out of range) verifies nothing.
-            Err(Error::Remote(e)) if e.status() == Some(400) => Err(Error::invalid(
-                CKR_SIGNATURE_INVALID,
-                "cluster",
-                e.to_string(),
-            )),
-            Err(e) => Err(e),
-        }
-    }
-
     /// A raw cipher operation on a cluster key.
     fn raw_remote(
         &self,
@@ -705,6 +660,21 @@ fn compute(
         None => None,
     };
     let key = op.key.as_ref().ok_or(Error::Ck(CKR_KEY_HANDLE_INVALID))?;
+    if let (Some(p), Kind::Encrypt, Mech::RsaOaep { hash, mgf, label }) =
+        (key.pair.as_ref(), kind, &op.mech)
+    {
+        // RSA-OAEP encryption needs only the public key, which the object
+        // holds: done here for cluster keys and session pairs alike.
+        let max = p
+            .kind
+            .rsa_len()
+            .unwrap_or(0)
+            .saturating_sub(2 * hash.output_len() + 2);
+        if data.len() > max {
+            return Err(Error::Ck(CKR_DATA_LEN_RANGE));
+        }
+        return crate::local::oaep_encrypt(&p.spki, *hash, *mgf, label, data);
+    }
     if let (Some(p), Some(der)) = (key.pair.as_ref(), key.value()) {
         // A session key pair: the same input rules, computed here.
         return match (kind, &op.mech) {

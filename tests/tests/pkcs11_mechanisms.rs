@@ -1357,7 +1357,42 @@ fn mechanism_info_is_what_the_module_does() {
             let Some((key, public)) = key_for(&c, sh, ty, size, cluster_aes) else {
                 continue;
             };
-            if f & CKF_ENCRYPT != 0 {
+            if f & CKF_ENCRYPT != 0 && ty == CKM_RSA_PKCS_OAEP {
+                // RSA-OAEP: the module encrypts with the public key object,
+                // OpenSSL with the exported public key; the private key
+                // object decrypts both.
+                let ct = c
+                    .one(sh, b'e', &mech, public, b"oaep by the module")
+                    .unwrap_or_else(|rv| panic!("{ty:#x}: {rv:#x}"));
+                assert_eq!(ct.len() * 8, size as usize);
+                assert_eq!(
+                    c.one(sh, b'd', &mech, key, &ct).unwrap(),
+                    b"oaep by the module"
+                );
+                assert_eq!(
+                    c.one(sh, b'e', &mech, key, b"x"),
+                    Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+                    "the private key object does not encrypt"
+                );
+                assert_eq!(
+                    c.one(sh, b'e', &mech, public, &vec![0u8; size as usize / 8 - 65]),
+                    Err(CKR_DATA_LEN_RANGE),
+                    "one byte over k - 2 hLen - 2"
+                );
+                let spki = c.attr(sh, public, CKA_PUBLIC_KEY_INFO).unwrap();
+                let pk = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
+                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&pk).unwrap();
+                ctx.encrypt_init().unwrap();
+                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
+                    .unwrap();
+                ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
+                ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
+                let mut ct = Vec::new();
+                ctx.encrypt_to_vec(b"oaep walk", &mut ct).unwrap();
+                assert_eq!(ct.len() * 8, size as usize);
+                assert_eq!(c.one(sh, b'd', &mech, key, &ct).unwrap(), b"oaep walk");
+                done += 1;
+            } else if f & CKF_ENCRYPT != 0 {
                 assert!(f & CKF_DECRYPT != 0);
                 let data = [0x11u8; 32];
                 let ct = c
@@ -1425,7 +1460,7 @@ fn mechanism_info_is_what_the_module_does() {
     }
     eprintln!("{} mechanisms, {done} claimed operations done", list.len());
     // 4 digests, 4 key generations, 7 key-pair generations, 17 round
-    // trips, 2 OAEP decryptions, 35 signatures, 10 wraps.
+    // trips, 2 OAEP round trips, 35 signatures, 10 wraps.
     assert_eq!(done, 79);
     drop(s);
     c.p11.finalize().unwrap();
