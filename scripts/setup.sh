@@ -6,7 +6,9 @@
 #                             OpenSSL headers and pkg-config for the openssl crate)
 #   scripts/setup.sh --test   also what the tests use (SoftHSM2, OpenSC, GnuTLS tools,
 #                             a JDK for keytool, Python's PyKCS11 and dilithium-py,
-#                             OpenSSH client and server, the libp11 OpenSSL engine)
+#                             OpenSSH client and server, the libp11 OpenSSL engine,
+#                             Prometheus's promtool, systemd-analyze and p11-kit for
+#                             scripts/check-ops.sh)
 set -euo pipefail
 
 need=()
@@ -36,6 +38,11 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   # The libp11 OpenSSL engine (openssl -engine pkcs11).
   ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || need+=(libengine-pkcs11-openssl)
+  # scripts/check-ops.sh: alert rules and their unit tests (promtool), the
+  # systemd unit (systemd-analyze verify/security), the p11-kit module file.
+  have_cmd promtool || need+=(prometheus)
+  have_cmd systemd-analyze || need+=(systemd)
+  have_cmd p11-kit || need+=(p11-kit)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

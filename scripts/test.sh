@@ -8,6 +8,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kms-target}"
 cargo fmt --all -- --check
 # kms-node's modules must stay layered: no import cycle between them.
 python3 scripts/check-layers.py kms-node/src
+# The operations files in ops/: alert rules and their promtool tests, the
+# Grafana dashboard, the systemd unit, the p11-kit module file (no build; seconds).
+scripts/check-ops.sh
 cargo clippy --workspace --all-targets -- -D warnings
 # Build every binary first: the integration tests run the `kms` binary.
 cargo build --workspace --all-targets
