@@ -768,7 +768,7 @@ fn key_pairs_through_the_module() {
             f.C_GetMechanismInfo.unwrap()(c.slot.id() as _, CKM_RSA_PKCS_OAEP, &mut info),
             CKR_OK
         );
-        assert_eq!(info.flags, CKF_DECRYPT);
+        assert_eq!(info.flags, CKF_ENCRYPT | CKF_DECRYPT);
     }
 
     // ---- rotation: the objects show the new version, under the same

@@ -1065,13 +1065,16 @@ fn bad_input_gives_exact_errors() {
             "verify {m:?}"
         );
     }
-    // Encrypting with a key pair (CKA_ENCRYPT false on both objects).
-    for key in [rsa, rsa_pub] {
-        assert_eq!(
-            rv(s.encrypt(&Mechanism::AesCbcPad([0; 16]), key, &msg)),
-            RvError::KeyFunctionNotPermitted
-        );
-    }
+    // AES with a key pair: the private key does not encrypt at all
+    // (CKA_ENCRYPT false); the public one encrypts, with RSA-OAEP only.
+    assert_eq!(
+        rv(s.encrypt(&Mechanism::AesCbcPad([0; 16]), rsa, &msg)),
+        RvError::KeyFunctionNotPermitted
+    );
+    assert_eq!(
+        rv(s.encrypt(&Mechanism::AesCbcPad([0; 16]), rsa_pub, &msg)),
+        RvError::KeyTypeInconsistent
+    );
 
     // ---- bad CKA_EC_PARAMS in C_GenerateKeyPair ----
     let ec_gen = |m: &Mechanism, params: Vec<u8>| {
