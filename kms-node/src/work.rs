@@ -12,9 +12,9 @@
 //!   behind it. Fast keys (Ed25519, P-256: about 20 µs) sign inline, where a
 //!   hand-off would cost more than the signature.
 //! - **RSA key-pair generation** (RSA-3072 takes about a second, RSA-4096
-//!   several) runs on a pool of one thread per two cores under Linux's
+//!   several) runs on a pool of one thread per core under Linux's
 //!   `SCHED_IDLE` policy, which runs a thread only when no other wants the
-//!   core: on an idle node key creation uses a core in full, on a busy node
+//!   core: on an idle node key creation uses the cores in full, on a busy node
 //!   the requests come first and key creation slows down, not the reads
 //!   (BENCHMARKS.md, "Key-pair creation"). Nice 19 was not enough: reads
 //!   fell by a quarter while 16 clients created RSA-3072 keys.
@@ -36,13 +36,12 @@ pub struct Work {
 
 impl Work {
     /// `2 * cores` bounds the slow operations running at once; the background
-    /// pool has `cores / 2` threads (at least one), which live as long as the
-    /// process.
+    /// pool has `cores` threads, which live as long as the process.
     pub fn new(cores: usize) -> Self {
         let cores = cores.max(1);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..cores.div_ceil(2) {
+        for i in 0..cores {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("kms-keygen-{i}"))
