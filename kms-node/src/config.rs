@@ -23,6 +23,9 @@ pub struct File {
     pub hsm: HsmFile,
     #[serde(default)]
     pub cluster: ClusterFile,
+    /// Serve `/v1/health/metrics` to clients without a certificate
+    /// (`KMS_METRICS_PUBLIC=1`, `kms server --metrics-public`); default false.
+    pub metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +143,8 @@ pub struct ServerConfig {
     pub hsm_pkcs11: Option<Pkcs11File>,
     pub advertise: Option<String>,
     pub timing: Timing,
+    /// `/v1/health/metrics` without a client certificate.
+    pub metrics_public: bool,
 }
 
 pub const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
@@ -152,6 +157,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub dev: bool,
+    pub metrics_public: bool,
 }
 
 impl ServerConfig {
@@ -302,9 +308,19 @@ impl ServerConfig {
             }
             None => None,
         };
+        let metrics_public = o.metrics_public
+            || match env("METRICS_PUBLIC") {
+                Some(v) => match v.trim() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" | "" => false,
+                    other => return Err(format!("KMS_METRICS_PUBLIC: '{other}' is not 1 or 0")),
+                },
+                None => file.metrics_public.unwrap_or(false),
+            };
         Ok(ServerConfig {
             advertise,
             timing,
+            metrics_public,
             address,
             data_dir,
             tls,

@@ -275,7 +275,7 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
         tls,
         cluster_tls.server.clone(),
         node.clone(),
-        cfg.limits,
+        (cfg.limits, cfg.metrics_public),
         shutdown_signal(),
     )
     .await;

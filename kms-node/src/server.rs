@@ -35,7 +35,7 @@ pub async fn run(
     tls: Arc<rustls::ServerConfig>,
     peer_tls: Arc<rustls::ServerConfig>,
     node: Arc<Node>,
-    limits: Limits,
+    (limits, metrics_public): (Limits, bool),
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -139,21 +139,27 @@ pub async fn run(
                 ));
                 return;
             };
+            // A client certificate is optional at the handshake: without
+            // one, only the probes (and, if public, the metrics) answer.
             let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                 Some(cert) => match kms_client::Identity::from_certificate(cert) {
-                    Ok(i) => i,
+                    Ok(i) => Some(i),
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "unusable client certificate");
                         return;
                     }
                 },
-                None => return,
+                None => None,
+            };
+            let access = crate::api::Access {
+                identity,
+                metrics_public,
             };
             let service = hyper::service::service_fn(move |req| {
                 let node = node.clone();
-                let identity = identity.clone();
+                let access = access.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(crate::api::route(node, identity, req).await)
+                    Ok::<_, std::convert::Infallible>(crate::api::route(node, access, req).await)
                 }
             });
             let conn = builder.serve_connection(TokioIo::new(tls), service);

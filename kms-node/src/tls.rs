@@ -26,6 +26,12 @@ impl ClientCertVerifier for AnyClientCert {
         &[]
     }
 
+    /// Requested, not required: probes and load balancers connect without
+    /// one, and every path but the probes refuses them (`api::route`).
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
     fn verify_client_cert(
         &self,
         _: &CertificateDer<'_>,
@@ -38,7 +44,8 @@ impl ClientCertVerifier for AnyClientCert {
     kms_client::handshake_signature_methods!();
 }
 
-/// The server's TLS configuration: mandatory client certificates.
+/// The server's TLS configuration: client certificates requested (any
+/// issuer), optional at the handshake.
 pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

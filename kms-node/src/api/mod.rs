@@ -303,15 +303,25 @@ fn error_response(e: &ApiError, json: bool) -> Response<Body> {
     }
 }
 
-/// Serves one HTTP request of an authenticated connection.
+/// Who is on the other end of a client connection.
+#[derive(Clone)]
+pub struct Access {
+    /// The identity of the client's certificate; `None`: it sent none.
+    pub identity: Option<Identity>,
+    /// Whether `/v1/health/metrics` answers without a certificate.
+    pub metrics_public: bool,
+}
+
+/// Serves one HTTP request of a client connection.
 pub async fn route(
     node: Arc<Node>,
-    identity: Identity,
+    access: Access,
     req: http::Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let json = wants_json(&parts);
     let path = parts.uri.path().to_string();
+
     {
         let v = node.view();
         let why = v.removed.clone().or_else(|| {
@@ -327,6 +337,9 @@ pub async fn route(
             }
         }
     }
+    let Some(identity) = access.identity else {
+        return anonymous(&node, &parts, &path, json, access.metrics_public).await;
+    };
     let result = match (&parts.method, path.as_str()) {
         (&Method::GET, "/version") => Ok(version(&node, json)),
         (&Method::GET, "/v1/health/live") => Ok(response(200, "text/plain", Bytes::new())),
@@ -389,6 +402,36 @@ fn version(node: &Node, json: bool) -> Response<Body> {
 /// Ready: the node serves reads (it is unsealed and a member). With
 /// `?write`: a write could also succeed now (a leader is known and every
 /// member is reachable from it); otherwise 503 with the reason.
+/// A request on a connection without a client certificate. Only what
+/// reveals nothing but liveness (and the version) answers, as MinIO's KMS
+/// does, so that probes, load balancers and uptime monitors can use it; the
+/// metrics too if the operator made them public. Everything else is 401.
+async fn anonymous(
+    node: &Node,
+    parts: &http::request::Parts,
+    path: &str,
+    json: bool,
+    metrics_public: bool,
+) -> Response<Body> {
+    match (&parts.method, path) {
+        (&Method::GET, "/version") => version(node, json),
+        (&Method::GET, "/v1/health/live") => response(200, "text/plain", Bytes::new()),
+        (&Method::GET, "/v1/health/ready") => ready(node, parts).await,
+        (&Method::GET, "/v1/health/metrics") if metrics_public => metrics(node),
+        _ => error_response(
+            &ApiError::new(
+                401,
+                format!(
+                    "{} {path} needs a client certificate: connect with your API key \
+                     (TLS client authentication)",
+                    parts.method
+                ),
+            ),
+            json,
+        ),
+    }
+}
+
 async fn ready(node: &Node, parts: &http::request::Parts) -> Response<Body> {
     if !node.writer_alive() {
         return response(

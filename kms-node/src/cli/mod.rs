@@ -85,6 +85,9 @@ enum Cmd {
         /// Development mode: make a data dir and an (insecure) HSM key if none are given
         #[arg(long)]
         dev: bool,
+        /// Serve /v1/health/metrics to clients without a certificate
+        #[arg(long)]
+        metrics_public: bool,
         /// Data directory
         dir: Option<PathBuf>,
     },
@@ -369,6 +372,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             tls_cert,
             tls_key,
             dev,
+            metrics_public,
             dir,
         } => {
             local::server(
@@ -378,6 +382,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     tls_cert,
                     tls_key,
                     dev,
+                    metrics_public,
                 },
                 config,
             )
