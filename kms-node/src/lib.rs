@@ -12,6 +12,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod harden;
 pub mod metrics;
 pub mod model;
 pub mod node;

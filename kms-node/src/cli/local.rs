@@ -16,6 +16,10 @@ pub async fn server(overrides: Overrides, config: Option<PathBuf>) -> Result<(),
     let cfg = ServerConfig::load(config.as_deref(), overrides)
         .map_err(|e| format!("invalid configuration: {e}"))?;
     crate::serve::init_logging(cfg.log_format, &cfg.log_level);
+    match crate::harden::no_core_dumps() {
+        Ok(what) => tracing::info!("{what}"),
+        Err(e) => tracing::warn!("{e}"),
+    }
     crate::serve::run(cfg, dev).await.map_err(|e| match e {
         crate::serve::StartError::Hsm(m) => {
             tracing::error!(error = %m, "cannot start: HSM");
