@@ -418,8 +418,9 @@ fn ossl_ec_key(
     let mut ctx = BigNumContext::new()?;
     let public = EcPoint::from_bytes(&group, point, &mut ctx)?;
     let mut private = BigNum::from_slice(scalar)?;
-    let key = EcKey::from_private_components(&group, &private, &public)
-        .and_then(|key| key.check_key().map(|()| key));
+    // The point is RustCrypto's, derived from this scalar: no need for
+    // OpenSSL to check the pair again on every key a node loads.
+    let key = EcKey::from_private_components(&group, &private, &public);
     // OpenSSL keeps its own copy; this one is wiped (BigNum's drop does not).
     private.clear();
     key

@@ -96,3 +96,36 @@ pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+/// A loaded module and the slot of [`ENCLAVE`].
+pub struct Ctx {
+    pub p11: cryptoki::context::Pkcs11,
+    pub slot: cryptoki::slot::Slot,
+}
+
+/// Loads the module with the configuration file `config` and finds the
+/// slot of [`ENCLAVE`].
+pub fn load(config: &Path) -> Ctx {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let p11 = Pkcs11::new(module_path()).expect("load module");
+    std::env::set_var("KMS_PKCS11_CONFIG", config);
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| p11.get_token_info(*s).unwrap().label() == ENCLAVE)
+        .expect("a slot for the enclave");
+    Ctx { p11, slot }
+}
+
+/// A read-write session on the slot, logged in as the user.
+pub fn rw(c: &Ctx) -> cryptoki::session::Session {
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let s = c.p11.open_rw_session(c.slot).unwrap();
+    s.login(UserType::User, Some(&AuthPin::new("1234".into())))
+        .unwrap();
+    s
+}

@@ -8,13 +8,12 @@
 //! and `ssh-keygen -D`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::ptr::null_mut;
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
@@ -23,13 +22,11 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, KeyType, MlDsaParameterSetType, ObjectClass,
     ObjectHandle,
 };
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
+use cryptoki::session::Session;
 use cryptoki_sys::*;
 use kms_client::proto;
-use kms_tests::pkcs11::{module_path, KmsNode, ENCLAVE};
-use kms_tests::{ok, rt};
+use kms_tests::pkcs11::{load, module_path, rw, KmsNode, ENCLAVE};
+use kms_tests::{ok, rt, run, success};
 use sha2::Digest;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -37,32 +34,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const ED25519: &[u8] = b"\x13\x0cedwards25519";
-
-struct Ctx {
-    p11: Pkcs11,
-    slot: Slot,
-}
-
-fn load(config: &Path) -> Ctx {
-    let p11 = Pkcs11::new(module_path()).expect("load module");
-    std::env::set_var("KMS_PKCS11_CONFIG", config);
-    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = p11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| p11.get_token_info(*s).unwrap().label() == ENCLAVE)
-        .expect("a slot for the enclave");
-    Ctx { p11, slot }
-}
-
-fn rw(c: &Ctx) -> Session {
-    let s = c.p11.open_rw_session(c.slot).unwrap();
-    s.login(UserType::User, Some(&AuthPin::new("1234".into())))
-        .unwrap();
-    s
-}
 
 fn rv<T: std::fmt::Debug>(r: Result<T, CkError>) -> RvError {
     match r {
@@ -124,26 +95,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     p.to_str().unwrap().to_string()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
-}
-
-fn success(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("panicked"), "{cmd:?}: {text}");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
 }
 
 fn openssl(args: &[&str]) {

@@ -9,24 +9,22 @@
 //! verifies with SHA256withECDSA.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::ptr::null_mut;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
 use cryptoki::types::{AuthPin, Date};
 use cryptoki_sys::*;
 use kms_client::proto;
-use kms_tests::pkcs11::{module_path, write_config, KmsNode, ENCLAVE};
-use kms_tests::{cluster, eventually, rt, SEED_HSM_KEY};
+use kms_tests::pkcs11::{load, module_path, write_config, KmsNode, ENCLAVE};
+use kms_tests::{cluster, eventually, rt, run, success, SEED_HSM_KEY};
 
 /// The cryptoki tests share the process's one module.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -36,50 +34,11 @@ const CN_T: &[u8] = &[
     0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 0x74,
 ];
 
-struct Ctx {
-    p11: Pkcs11,
-    slot: Slot,
-}
-
-fn load(config: &Path) -> Ctx {
-    let p11 = Pkcs11::new(module_path()).expect("load module");
-    std::env::set_var("KMS_PKCS11_CONFIG", config);
-    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = p11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| p11.get_token_info(*s).unwrap().label() == ENCLAVE)
-        .expect("a slot for the enclave");
-    Ctx { p11, slot }
-}
-
 fn rv<T: std::fmt::Debug>(r: Result<T, CkError>) -> RvError {
     match r {
         Err(CkError::Pkcs11(rv, _)) => rv,
         other => panic!("expected a PKCS#11 error, got {other:?}"),
     }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
-}
-
-fn success(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("panicked"), "{cmd:?}: {text}");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
 }
 
 fn path(dir: &Path, name: &str) -> String {

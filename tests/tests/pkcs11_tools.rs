@@ -18,18 +18,15 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, MlDsaParameterSetType, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
+use cryptoki::session::Session;
 use kms_client::proto;
-use kms_tests::pkcs11::{dead_port, module_path, write_config, KmsNode, ENCLAVE};
+use kms_tests::pkcs11::{dead_port, load, module_path, rw, write_config, KmsNode, ENCLAVE};
 use kms_tests::{fails, ok, rt};
 use sha2::Digest;
 
@@ -944,32 +941,6 @@ fn ml_dsa_verifies_with_dilithium_py() {
 }
 
 // ---------------------------------------------------------------- bad input
-
-struct Ctx {
-    p11: Pkcs11,
-    slot: Slot,
-}
-
-fn load(config: &Path) -> Ctx {
-    let p11 = Pkcs11::new(module_path()).expect("load module");
-    std::env::set_var("KMS_PKCS11_CONFIG", config);
-    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = p11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| p11.get_token_info(*s).unwrap().label() == ENCLAVE)
-        .expect("a slot for the enclave");
-    Ctx { p11, slot }
-}
-
-fn rw(c: &Ctx) -> Session {
-    let s = c.p11.open_rw_session(c.slot).unwrap();
-    s.login(UserType::User, Some(&AuthPin::new("1234".into())))
-        .unwrap();
-    s
-}
 
 fn value(s: &Session, h: ObjectHandle) -> Vec<u8> {
     match s.get_attributes(h, &[AttributeType::Value]).unwrap().pop() {
