@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kms-target}"
-# --workspace: the same feature set as the tests, so RocksDB is built once.
+. scripts/env.sh
+# --workspace: the feature set of the tests; ccache (scripts/env.sh) makes
+# the other build shapes take RocksDB from the cache.
 cargo build --workspace --bin kms
 exec "$CARGO_TARGET_DIR/debug/kms" server --dev "$@"

@@ -8,7 +8,9 @@
 # New inputs go to a scratch corpus; the committed corpus (fuzz/corpus/) is
 # read, never rewritten (grow it by hand: cargo fuzz cmin).
 set -euo pipefail
-cd "$(dirname "$0")/../fuzz"
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+cd fuzz
 SECS="${1:-20}"
 T="${KMS_FUZZ_TARGET_DIR:-/var/tmp/kms-fuzz-target}"
 if ! cargo fuzz --version >/dev/null 2>&1; then

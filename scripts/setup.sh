@@ -2,7 +2,7 @@
 # Installs the system packages the build (and, with --test, the tests) need,
 # when they are missing. As root it uses apt-get; otherwise it prints the
 # exact command to run.
-#   scripts/setup.sh          build dependencies (clang/libclang for RocksDB's bindgen;
+#   scripts/setup.sh          build dependencies (clang/libclang for RocksDB's bindgen, ccache;
 #                             OpenSSL headers and pkg-config for the openssl crate)
 #   scripts/setup.sh --test   also what the tests use (SoftHSM2, OpenSC, GnuTLS tools,
 #                             a JDK for keytool, Python's PyKCS11 and dilithium-py,
@@ -19,6 +19,8 @@ have_cmd clang || need+=(clang)
 have_libclang || need+=(libclang-dev)
 have_cmd cc || need+=(gcc)
 have_cmd g++ || need+=(g++)
+# ccache: RocksDB's C++ compiles once, not once per cargo build shape (scripts/env.sh).
+have_cmd ccache || need+=(ccache)
 # openssl-sys finds the system OpenSSL (3.x) through pkg-config; the tests run the openssl CLI.
 have_cmd pkg-config || need+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)

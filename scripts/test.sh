@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kms-target}"
+. scripts/env.sh
 cargo fmt --all -- --check
 # kms-node's modules must stay layered: no import cycle between them.
 python3 scripts/check-layers.py kms-node/src
