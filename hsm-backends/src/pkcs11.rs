@@ -155,12 +155,16 @@ fn rv(e: &CkError) -> Option<RvError> {
     }
 }
 
-/// Errors after which a new session may succeed.
+/// Errors after which a new session, and a new lookup of the key, may
+/// succeed: a lost session, and a key handle gone stale (the token was
+/// removed and put back, or its store was replaced).
 fn session_lost(e: &CkError) -> bool {
     matches!(
         rv(e),
         Some(
-            RvError::SessionHandleInvalid
+            RvError::ObjectHandleInvalid
+                | RvError::KeyHandleInvalid
+                | RvError::SessionHandleInvalid
                 | RvError::SessionClosed
                 | RvError::DeviceRemoved
                 | RvError::TokenNotPresent

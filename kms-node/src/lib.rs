@@ -16,6 +16,7 @@ pub mod harden;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod notify;
 pub mod peer;
 pub mod policy;
 pub mod replication;

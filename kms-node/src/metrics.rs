@@ -63,6 +63,20 @@ pub struct Metrics {
     fence_expired: AtomicU64,
     /// Total time spent waiting, in microseconds.
     fence_micros: AtomicU64,
+    /// Per configured HSM, by name: operations that failed, and whether the
+    /// last check succeeded (`serve::check_hsms`).
+    hsms: parking_lot::Mutex<Vec<HsmHealth>>,
+    /// Per TLS certificate (`api`, `cluster`): the Unix time of its notAfter.
+    certificates: parking_lot::Mutex<Vec<(&'static str, i64)>>,
+    /// Certificate reloads that took effect, and reloads refused (bad files).
+    tls_reloads: AtomicU64,
+    tls_reload_errors: AtomicU64,
+}
+
+struct HsmHealth {
+    name: String,
+    errors: u64,
+    up: bool,
 }
 
 impl Default for Metrics {
@@ -74,8 +88,19 @@ impl Default for Metrics {
             fence_waits: AtomicU64::new(0),
             fence_expired: AtomicU64::new(0),
             fence_micros: AtomicU64::new(0),
+            hsms: parking_lot::Mutex::new(Vec::new()),
+            certificates: parking_lot::Mutex::new(Vec::new()),
+            tls_reloads: AtomicU64::new(0),
+            tls_reload_errors: AtomicU64::new(0),
         }
     }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn cmd_index(c: Command) -> usize {
@@ -122,6 +147,42 @@ impl Metrics {
         self.fence_expired.fetch_add(u64::from(expired), Relaxed);
         self.fence_micros
             .fetch_add(waited.as_micros() as u64, Relaxed);
+    }
+
+    /// The result of one operation (or check) of the HSM named `hsm`.
+    pub fn record_hsm(&self, hsm: &str, ok: bool) {
+        let mut all = self.hsms.lock();
+        let i = match all.iter().position(|h| h.name == hsm) {
+            Some(i) => i,
+            None => {
+                all.push(HsmHealth {
+                    name: hsm.to_string(),
+                    errors: 0,
+                    up: true,
+                });
+                all.len() - 1
+            }
+        };
+        all[i].errors += u64::from(!ok);
+        all[i].up = ok;
+    }
+
+    /// Sets the expiry (Unix seconds of notAfter) of the certificate `which`.
+    pub fn set_certificate_expiry(&self, which: &'static str, not_after: i64) {
+        let mut all = self.certificates.lock();
+        match all.iter_mut().find(|(w, _)| *w == which) {
+            Some(c) => c.1 = not_after,
+            None => all.push((which, not_after)),
+        }
+    }
+
+    /// A certificate reload: taken (`ok`) or refused.
+    pub fn record_tls_reload(&self, ok: bool) {
+        if ok {
+            self.tls_reloads.fetch_add(1, Relaxed);
+        } else {
+            self.tls_reload_errors.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn reject(&self) {
@@ -224,6 +285,40 @@ impl Metrics {
             self.fence_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(s, "# HELP kms_commits_total State changes committed.\n# TYPE kms_commits_total counter\nkms_commits_total {}", self.commits.load(Relaxed));
+        {
+            let hsms = self.hsms.lock();
+            s.push_str("# HELP kms_hsm_errors_total HSM operations and checks that failed, by HSM.\n# TYPE kms_hsm_errors_total counter\n");
+            for h in hsms.iter() {
+                let _ = writeln!(
+                    s,
+                    "kms_hsm_errors_total{{hsm=\"{}\"}} {}",
+                    label(&h.name),
+                    h.errors
+                );
+            }
+            s.push_str("# HELP kms_hsm_up 1 if the HSM's last check (a seal and unseal) succeeded.\n# TYPE kms_hsm_up gauge\n");
+            for h in hsms.iter() {
+                let _ = writeln!(
+                    s,
+                    "kms_hsm_up{{hsm=\"{}\"}} {}",
+                    label(&h.name),
+                    u8::from(h.up)
+                );
+            }
+        }
+        s.push_str("# HELP kms_tls_certificate_expiry_timestamp_seconds When the certificate expires (notAfter, Unix time): api is the client-facing certificate, cluster the inter-node one.\n# TYPE kms_tls_certificate_expiry_timestamp_seconds gauge\n");
+        for (which, t) in self.certificates.lock().iter() {
+            let _ = writeln!(
+                s,
+                "kms_tls_certificate_expiry_timestamp_seconds{{certificate=\"{which}\"}} {t}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP kms_tls_certificate_reloads_total Reloads of the API certificate that took effect (ok) or were refused (error).\n# TYPE kms_tls_certificate_reloads_total counter\nkms_tls_certificate_reloads_total{{result=\"ok\"}} {}\nkms_tls_certificate_reloads_total{{result=\"error\"}} {}",
+            self.tls_reloads.load(Relaxed),
+            self.tls_reload_errors.load(Relaxed)
+        );
         for (name, help, v) in extra {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -253,5 +348,40 @@ mod tests {
         assert!(s.contains("kms_batch_size_bucket{command=\"KEY:DECRYPT\",le=\"8\"} 1"));
         assert!(s.contains("kms_requests_total{command=\"CLUSTER:ADDNODE\",status=\"501\"} 1"));
         assert!(s.contains("kms_up 1"));
+    }
+
+    #[test]
+    fn renders_hsms_and_certificates() {
+        let m = Metrics::default();
+        m.record_hsm("soft:ab", true);
+        m.record_hsm("pkcs11:\"x\"\\y", false);
+        m.record_hsm("pkcs11:\"x\"\\y", false);
+        m.record_hsm("soft:ab", true);
+        m.set_certificate_expiry("api", 1_900_000_000);
+        m.set_certificate_expiry("api", 1_900_000_001);
+        m.record_tls_reload(true);
+        m.record_tls_reload(false);
+        m.record_tls_reload(true);
+        let s = m.render(&[]);
+        assert!(
+            s.contains("kms_hsm_errors_total{hsm=\"soft:ab\"} 0\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("kms_hsm_errors_total{hsm=\"pkcs11:\\\"x\\\"\\\\y\"} 2\n"),
+            "{s}"
+        );
+        assert!(s.contains("kms_hsm_up{hsm=\"soft:ab\"} 1\n"));
+        assert!(s.contains("kms_hsm_up{hsm=\"pkcs11:\\\"x\\\"\\\\y\"} 0\n"));
+        assert!(s.contains(
+            "kms_tls_certificate_expiry_timestamp_seconds{certificate=\"api\"} 1900000001\n"
+        ));
+        assert_eq!(
+            s.matches("kms_tls_certificate_expiry_timestamp_seconds{")
+                .count(),
+            1
+        );
+        assert!(s.contains("kms_tls_certificate_reloads_total{result=\"ok\"} 2\n"));
+        assert!(s.contains("kms_tls_certificate_reloads_total{result=\"error\"} 1\n"));
     }
 }

@@ -1,6 +1,7 @@
 //! `kms server`: open the store, make the TLS identity, serve.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hsm_backends::{Hsm, Pkcs11Config, Pkcs11Hsm, SoftHsm};
 use kms_client::ApiKey;
@@ -156,6 +157,10 @@ impl std::fmt::Display for StartError {
 /// Runs the server until SIGINT or SIGTERM. Returns an error message for a
 /// failed start.
 pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
+    // SIGHUP reloads the TLS certificate; its default action would end the
+    // process, so take it over before anything else.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     let hsms = hsms(&cfg, dev).map_err(StartError::Hsm)?;
     let hsm = hsms.primary.clone();
     let opened = Store::open(&cfg.data_dir, &hsms.all).map_err(|e| match e {
@@ -198,7 +203,14 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
             crate::tls::self_signed(&opened.store, &names)?
         }
     };
-    let tls = crate::tls::server_config(certs, key)?;
+    let tls = Arc::new(crate::tls::ApiTls::new(certs, key, cfg.tls.clone())?);
+    if tls.not_after() <= crate::model::Time::now().secs {
+        tracing::warn!(
+            certificate = %cert_path.display(),
+            "the TLS certificate has expired: clients that verify it refuse to connect; \
+             replace the files and send SIGHUP"
+        );
+    }
     let root = ApiKey::from_seed(&*hsm.derive(hsm_backends::labels::ROOT_API_KEY).map_err(
         |e| {
             StartError::Hsm(format!(
@@ -269,7 +281,22 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    node.metrics.set_certificate_expiry("api", tls.not_after());
+    node.metrics
+        .set_certificate_expiry("cluster", cluster_tls.not_after);
+    spawn_tls_reload(tls.clone(), node.clone(), hup);
+    spawn_hsm_checks(node.clone());
     tracing::info!(%addr, node_id, created, "serving");
+    crate::notify::notify(&format!("READY=1\nSTATUS=serving on https://{addr}"));
+    if let Some(every) = crate::notify::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tick.tick().await;
+                crate::notify::notify("WATCHDOG=1");
+            }
+        });
+    }
     crate::server::run(
         listener,
         tls,
@@ -291,7 +318,152 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    crate::notify::notify("STOPPING=1");
     tracing::info!("shutting down");
+}
+
+/// How often the API certificate files are checked for a change.
+const TLS_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Reloads the API certificate on SIGHUP and when its files change.
+fn spawn_tls_reload(
+    tls: Arc<crate::tls::ApiTls>,
+    node: Arc<Node>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TLS_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let signalled = tokio::select! {
+                _ = hup.recv() => true,
+                _ = tick.tick() => false,
+            };
+            let Some((cert, _)) = tls.files().cloned() else {
+                if signalled {
+                    tracing::info!(
+                        "SIGHUP: this node uses its self-signed certificate; nothing to reload"
+                    );
+                }
+                continue;
+            };
+            let t = tls.clone();
+            let done = tokio::task::spawn_blocking(move || t.reload())
+                .await
+                .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+            match done {
+                Ok(Some(not_after)) => {
+                    node.metrics.record_tls_reload(true);
+                    node.metrics.set_certificate_expiry("api", not_after);
+                    tracing::info!(
+                        certificate = %cert.display(),
+                        not_after,
+                        "TLS certificate reloaded: new connections use it"
+                    );
+                }
+                Ok(None) if signalled => tracing::info!(
+                    certificate = %cert.display(),
+                    "SIGHUP: the TLS certificate files are unchanged"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    node.metrics.record_tls_reload(false);
+                    tracing::error!(
+                        error = %e,
+                        "TLS certificate reload refused: the current certificate stays in use"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// A check of an HSM that takes longer than this counts as a failure.
+const HSM_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+const HSM_CHECK_CONTEXT: &[u8] = b"kms/v1/hsm-check";
+
+/// Checks every configured HSM every `KMS_HSM_CHECK_SECS` seconds (default
+/// 30; 0: never) by sealing and unsealing a random value, so that a failing
+/// device shows (`kms_hsm_up`, `kms_hsm_errors_total`, a log line) while the
+/// node still runs on its unsealed root key, not at the next restart.
+fn spawn_hsm_checks(node: Arc<Node>) {
+    for h in &node.configured {
+        // They just unsealed the store.
+        node.metrics.record_hsm(&h.name(), true);
+    }
+    let every = env("HSM_CHECK_SECS")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(30);
+    if every == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut failing: Vec<String> = Vec::new();
+        // A check still running (a hung device) is not started again.
+        let busy: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+        loop {
+            tick.tick().await;
+            for h in node.configured.clone() {
+                let name = h.name();
+                let result = if busy.lock().contains(&name) {
+                    Err("the previous check has not returned".to_string())
+                } else {
+                    busy.lock().push(name.clone());
+                    let (b, n) = (busy.clone(), name.clone());
+                    let check = tokio::task::spawn_blocking(move || {
+                        let r = check_hsm(h.as_ref());
+                        b.lock().retain(|x| *x != n);
+                        r
+                    });
+                    match tokio::time::timeout(HSM_CHECK_TIMEOUT, check).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => Err(format!("the check failed: {e}")),
+                        Err(_) => Err(format!("no answer within {HSM_CHECK_TIMEOUT:?}")),
+                    }
+                };
+                node.metrics.record_hsm(&name, result.is_ok());
+                let was_failing = failing.contains(&name);
+                match result {
+                    Err(e) => {
+                        tracing::error!(
+                            hsm = %name,
+                            error = %e,
+                            "HSM check failed: the node runs on its unsealed root key, but \
+                             a restart cannot unseal it while the HSM fails"
+                        );
+                        if !was_failing {
+                            failing.push(name);
+                        }
+                    }
+                    Ok(()) if was_failing => {
+                        tracing::info!(hsm = %name, "HSM check succeeds again");
+                        failing.retain(|x| *x != name);
+                    }
+                    Ok(()) => {}
+                }
+            }
+        }
+    });
+}
+
+/// Seals a random value and unseals it again.
+fn check_hsm(h: &dyn Hsm) -> Result<(), String> {
+    use rand::RngCore;
+    let mut probe = zeroize::Zeroizing::new([0u8; 32]);
+    rand::thread_rng().fill_bytes(&mut *probe);
+    let sealed = h
+        .seal(&*probe, HSM_CHECK_CONTEXT)
+        .map_err(|e| format!("seal: {e}"))?;
+    let back = h
+        .unseal(&sealed, HSM_CHECK_CONTEXT)
+        .map_err(|e| format!("unseal: {e}"))?;
+    if back.as_slice() != probe.as_slice() {
+        return Err("the HSM unsealed a different value".into());
+    }
+    Ok(())
 }
 
 /// Raises the soft limit of open files to the hard limit, so that

@@ -32,7 +32,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// protocol; every other one is an API client.
 pub async fn run(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<crate::tls::ApiTls>,
     peer_tls: Arc<rustls::ServerConfig>,
     node: Arc<Node>,
     (limits, metrics_public): (Limits, bool),
@@ -96,7 +96,9 @@ pub async fn run(
                     .client_hello()
                     .alpn()
                     .is_some_and(|mut a| a.any(|p| p == crate::replication::net::ALPN));
-                let cfg = if is_peer { peer_tls } else { tls };
+                // The API configuration current now: a certificate reload
+                // affects handshakes that start after it, never open ones.
+                let cfg = if is_peer { peer_tls } else { tls.config() };
                 start
                     .into_stream(cfg)
                     .await

@@ -6,9 +6,21 @@
 //! Without an operator-supplied certificate, the node makes a self-signed
 //! ECDSA P-256 certificate; its private key is stored sealed under the root
 //! key, and only the certificate (public) is written to `DIR/tls/server.crt`.
+//!
+//! An operator's certificate is reloaded without a restart ([`ApiTls`]): on
+//! SIGHUP and when its files change. A handshake uses the configuration
+//! current when it starts, so established connections keep theirs; a bad new
+//! file is refused, logged once, and the current certificate stays.
+//! (There is no client CA set to reload: clients are identified by their
+//! public key, whoever issued their certificate.)
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -61,29 +73,159 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// The bytes of an operator's certificate and key files.
+struct Files {
+    cert: Vec<u8>,
+    key: Zeroizing<Vec<u8>>,
+}
+
+impl Files {
+    fn read(cert: &Path, key: &Path) -> Result<Self, String> {
+        let c = std::fs::read(cert)
+            .map_err(|e| format!("cannot read TLS certificate {}: {e}", cert.display()))?;
+        let k = Zeroizing::new(
+            std::fs::read(key)
+                .map_err(|e| format!("cannot read TLS key {}: {e}", key.display()))?,
+        );
+        Ok(Files { cert: c, key: k })
+    }
+
+    /// What identifies this content: a reload of the same bytes does nothing.
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update((self.cert.len() as u64).to_be_bytes());
+        h.update(&self.cert);
+        h.update(&*self.key);
+        h.finalize().into()
+    }
+
+    fn parse(
+        &self,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+        let certs: Vec<_> = rustls_pemfile::certs(&mut self.cert.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "TLS certificate {} holds no PEM certificate",
+                cert.display()
+            ));
+        }
+        let k = rustls_pemfile::private_key(&mut self.key.as_slice())
+            .map_err(|e| format!("TLS key {}: {e}", key.display()))?
+            .ok_or_else(|| format!("TLS key {} holds no PEM private key", key.display()))?;
+        Ok((certs, k))
+    }
+}
+
 /// Loads an operator-supplied PEM certificate chain and private key.
 pub fn load_pem(
     cert: &Path,
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let c = std::fs::read(cert)
-        .map_err(|e| format!("cannot read TLS certificate {}: {e}", cert.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut c.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "TLS certificate {} holds no PEM certificate",
-            cert.display()
-        ));
+    Files::read(cert, key)?.parse(cert, key)
+}
+
+/// The notAfter of a DER certificate, in Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, x) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    Ok(x.validity().not_after.timestamp())
+}
+
+/// The client-facing TLS configuration, replaced whole by a reload.
+pub struct ApiTls {
+    current: ArcSwap<rustls::ServerConfig>,
+    /// The operator's certificate and key files; `None` with the node's
+    /// self-signed certificate (nothing to reload).
+    files: Option<(PathBuf, PathBuf)>,
+    /// The digest of the files last loaded or refused: a check that finds
+    /// them unchanged does nothing, so a bad file is reported once.
+    seen: parking_lot::Mutex<[u8; 32]>,
+    not_after: AtomicI64,
+}
+
+impl ApiTls {
+    /// The configuration for an operator's files (`files`), or for the
+    /// self-signed certificate (`certs`, `key`) when `files` is `None`.
+    pub fn new(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        files: Option<(PathBuf, PathBuf)>,
+    ) -> Result<Self, String> {
+        let seen = match &files {
+            Some((c, k)) => Files::read(c, k)?.digest(),
+            None => [0; 32],
+        };
+        let not_after = certs.first().map(not_after).transpose()?.unwrap_or(0);
+        Ok(Self {
+            current: ArcSwap::new(server_config(certs, key)?),
+            files,
+            seen: parking_lot::Mutex::new(seen),
+            not_after: AtomicI64::new(not_after),
+        })
     }
-    let k = zeroize::Zeroizing::new(
-        std::fs::read(key).map_err(|e| format!("cannot read TLS key {}: {e}", key.display()))?,
-    );
-    let key = rustls_pemfile::private_key(&mut k.as_slice())
-        .map_err(|e| format!("TLS key {}: {e}", key.display()))?
-        .ok_or_else(|| format!("TLS key {} holds no PEM private key", key.display()))?;
-    Ok((certs, key))
+
+    /// The configuration a new handshake uses.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// The current certificate's notAfter (Unix seconds).
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+
+    /// The certificate file, if the operator gave one.
+    pub fn files(&self) -> Option<&(PathBuf, PathBuf)> {
+        self.files.as_ref()
+    }
+
+    /// Reads the files again. `Ok(None)`: unchanged since the last load or
+    /// refusal (or no files); `Ok(Some(not_after))`: the new certificate is
+    /// in use; `Err`: the new files are refused and the current certificate
+    /// stays.
+    pub fn reload(&self) -> Result<Option<i64>, String> {
+        let Some((c, k)) = &self.files else {
+            return Ok(None);
+        };
+        let mut seen = self.seen.lock();
+        // An unreadable file (say, while it is being replaced) counts as
+        // content too: its error is reported once, not at every check.
+        let files = Files::read(c, k);
+        let digest = match &files {
+            Ok(f) => f.digest(),
+            Err(e) => Sha256::digest(e.as_bytes()).into(),
+        };
+        if digest == *seen {
+            return Ok(None);
+        }
+        *seen = digest;
+        let files = files?;
+        let (certs, key) = files.parse(c, k)?;
+        let leaf_not_after = not_after(&certs[0])?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if leaf_not_after <= now {
+            return Err(format!(
+                "TLS certificate {} expired at {}",
+                c.display(),
+                time::OffsetDateTime::from_unix_timestamp(leaf_not_after)
+                    .ok()
+                    .and_then(|t| t
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok())
+                    .unwrap_or_else(|| leaf_not_after.to_string())
+            ));
+        }
+        let cfg = server_config(certs, key)?;
+        self.current.store(cfg);
+        self.not_after.store(leaf_not_after, Ordering::Relaxed);
+        Ok(Some(leaf_not_after))
+    }
 }
 
 /// The self-signed certificate of a node without an operator certificate:

@@ -22,6 +22,8 @@ pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod local;
+#[allow(unsafe_code)]
+pub mod locked;
 pub mod log;
 pub mod mech;
 pub mod module;

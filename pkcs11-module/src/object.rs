@@ -75,9 +75,10 @@ pub enum Store {
     /// A token certificate or data object stored in the enclave (OBJECT:*)
     /// under this name ([`crate::stored`]).
     Object { name: String },
-    /// A session key in the module's memory, owned by a session.
+    /// A session key in the module's memory (locked and left out of core
+    /// dumps, [`crate::locked`]), owned by a session.
     Local {
-        value: Zeroizing<Vec<u8>>,
+        value: crate::locked::LockedBytes,
         session: CK_SESSION_HANDLE,
     },
 }
@@ -459,7 +460,10 @@ impl KeyTemplate {
             local,
             always_sensitive: local && sensitive,
             never_extractable: local && !extractable,
-            store: Store::Local { value, session },
+            store: Store::Local {
+                value: crate::locked::LockedBytes::new(&value),
+                session,
+            },
             class: CKO_SECRET_KEY,
             pair: None,
             modifiable: self.modifiable.unwrap_or(true),

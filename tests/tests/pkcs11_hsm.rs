@@ -284,13 +284,41 @@ fn losing_the_hsm_after_start_does_not_affect_crypto() {
     let hsm_dir = tmp.path().join("hsm");
     let hsm = softhsm_token(&hsm_dir, "node0", None);
     let dir = data_dir(&tmp, "kms0");
-    let srv = Server::try_start_env(&dir, &hsm, &[]).unwrap();
+    // The HSM is checked every second (a seal and an unseal).
+    let hsm = with(hsm, &[("KMS_HSM_CHECK_SECS", "1")]);
+    let srv = Server::try_start_env(&dir, &hsm, &["--metrics-public"]).unwrap();
+    let health = |name: &str| -> Option<u64> {
+        let out = std::process::Command::new("curl")
+            .args(["-k", "-s", "-m", "10"])
+            .arg(format!("https://{}/v1/health/metrics", srv.addr))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{hsm=\"pkcs11:")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
     ok(&srv.cli(None, &["add-enclave", "e"]));
     ok(&srv.cli(None, &["add-key", "-e", "e", "k"]));
     let c = srv.root();
     let before = rt().block_on(c.generate("e", "k", b"ad", 32)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(health("kms_hsm_up"), Some(1));
+    assert_eq!(health("kms_hsm_errors_total"), Some(0));
     // The device goes away: its token directory is deleted.
     std::fs::remove_dir_all(hsm_dir.join("tokens")).unwrap();
+    // The next check shows it, in the metrics and the log, while the node
+    // keeps serving.
+    kms_tests::wait_until(std::time::Duration::from_secs(10), "kms_hsm_up 0", || {
+        health("kms_hsm_up") == Some(0)
+    });
+    assert!(health("kms_hsm_errors_total").unwrap() >= 1);
+    assert!(
+        srv.log()
+            .contains("HSM check failed: the node runs on its unsealed root key"),
+        "{}",
+        srv.log()
+    );
     rt().block_on(async {
         for i in 0..200u32 {
             let g = c.generate("e", "k", &i.to_be_bytes(), 32).await.unwrap();

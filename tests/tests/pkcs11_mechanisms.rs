@@ -1823,3 +1823,80 @@ fn pkcs11_tool_lists_and_tests_the_mechanisms() {
         h("a9993e364706816aba3e25717850c26c9cd0d89d")
     );
 }
+
+/// The mappings of this process holding `needle`: (VmFlags, start address).
+fn mappings_holding(needle: &[u8]) -> Vec<(String, usize)> {
+    use std::os::unix::fs::FileExt;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mem = std::fs::File::open("/proc/self/mem").unwrap();
+    let mut found = Vec::new();
+    let mut range = None;
+    for line in smaps.lines() {
+        if let Some((r, rest)) = line.split_once(' ') {
+            if let Some((a, b)) = r.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    // Readable private anonymous or heap mappings, under 64 MiB.
+                    range = (rest.starts_with("rw") && b - a <= 64 << 20).then_some((a, b));
+                    continue;
+                }
+            }
+        }
+        if let (Some(flags), Some((a, b))) = (line.strip_prefix("VmFlags:"), range) {
+            let mut buf = vec![0u8; b - a];
+            if mem.read_exact_at(&mut buf, a as u64).is_ok()
+                && buf.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push((flags.trim().to_string(), a));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn session_keys_live_in_locked_dump_excluded_memory() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = KmsNode::start("");
+    let c = load(&node.config);
+    let s = session(&c);
+    let sh = s.handle();
+    let value: [u8; 32] = rand::random();
+    let key = aes_key(&c, sh, &value);
+    let held = mappings_holding(&value);
+    let secret_pages: Vec<_> = held
+        .iter()
+        .filter(|(f, _)| f.split(' ').any(|x| x == "dd"))
+        .collect();
+    assert_eq!(
+        secret_pages.len(),
+        1,
+        "the key's value in dump-excluded memory: {held:?}"
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root {
+        assert!(
+            secret_pages[0].0.split(' ').any(|x| x == "lo"),
+            "not locked: {}",
+            secret_pages[0].0
+        );
+    } else {
+        println!("not root: the lock (VmFlags lo) depends on this user's limit and is not checked");
+    }
+    // The key works from there, and destroying the object zeroes its slot.
+    let ct = c
+        .one(sh, b'e', &sp_mech(CKM_AES_ECB), key, &[0u8; 16])
+        .unwrap();
+    assert_eq!(ct.len(), 16);
+    let f = c.f;
+    // SAFETY: a live session and object handle.
+    assert_eq!(unsafe { f.C_DestroyObject.unwrap()(sh, key) }, CKR_OK);
+    let after = mappings_holding(&value);
+    assert!(
+        after.iter().all(|(f, _)| !f.split(' ').any(|x| x == "dd")),
+        "the destroyed key's value is still in the secret pages: {after:?}"
+    );
+}

@@ -459,6 +459,13 @@ fn metrics(node: &Node) -> Response<Body> {
     let body = node.metrics.render(&[
         ("kms_uptime_seconds", "Seconds since the node started.", up),
         (
+            "kms_memory_locked",
+            "1 if the node's memory is locked (mlockall): key material is never swapped.",
+            f64::from(u8::from(
+                crate::harden::MEMORY_LOCKED.load(std::sync::atomic::Ordering::Relaxed),
+            )),
+        ),
+        (
             "kms_commit_index",
             "Index of the last applied log entry.",
             st.applied as f64,

@@ -20,6 +20,14 @@ pub async fn server(overrides: Overrides, config: Option<PathBuf>) -> Result<(),
         Ok(what) => tracing::info!("{what}"),
         Err(e) => tracing::warn!("{e}"),
     }
+    match crate::harden::lock_memory() {
+        Ok((tracing::Level::INFO, what)) => tracing::info!("{what}"),
+        Ok((_, what)) => tracing::warn!("{what}"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return Err(Failure::from(format!("cannot start: {e}")));
+        }
+    }
     crate::serve::run(cfg, dev).await.map_err(|e| match e {
         crate::serve::StartError::Hsm(m) => {
             tracing::error!(error = %m, "cannot start: HSM");

@@ -19,6 +19,8 @@ use rustls::DistinguishedName;
 pub struct ClusterTls {
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// The certificate's notAfter (Unix seconds), for the expiry metric.
+    pub not_after: i64,
 }
 
 /// Accepts exactly one public key (the cluster's), as server or client certificate.
@@ -84,6 +86,7 @@ impl ClusterTls {
         let key = kms_client::ApiKey::from_seed(&seed);
         let (cert, pk) = key.certificate().map_err(|e| e.to_string())?;
         let (_, x) = x509_parser::parse_x509_certificate(&cert).map_err(|e| e.to_string())?;
+        let not_after = x.validity().not_after.timestamp();
         let provider = kms_client::tls::provider();
         let verifier = Arc::new(SameKey {
             spki: x.tbs_certificate.subject_pki.raw.to_vec(),
@@ -107,6 +110,7 @@ impl ClusterTls {
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
+            not_after,
         })
     }
 }

@@ -249,7 +249,10 @@ impl Module {
                 );
                 o.label = t.label.clone().unwrap_or_else(|| name.clone());
                 o.id = t.id.clone().unwrap_or_else(|| name.clone());
-                o.store = crate::object::Store::Local { value, session: sh };
+                o.store = crate::object::Store::Local {
+                    value: crate::locked::LockedBytes::new(&value),
+                    session: sh,
+                };
                 o
             };
             let hq = self.add_session_object(make(CKO_PRIVATE_KEY, der));

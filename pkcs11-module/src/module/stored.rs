@@ -103,7 +103,7 @@ impl Module {
         }
         if !token {
             let store = Store::Local {
-                value: Zeroizing::new(Vec::new()),
+                value: crate::locked::LockedBytes::new(&[]),
                 session: sh,
             };
             return Ok(self.add_session_object(KeyObject::stored_object(s.slot, o, store)));
