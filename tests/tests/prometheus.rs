@@ -3,7 +3,8 @@
 //! `openssl` CLI, as docs/operations.md ("Scraping") configures it, and
 //! evaluates the alert rules we ship (ops/prometheus/kms-rules.yml). Checked
 //! through Prometheus's HTTP API: the targets are up and the series arrive
-//! with the exact counts of the requests made; killing a follower fires
+//! with the exact counts of the requests made (and the HSM, certificate and
+//! memory-locking series with their healthy values); killing a follower fires
 //! KmsNodeDown (for that instance) and KmsMemberUnreachable while a write is
 //! refused with 503 as their text says; restarting it resolves both; no
 //! other alert fires.
@@ -288,7 +289,19 @@ fn prometheus_scrapes_the_cluster_and_the_shipped_alerts_fire_and_resolve() {
     }
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(&tmp, 3, SEED_HSM_KEY);
+    // `kms_tests::cluster`, with an HSM check every second (default 30 s) so
+    // that checks run while Prometheus watches (KmsHsmErrors must not fire).
+    let mut env = fast_timing(SEED_HSM_KEY);
+    env.push(("KMS_HSM_CHECK_SECS".to_string(), "1".to_string()));
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::try_start_env(&tmp.path().join(format!("node{i}")), &env, &[])
+                .unwrap_or_else(|e| panic!("node {i} did not start: {e}"))
+        })
+        .collect();
+    for s in &nodes[1..] {
+        ok(&nodes[0].cli(None, &["add", &s.url()]));
+    }
     let prom_dir = tmp.path().join("prometheus");
     std::fs::create_dir_all(&prom_dir).unwrap();
 
@@ -502,6 +515,47 @@ scrape_configs:
     for (q, want) in [("kms_cluster_nodes_down", 0.0), ("kms_cluster_nodes", 3.0)] {
         let v = prom.by_instance(&format!("{q}{{job=\"kms\"}}"));
         assert_eq!(v, addrs.iter().map(|a| (a.clone(), want)).collect(), "{q}");
+    }
+    // The HSM, certificate and memory series: the soft HSM of each node up,
+    // no failed check (checks ran every second since the start), both
+    // certificates (the self-signed ones, until 2124) far from expiry, and
+    // kms_memory_locked what the kernel says of the process (VmLck).
+    let hsm = prom.query("kms_hsm_up{job=\"kms\"}");
+    assert_eq!(hsm.len(), 3, "one HSM per node: {hsm:?}");
+    for (l, v) in &hsm {
+        assert!(l["hsm"].starts_with("soft:") && *v == 1.0, "{hsm:?}");
+    }
+    let errors = prom.by_instance("kms_hsm_errors_total{job=\"kms\"}");
+    assert_eq!(
+        errors,
+        addrs.iter().map(|a| (a.clone(), 0.0)).collect(),
+        "kms_hsm_errors_total"
+    );
+    let expiry = prom.query("kms_tls_certificate_expiry_timestamp_seconds{job=\"kms\"}");
+    let certs: BTreeSet<(String, String)> = expiry
+        .iter()
+        .map(|(l, _)| (l["instance"].clone(), l["certificate"].clone()))
+        .collect();
+    let want: BTreeSet<(String, String)> = addrs
+        .iter()
+        .flat_map(|a| ["api", "cluster"].map(|c| (a.clone(), c.to_string())))
+        .collect();
+    assert_eq!(certs, want, "{expiry:?}");
+    let in_50_years = unix_now() + 50.0 * 365.0 * 86400.0;
+    assert!(expiry.iter().all(|(_, t)| *t > in_50_years), "{expiry:?}");
+    let locked = prom.by_instance("kms_memory_locked{job=\"kms\"}");
+    for s in &nodes {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+        let vmlck: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmLck in /proc/PID/status");
+        assert_eq!(
+            locked.get(&s.addr),
+            Some(&f64::from(u8::from(vmlck > 0))),
+            "{locked:?}, VmLck {vmlck} kB"
+        );
     }
     let healthy_unix = unix_now();
     assert!(
