@@ -22,8 +22,7 @@ use crate::asym::AsymType;
 use crate::crypto::KeyType;
 use crate::model::{
     Actor, AsymRing, AsymVersion, Enclave, IdentityRecord, KeyRing, KeyVersion, ObjectRecord,
-    PolicyRecord, Privilege, State, Time,
-};
+    PolicyRecord, Privilege, State, Time, Versions};
 use crate::policy::Policy;
 
 /// 32 secret bytes inside a log entry; zeroized on drop, never printed.
@@ -365,7 +364,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             let ring = KeyRing {
                 name: name.clone(),
                 key_type: *key_type,
-                versions: OrdMap::unit(first, Arc::new(v)),
+                versions: [(first, Arc::new(v))].into_iter().collect(),
                 next_version: first + 1,
             };
             e.keys.insert(name.clone(), Arc::new(ring));
@@ -438,7 +437,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .filter(|r| !r.is_deleted())
                 .map(Arc::make_mut)
             {
-                ring.versions = OrdMap::new();
+                ring.versions = Versions::new();
                 return Ok(vec![Touch::AsymKey(enclave.clone(), name.clone())]);
             }
             let ring = e
@@ -447,7 +446,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
                 .filter(|r| !r.is_deleted())
                 .map(Arc::make_mut)
                 .ok_or(ApplyError::KeyNotFound)?;
-            ring.versions = OrdMap::new();
+            ring.versions = Versions::new();
             Ok(vec![Touch::Key(enclave.clone(), name.clone())])
         }
         Change::CreatePolicy {
@@ -587,7 +586,7 @@ pub fn apply(st: &mut State, change: &Change) -> Result<Vec<Touch>, ApplyError> 
             let ring = AsymRing {
                 name: name.clone(),
                 key_type: *key_type,
-                versions: OrdMap::unit(first, Arc::new(v)),
+                versions: [(first, Arc::new(v))].into_iter().collect(),
                 next_version: first + 1,
             };
             e.asym.insert(name.clone(), Arc::new(ring));

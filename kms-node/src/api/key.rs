@@ -173,7 +173,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
             let limit = super::page_limit(&req);
             let mut keys = Vec::new();
             let mut continue_at = String::new();
-            for (n, v) in ring.versions.range(from..) {
+            for (n, v) in ring.versions.from(from) {
                 if keys.len() == limit {
                     continue_at = n.to_string();
                     break;

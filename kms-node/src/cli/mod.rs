@@ -289,8 +289,13 @@ pub fn main() -> i32 {
     }
 }
 
-/// Builds a client from flags and environment.
+/// Builds a client from flags and environment (requests time out after 30 s).
 pub fn client(g: &Global) -> Result<Client, String> {
+    client_with(g, Duration::from_secs(30))
+}
+
+/// Builds a client whose requests time out after `timeout`.
+pub fn client_with(g: &Global, timeout: Duration) -> Result<Client, String> {
     let servers = g
         .server
         .clone()
@@ -315,7 +320,7 @@ pub fn client(g: &Global) -> Result<Client, String> {
         endpoints,
         api_key,
         trust,
-        timeout: Duration::from_secs(30),
+        timeout,
     })
     .map_err(|e| e.to_string())
 }
@@ -415,9 +420,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The commands that talk to a server.
 async fn admin(g: &Global, out: Out, cmd: Cmd) -> Result<(), String> {
+    // Adding a node waits until it has caught up (up to 60 s on the
+    // leader, which may itself forward the request); a backup or restore
+    // moves the whole state: give them longer than the usual 30 s.
+    let timeout = match cmd {
+        Cmd::Add { .. } | Cmd::Backup { .. } | Cmd::Restore { .. } => Duration::from_secs(180),
+        _ => Duration::from_secs(30),
+    };
     let cx = Ctx {
         g,
-        c: client(g)?,
+        c: client_with(g, timeout)?,
         out,
     };
     match cmd {

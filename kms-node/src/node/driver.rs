@@ -571,29 +571,45 @@ impl Driver {
                     if st.applied != index {
                         continue;
                     }
-                    let records = Records(
-                        crate::store::export_records(st)
-                            .into_iter()
-                            .map(|(k, v)| (k, v.to_vec()))
-                            .collect(),
-                    );
-                    tracing::info!(
-                        peer = to,
-                        index,
-                        records = records.0.len(),
-                        "sending a snapshot"
-                    );
-                    out.push(Out::Send(
-                        to,
-                        Wire::Snapshot(
-                            Msg::Snapshot {
-                                term,
+                    // Exported on a thread of its own from a copy (O(1):
+                    // the state is persistent): a million keys take a
+                    // second or more, which would stall this loop, its
+                    // heartbeats and every write past an election timeout.
+                    // Frames sent meanwhile may arrive first; the follower
+                    // refuses them until the snapshot is in, and the leader
+                    // paces resends (SNAPSHOT_PACE).
+                    let st = st.clone();
+                    let peers = self.peers.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("kms-snapshot".into())
+                        .spawn(move || {
+                            let records = Records(
+                                crate::store::export_records(&st)
+                                    .into_iter()
+                                    .map(|(k, v)| (k, v.to_vec()))
+                                    .collect(),
+                            );
+                            tracing::info!(
+                                peer = to,
                                 index,
-                                last_term,
-                            },
-                            records,
-                        ),
-                    ));
+                                records = records.0.len(),
+                                "sending a snapshot"
+                            );
+                            peers.send(
+                                to,
+                                Wire::Snapshot(
+                                    Msg::Snapshot {
+                                        term,
+                                        index,
+                                        last_term,
+                                    },
+                                    records,
+                                ),
+                            );
+                        });
+                    if let Err(e) = spawned {
+                        tracing::error!(error = %e, "cannot start a thread to send a snapshot");
+                    }
                 }
                 Action::Reply { id, result } => out.push(Out::Reply(id, result)),
                 Action::Removed { by, epoch } => {

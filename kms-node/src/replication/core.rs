@@ -289,6 +289,9 @@ impl<P> Durable<P> {
     }
 }
 
+/// Election timeouts between two snapshots sent to one follower.
+const SNAPSHOT_PACE: u64 = 20;
+
 #[derive(Debug, Clone, Default)]
 struct Progress {
     next: Index,
@@ -651,7 +654,13 @@ impl<P: Clone> Core<P> {
         // A follower that needs compacted entries gets the whole state: a
         // node that joined lacks the entries committed while it was a learner.
         if p.needs_snapshot || (snap_index > 0 && p.next <= snap_index) {
-            if p.snapshot_at.is_some_and(|t| now < t + pace) {
+            // A snapshot of a large state takes seconds to send, decode and
+            // install, while the follower still answers the heartbeats sent
+            // before it with "no state": resending at every election timeout
+            // would queue copy after copy (a million keys: 150 MB each) and
+            // the follower would never catch up. One copy per
+            // SNAPSHOT_PACE election timeouts.
+            if p.snapshot_at.is_some_and(|t| now < t + pace * SNAPSHOT_PACE) {
                 return;
             }
             p.needs_snapshot = false;
