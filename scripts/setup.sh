@@ -103,9 +103,11 @@ if [ "${1:-}" = "--test" ] && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null
 fi
 # cargo-deb: scripts/package.sh (the Debian package; tests/tests/package.rs).
-if [ "${1:-}" = "--test" ] && ! cargo deb --version >/dev/null 2>&1; then
-  echo "setup: installing cargo-deb" >&2
-  cargo install --locked cargo-deb >/dev/null
+# 3.8: the test packages the dev build (--profile dev), which cargo-deb 3.8
+# accepts with a warning that a later release will refuse it.
+if [ "${1:-}" = "--test" ] && ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.'; then
+  echo "setup: installing cargo-deb 3.8" >&2
+  cargo install --locked cargo-deb --version '~3.8' >/dev/null
 fi
 if [ "${1:-}" = "--test" ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup: installing cargo-fuzz (the fuzzers run on stable with --sanitizer none)" >&2
