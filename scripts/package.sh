@@ -46,7 +46,7 @@ if [ "$arch" != amd64 ]; then
   exit 1
 fi
 if ! cargo deb --version >/dev/null 2>&1; then
-  echo "package: cargo-deb is missing: scripts/setup.sh --test (or cargo install --locked cargo-deb)" >&2
+  echo "package: cargo-deb is missing: scripts/setup.sh --test (or cargo install --locked cargo-deb --version '~3.8')" >&2
   exit 1
 fi
 

@@ -1,6 +1,6 @@
 //! The Debian package (issue 13, item 3), end to end on this machine:
-//! `scripts/package.sh` builds it from the binaries next to this test (dev
-//! profile), `dpkg -i` installs it (twice: the maintainer scripts are
+//! `scripts/package.sh --no-build` makes it from the binaries next to this
+//! test (dev profile), `dpkg -i` installs it (twice: the maintainer scripts are
 //! idempotent), the installed files are checked with the tools that use
 //! them (p11-kit, systemd-analyze, bash, man), a node is started the way
 //! the installed unit starts it, and `dpkg --purge` removes it again.
@@ -36,7 +36,10 @@ const ASSETS: &[(&str, &str)] = &[
     ("./usr/share/man/man1/kms-man.1.gz", "-rw-r--r--"),
     ("./usr/share/bash-completion/completions/kms", "-rw-r--r--"),
     ("./usr/share/zsh/vendor-completions/_kms", "-rw-r--r--"),
-    ("./usr/share/fish/vendor_completions.d/kms.fish", "-rw-r--r--"),
+    (
+        "./usr/share/fish/vendor_completions.d/kms.fish",
+        "-rw-r--r--",
+    ),
     ("./usr/lib/systemd/system/kms.service", "-rw-r--r--"),
     ("./usr/share/doc/kms/README.md", "-rw-r--r--"),
     ("./usr/share/doc/kms/operations.md", "-rw-r--r--"),
@@ -68,7 +71,11 @@ fn must(secs: u64, prog: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(o.status.success(), "{prog} {args:?} ({}):\n{text}", o.status);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} ({}):\n{text}",
+        o.status
+    );
     text
 }
 
@@ -76,9 +83,20 @@ fn is_root() -> bool {
     String::from_utf8_lossy(&run_for(10, "id", &["-u"]).stdout).trim() == "0"
 }
 
+/// dpkg's state of the package: `installed`, `half-configured`,
+/// `config-files`, ... or `not-installed` (also when dpkg never heard of it).
+fn dpkg_state() -> String {
+    let o = run_for(30, "dpkg-query", &["-W", "-f=${db:Status-Status}", "kms"]);
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if s.is_empty() {
+        "not-installed".into()
+    } else {
+        s
+    }
+}
+
 fn installed() -> bool {
-    let o = run_for(30, "dpkg-query", &["-W", "-f=${Status}", "kms"]);
-    String::from_utf8_lossy(&o.stdout).contains("ok installed")
+    dpkg_state() == "installed"
 }
 
 fn user_exists(name: &str) -> bool {
@@ -103,8 +121,9 @@ fn owner_mode(path: &str) -> (u32, u32, u32) {
 /// What the test found on the machine that it must not touch, if anything.
 fn foreign_state() -> Option<String> {
     let mut found = Vec::new();
-    if installed() {
-        found.push("the kms package is installed".to_string());
+    let state = dpkg_state();
+    if state != "not-installed" {
+        found.push(format!("dpkg knows the kms package ({state})"));
     }
     if user_exists("kms") || group_exists("kms") {
         found.push("a kms user or group exists".to_string());
@@ -121,7 +140,7 @@ fn foreign_state() -> Option<String> {
 /// removes what it leaves on purge (the data directory, the user, the group,
 /// /etc/kms), then the marker.
 fn clean_machine() {
-    if installed() {
+    if dpkg_state() != "not-installed" {
         let o = run_for(300, "dpkg", &["--purge", "kms"]);
         if !o.status.success() {
             eprintln!(
@@ -173,9 +192,22 @@ fn curl_status(url: &str) -> u16 {
     let o = run_for(
         10,
         "curl",
-        &["-k", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", url],
+        &[
+            "-k",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "5",
+            "-w",
+            "%{http_code}",
+            url,
+        ],
     );
-    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// The `[Service]` settings of a unit file: (key, value) in order.
@@ -296,7 +328,10 @@ fn check_contents(deb: &str) {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
-    assert!(commands.contains(&"server") && commands.contains(&"man"), "{help}");
+    assert!(
+        commands.contains(&"server") && commands.contains(&"man"),
+        "{help}"
+    );
     let mut pages: Vec<String> = entries
         .iter()
         .filter_map(|(p, _)| p.strip_prefix("./usr/share/man/man1/"))
@@ -446,7 +481,11 @@ fn check_files() {
         .output()
         .unwrap();
     let page = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{page}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{page}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let after_name: Vec<&str> = page
         .lines()
         .skip_while(|l| l.trim() != "NAME")
@@ -459,14 +498,20 @@ fn check_files() {
         "{page}"
     );
     let server = must(10, "zcat", &["/usr/share/man/man1/kms-server.1.gz"]);
-    assert!(server.contains(".SH NAME\nkms\\-server \\- Run a KMS server"), "{server}");
+    assert!(
+        server.contains(".SH NAME\nkms\\-server \\- Run a KMS server"),
+        "{server}"
+    );
 
     // The unit as installed: systemd-analyze verify passes, and it is not
     // enabled (no multi-user.target.wants link): the operator enables it.
     must(60, "systemd-analyze", &["verify", UNIT]);
     let unit = std::fs::read_to_string(UNIT).unwrap();
     let repo_unit = std::fs::read_to_string(workspace().join("ops/systemd/kms.service")).unwrap();
-    assert_eq!(unit, repo_unit, "the packaged unit is ops/systemd/kms.service");
+    assert_eq!(
+        unit, repo_unit,
+        "the packaged unit is ops/systemd/kms.service"
+    );
     assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/kms.service").exists());
 }
 
@@ -548,7 +593,11 @@ fn run_as_the_unit_does(tmp: &Path) {
             l if l.starts_with("Limit") => panic!("{l}= is not mapped to prlimit here"),
             _ => continue,
         };
-        let v = if v == "infinity" { "unlimited" } else { v.as_str() };
+        let v = if v == "infinity" {
+            "unlimited"
+        } else {
+            v.as_str()
+        };
         let v = attainable_limit(name, label, v);
         limits.push(format!("--{name}={v}:{v}"));
         expected.push((label, v));
@@ -665,8 +714,11 @@ fn the_debian_package_installs_runs_and_purges() {
     let deb = deb.to_str().unwrap();
     check_contents(deb);
 
-    std::fs::write(MARKER, "kms package test: dpkg --purge kms, rm /etc/kms /var/lib/kms, userdel kms\n")
-        .unwrap();
+    std::fs::write(
+        MARKER,
+        "kms package test: dpkg --purge kms, rm /etc/kms /var/lib/kms, userdel kms\n",
+    )
+    .unwrap();
     let _guard = Guard;
     must(300, "dpkg", &["-i", deb]);
     assert!(installed());
@@ -684,7 +736,7 @@ fn the_debian_package_installs_runs_and_purges() {
 
     // Purge: the package's files and the HSM key go, the data stays.
     must(300, "dpkg", &["--purge", "kms"]);
-    assert!(!installed());
+    assert_eq!(dpkg_state(), "not-installed");
     for gone in [
         "/usr/bin/kms",
         "/usr/lib/x86_64-linux-gnu/pkcs11/libkms_pkcs11.so",
@@ -693,7 +745,10 @@ fn the_debian_package_installs_runs_and_purges() {
         ENV_FILE,
         "/etc/kms",
     ] {
-        assert!(!Path::new(gone).exists(), "{gone} is still there after purge");
+        assert!(
+            !Path::new(gone).exists(),
+            "{gone} is still there after purge"
+        );
     }
     assert!(
         Path::new("/var/lib/kms/tls/server.crt").exists(),
