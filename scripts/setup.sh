@@ -8,7 +8,8 @@
 #                             a JDK for keytool, Python's PyKCS11 and dilithium-py,
 #                             OpenSSH client and server, the libp11 OpenSSL engine,
 #                             Prometheus's promtool, systemd-analyze and p11-kit for
-#                             scripts/check-ops.sh)
+#                             scripts/check-ops.sh, adduser, man-db and curl for the
+#                             package test; cargo-nextest, cargo-fuzz and cargo-deb)
 set -euo pipefail
 
 need=()
@@ -46,6 +47,12 @@ if [ "${1:-}" = "--test" ]; then
   { have_cmd promtool && [ -x /usr/bin/prometheus ]; } || need+=(prometheus)
   have_cmd systemd-analyze || need+=(systemd)
   have_cmd p11-kit || need+=(p11-kit)
+  # tests/tests/package.rs: installs the Debian package (which depends on
+  # adduser), reads its man page with man, asks the node with curl (as the
+  # probe tests do).
+  [ -x /usr/sbin/adduser ] || need+=(adduser)
+  have_cmd man || need+=(man-db)
+  have_cmd curl || need+=(curl)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -95,6 +102,13 @@ fi
 if [ "${1:-}" = "--test" ] && ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest >/dev/null
+fi
+# cargo-deb: scripts/package.sh (the Debian package; tests/tests/package.rs).
+# 3.8: the test packages the dev build (--profile dev), which cargo-deb 3.8
+# accepts with a warning that a later release will refuse it.
+if [ "${1:-}" = "--test" ] && ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.'; then
+  echo "setup: installing cargo-deb 3.8" >&2
+  cargo install --locked cargo-deb --version '~3.8' >/dev/null
 fi
 if [ "${1:-}" = "--test" ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup: installing cargo-fuzz (the fuzzers run on stable with --sanitizer none)" >&2

@@ -13,6 +13,7 @@
 //! - `policy.rs`: `add-policy`, `set-policy`, `rm-policy`, `ls-policy`, `stat-policy`
 //! - `local.rs`: the commands that need no server: `server`, `new-hsm-key`,
 //!   `new-api-key`, `identity`
+//! - `docs.rs`: `completions` and `man`, generated from the clap definitions
 //! - `output.rs`: tables, JSON, timestamps, error lines
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::config::env;
 mod asym;
 mod cluster;
 mod console;
+mod docs;
 mod enclave;
 mod hsm;
 mod identity;
@@ -248,6 +250,17 @@ enum Cmd {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Write the man pages (kms.1 and one per command, kms-server.1, ...) to DIR
+    Man {
+        /// Directory for the pages (created if missing)
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// The CLI entry point; returns the exit code.
@@ -402,6 +415,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Identity { api_key, hsm } => Ok(local::identity(&out, api_key, hsm)?),
+        Cmd::Completions { shell } => {
+            docs::completions(&out, shell);
+            Ok(())
+        }
+        Cmd::Man { dir } => Ok(docs::man(&out, &dir)?),
         Cmd::Bench(args) => Ok(crate::bench::run(
             client(g)?,
             enclave(g).unwrap_or_else(|_| "bench".into()),
@@ -497,6 +515,8 @@ async fn admin(g: &Global, out: Out, cmd: Cmd) -> Result<(), String> {
         | Cmd::NewApiKey
         | Cmd::Identity { .. }
         | Cmd::Bench(_)
-        | Cmd::Console { .. } => unreachable!("handled in run"),
+        | Cmd::Console { .. }
+        | Cmd::Completions { .. }
+        | Cmd::Man { .. } => unreachable!("handled in run"),
     }
 }

@@ -55,6 +55,12 @@ impl Out {
     pub fn line(&self, s: impl Display) {
         write_out(&format!("{s}\n"));
     }
+
+    /// Prints `text` as it is (a generated file such as a completion
+    /// script), the same with or without `--json`.
+    pub fn text(&self, text: &str) {
+        write_out(text);
+    }
 }
 
 /// Writes to stdout. A reader that went away (`kms ls-key | head`) ends
