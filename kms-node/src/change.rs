@@ -22,7 +22,8 @@ use crate::asym::AsymType;
 use crate::crypto::KeyType;
 use crate::model::{
     Actor, AsymRing, AsymVersion, Enclave, IdentityRecord, KeyRing, KeyVersion, ObjectRecord,
-    PolicyRecord, Privilege, State, Time, Versions};
+    PolicyRecord, Privilege, State, Time, Versions,
+};
 use crate::policy::Policy;
 
 /// 32 secret bytes inside a log entry; zeroized on drop, never printed.

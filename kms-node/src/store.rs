@@ -857,7 +857,10 @@ impl Store {
             .iter()
             .map(|n| self.cf(n))
             .collect();
-        if let Err(e) = self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()) {
+        if let Err(e) = self
+            .db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+        {
             tracing::warn!(error = %e, "cannot flush the store at shutdown; the next start replays its log");
         }
         self.db.cancel_all_background_work(true);

@@ -238,7 +238,11 @@ fn run(keys: usize) -> Figures {
 fn hundred_thousand_keys() {
     let keys = 100_000;
     let f = run(keys);
-    assert!(f.restart < Duration::from_secs(5), "restart {:?}", f.restart);
+    assert!(
+        f.restart < Duration::from_secs(5),
+        "restart {:?}",
+        f.restart
+    );
     assert!(f.join < Duration::from_secs(60), "join {:?}", f.join);
     // At most 1 KiB per key after a restart (RocksDB's caches included).
     assert!(
@@ -254,7 +258,11 @@ fn hundred_thousand_keys() {
 fn million_keys() {
     let keys = 1_000_000;
     let f = run(keys);
-    assert!(f.restart < Duration::from_secs(5), "restart {:?}", f.restart);
+    assert!(
+        f.restart < Duration::from_secs(5),
+        "restart {:?}",
+        f.restart
+    );
     assert!(f.join < Duration::from_secs(60), "join {:?}", f.join);
     assert!(
         f.restarted_kib < f.idle_kib + keys as u64,

@@ -660,7 +660,9 @@ impl<P: Clone> Core<P> {
             // would queue copy after copy (a million keys: 150 MB each) and
             // the follower would never catch up. One copy per
             // SNAPSHOT_PACE election timeouts.
-            if p.snapshot_at.is_some_and(|t| now < t + pace * SNAPSHOT_PACE) {
+            if p.snapshot_at
+                .is_some_and(|t| now < t + pace * SNAPSHOT_PACE)
+            {
                 return;
             }
             p.needs_snapshot = false;
