@@ -158,6 +158,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub dev: bool,
     pub metrics_public: bool,
+    /// `--advertise HOST:PORT`.
+    pub advertise: Option<String>,
 }
 
 impl ServerConfig {
@@ -301,9 +303,20 @@ impl ServerConfig {
         let election = num("ELECTION_MS", file.cluster.election_ms, 1000)?;
         let timing = Timing::new(heartbeat, election)
             .map_err(|e| format!("cluster.heartbeat_ms/election_ms: {e}"))?;
-        let advertise = match file.cluster.advertise {
-            Some(a) => {
-                parse_addr(&a).map_err(|e| format!("cluster.advertise: {e}"))?;
+        // --advertise, then KMS_ADVERTISE, then [cluster] advertise.
+        let advertise = match (
+            o.advertise.clone(),
+            env("ADVERTISE"),
+            file.cluster.advertise,
+        ) {
+            (Some(a), _, _) => Some(("--advertise", a)),
+            (None, Some(a), _) => Some(("KMS_ADVERTISE", a)),
+            (None, None, Some(a)) => Some(("cluster.advertise", a)),
+            (None, None, None) => None,
+        };
+        let advertise = match advertise {
+            Some((from, a)) => {
+                parse_addr(&a).map_err(|e| format!("{from}: {e}"))?;
                 Some(a)
             }
             None => None,
@@ -416,6 +429,21 @@ mod tests {
         assert_eq!(c.address.port(), 8000);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.max_request_bytes, 2048);
+    }
+
+    #[test]
+    fn advertise_flag_wins_over_the_file() {
+        let file = "data_dir = \"/x\"\n[cluster]\nadvertise = \"localhost:7373\"\n";
+        let flag = |a: &str| Overrides {
+            advertise: Some(a.to_string()),
+            ..Default::default()
+        };
+        let c = ServerConfig::from_toml(file, "t", flag("127.0.0.1:9")).unwrap();
+        assert_eq!(c.advertise.as_deref(), Some("127.0.0.1:9"));
+        let c = ServerConfig::from_toml(file, "t", Overrides::default()).unwrap();
+        assert_eq!(c.advertise.as_deref(), Some("localhost:7373"));
+        let e = ServerConfig::from_toml(file, "t", flag("no port")).unwrap_err();
+        assert!(e.starts_with("--advertise: "), "{e}");
     }
 
     #[test]

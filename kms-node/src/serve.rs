@@ -185,10 +185,27 @@ pub async fn run(cfg: ServerConfig, dev: bool) -> Result<(), StartError> {
     } else {
         local.ip()
     };
-    let addr = cfg
-        .advertise
-        .clone()
-        .unwrap_or_else(|| std::net::SocketAddr::new(host, local.port()).to_string());
+    // The address the node records for itself in the membership at its
+    // first start: --advertise; else the listen address; on a wildcard
+    // listener the machine's hostname when it resolves (what other nodes can
+    // reach; 127.0.0.1 would make a cluster impossible), else 127.0.0.1.
+    let addr = cfg.advertise.clone().unwrap_or_else(|| {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let named = format!("{hostname}:{}", local.port());
+        let resolves = || {
+            use std::net::ToSocketAddrs;
+            named
+                .to_socket_addrs()
+                .is_ok_and(|mut a| a.next().is_some())
+        };
+        if local.ip().is_unspecified() && !hostname.is_empty() && resolves() {
+            named
+        } else {
+            std::net::SocketAddr::new(host, local.port()).to_string()
+        }
+    });
     let host = host.to_string();
     let (certs, key, cert_path) = match &cfg.tls {
         Some((c, k)) => {

@@ -90,6 +90,10 @@ enum Cmd {
         /// Serve /v1/health/metrics to clients without a certificate
         #[arg(long)]
         metrics_public: bool,
+        /// This node's address for other nodes, HOST:PORT (KMS_ADVERTISE; default: the
+        /// listen address, or HOSTNAME:PORT when listening on 0.0.0.0 or ::)
+        #[arg(long)]
+        advertise: Option<String>,
         /// Data directory
         dir: Option<PathBuf>,
     },
@@ -391,6 +395,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             tls_key,
             dev,
             metrics_public,
+            advertise,
             dir,
         } => {
             local::server(
@@ -401,6 +406,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     tls_key,
                     dev,
                     metrics_public,
+                    advertise,
                 },
                 config,
             )
