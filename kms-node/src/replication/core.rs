@@ -1183,7 +1183,12 @@ impl<P: Clone> Core<P> {
                         if success {
                             p.matched = p.matched.max(matched);
                             p.next = p.matched + 1;
-                        } else if matched == 0 && self.learners.contains(&from) {
+                            // It has the state: a refusal it sent before
+                            // the snapshot arrived (frames sent while the
+                            // snapshot was being exported can overtake it)
+                            // must not hold its appends back.
+                            p.needs_snapshot = false;
+                        } else if matched == 0 && p.matched == 0 && self.learners.contains(&from) {
                             // A learner without the state: (re)send the snapshot.
                             p.needs_snapshot = true;
                             self.send_append(from);
