@@ -290,7 +290,7 @@ impl<P> Durable<P> {
 }
 
 /// Election timeouts between two snapshots sent to one follower.
-const SNAPSHOT_PACE: u64 = 20;
+pub(crate) const SNAPSHOT_PACE: u64 = 20;
 
 #[derive(Debug, Clone, Default)]
 struct Progress {

@@ -927,3 +927,35 @@ fn sim_join_under_faults() {
     eprintln!("{joined} runs completed a join");
     assert!(joined > 100, "only {joined} runs completed a join");
 }
+
+/// Without faults (messages still reordered), a join finishes promptly: a
+/// refusal the learner sent before its snapshot arrived must not hold its
+/// appends back for the snapshot pace (20 election timeouts). Every seed
+/// joins well within that pace.
+#[test]
+fn sim_join_without_faults_is_prompt() {
+    let pace = Config::default().election_ticks.0 * super::core::SNAPSHOT_PACE;
+    let mut worst = 0;
+    for seed in 1..=200u64 {
+        let mut sim = Sim::new(seed, 3, false);
+        sim.join = true;
+        let mut took = None;
+        for _ in 0..20_000 {
+            sim.step(false)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            if let Some((j, started, _)) = sim.joining {
+                if sim.members.contains(&j) {
+                    took = Some(sim.now - started);
+                    break;
+                }
+            }
+        }
+        let took = took.unwrap_or_else(|| panic!("seed {seed}: the join did not finish"));
+        worst = worst.max(took);
+    }
+    eprintln!("slowest join: {worst} ticks (snapshot pace {pace})");
+    assert!(
+        worst < pace,
+        "a join took {worst} ticks, the snapshot pace is {pace}"
+    );
+}
