@@ -1,17 +1,10 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit, property and integration tests (real
 # `kms` processes on loopback, real clients).
-#   scripts/test.sh            the test command
-#   scripts/test.sh --long     also the long tier: a million keys
-#                              (tests/tests/scale.rs, about 6 minutes)
-# Other arguments go to cargo nextest (e.g. a filter).
+# Arguments go to cargo nextest (e.g. a filter). A million keys, which takes
+# minutes, is scripts/scale.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-long=
-if [ "${1:-}" = "--long" ]; then
-  long=1
-  shift
-fi
 scripts/setup.sh --test
 . scripts/env.sh
 cargo fmt --all -- --check
@@ -30,9 +23,5 @@ if [ "$(id -u)" != 0 ] && [ -z "${KMS_TEST_SKIP_NETNS:-}" ]; then
   export KMS_TEST_SKIP_NETNS=1
 fi
 cargo nextest run --workspace --no-fail-fast --failure-output final "$@"
-if [ -n "$long" ]; then
-  # Only the long tests: the other ignored ones write fixtures by hand.
-  cargo nextest run -p kms-tests --test scale --no-fail-fast --failure-output final --run-ignored only
-fi
 # A short run of each fuzz target from the committed corpus (scripts/fuzz.sh).
 scripts/fuzz.sh "${KMS_FUZZ_SECS:-20}"

@@ -111,10 +111,6 @@ impl<T> Versions<T> {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &u32> {
         self.0.iter().map(|(n, _)| n)
     }

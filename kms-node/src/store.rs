@@ -249,7 +249,7 @@ fn corrupt(k: &[u8], why: String) -> StoreError {
 }
 
 /// Decodes one record (key, encoded value). Independent of every other
-/// record, so a large state is decoded on every core ([`decode_all`]).
+/// record, so a large state is decoded on every core ([`par_map`]).
 fn parse_record(k: &[u8], v: &[u8]) -> Result<Parsed, StoreError> {
     if k.len() < 3 || k[1] != 0 {
         return Err(corrupt(k, "malformed record key".into()));
@@ -369,20 +369,14 @@ pub fn par_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Ve
     })
 }
 
-/// Unseals and decodes every record with [`par_map`].
-fn decode_all<R: Send>(
-    records: Vec<R>,
-    f: impl Fn(R) -> Result<(Vec<u8>, Parsed), StoreError> + Sync,
-) -> Result<Vec<(Vec<u8>, Parsed)>, StoreError> {
-    par_map(records, f).into_iter().collect()
-}
-
 /// Rebuilds a state from records sorted by key (enclaves sort before keys and policies).
 pub fn import_records<'a>(
     records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<State, StoreError> {
     let records: Vec<_> = records.collect();
-    let parsed = decode_all(records, |(k, v)| Ok((k.to_vec(), parse_record(k, v)?)))?;
+    let parsed = par_map(records, |(k, v)| Ok((k.to_vec(), parse_record(k, v)?)))
+        .into_iter()
+        .collect::<Result<Vec<_>, StoreError>>()?;
     assemble(parsed.into_iter())
 }
 
@@ -695,14 +689,16 @@ impl Store {
         for item in self.db.iterator_cf(self.cf(CF_STATE), IteratorMode::Start) {
             sealed.push(item?);
         }
-        let parsed = decode_all(sealed, |(k, v)| {
+        let parsed = par_map(sealed, |(k, v)| {
             let plain = self
                 .root
                 .unseal(&k, &v)
                 .map_err(|e| corrupt(&k, e.to_string()))?;
             let p = parse_record(&k, &plain)?;
             Ok((k.into_vec(), p))
-        })?;
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, StoreError>>()?;
         assemble(parsed.into_iter())
     }
 

@@ -24,6 +24,24 @@ fn the_server_dumps_no_core() {
     assert!(srv.log().contains("no core dumps; process not dumpable"));
 }
 
+/// A data directory owned by user nobody, or `None` (and a SKIPPED line)
+/// when not root.
+fn nobody_dir() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !rustix_is_root() {
+        println!("SKIPPED: needs root, to run the server as another user");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    std::fs::create_dir(&dir).unwrap();
+    Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    Some((tmp, dir))
+}
+
 /// Runs `cat FILE` as user nobody: whether it could read it.
 fn nobody_reads(file: &str) -> bool {
     Command::new("setpriv")
@@ -43,18 +61,9 @@ fn nobody_reads(file: &str) -> bool {
 
 #[test]
 fn another_process_of_the_same_user_cannot_read_its_environment() {
-    if !rustix_is_root() {
-        println!("SKIPPED: needs root, to run the server as another user");
+    let Some((_tmp, dir)) = nobody_dir() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n");
-    std::fs::create_dir(&dir).unwrap();
-    Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(tmp.path())
-        .status()
-        .unwrap();
+    };
     // A control: an ordinary process of user nobody is readable by nobody.
     let mut control = Command::new("setpriv")
         .args([
@@ -216,18 +225,9 @@ fn nobody_server(
 
 #[test]
 fn a_user_without_a_memlock_allowance_gets_a_warning_or_a_refusal() {
-    if !rustix_is_root() {
-        println!("SKIPPED: needs root, to run the server as another user");
+    let Some((_tmp, dir)) = nobody_dir() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n");
-    std::fs::create_dir(&dir).unwrap();
-    Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(tmp.path())
-        .status()
-        .unwrap();
+    };
     let log =
         |mode: &str| std::fs::read_to_string(dir.with_extension(format!("{mode}.log"))).unwrap();
     // A finite limit (8 MiB, as for a login user): try starts unlocked and

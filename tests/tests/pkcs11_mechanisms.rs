@@ -1379,16 +1379,10 @@ fn mechanism_info_is_what_the_module_does() {
                     Err(CKR_DATA_LEN_RANGE),
                     "one byte over k - 2 hLen - 2"
                 );
-                let spki = c.attr(sh, public, CKA_PUBLIC_KEY_INFO).unwrap();
-                let pk = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
-                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&pk).unwrap();
-                ctx.encrypt_init().unwrap();
-                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
-                    .unwrap();
-                ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
-                ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
-                let mut ct = Vec::new();
-                ctx.encrypt_to_vec(b"oaep walk", &mut ct).unwrap();
+                let ct = openssl_oaep_sha256(
+                    &c.attr(sh, public, CKA_PUBLIC_KEY_INFO).unwrap(),
+                    b"oaep walk",
+                );
                 assert_eq!(ct.len() * 8, size as usize);
                 assert_eq!(c.one(sh, b'd', &mech, key, &ct).unwrap(), b"oaep walk");
                 done += 1;
@@ -1403,16 +1397,10 @@ fn mechanism_info_is_what_the_module_does() {
             } else if f & CKF_DECRYPT != 0 {
                 // RSA-OAEP: OpenSSL encrypts with the public key.
                 assert_eq!(ty, CKM_RSA_PKCS_OAEP);
-                let spki = c.attr(sh, public, CKA_PUBLIC_KEY_INFO).unwrap();
-                let pk = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
-                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&pk).unwrap();
-                ctx.encrypt_init().unwrap();
-                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
-                    .unwrap();
-                ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
-                ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
-                let mut ct = Vec::new();
-                ctx.encrypt_to_vec(b"oaep walk", &mut ct).unwrap();
+                let ct = openssl_oaep_sha256(
+                    &c.attr(sh, public, CKA_PUBLIC_KEY_INFO).unwrap(),
+                    b"oaep walk",
+                );
                 assert_eq!(ct.len() * 8, size as usize);
                 assert_eq!(c.one(sh, b'd', &mech, key, &ct).unwrap(), b"oaep walk");
                 done += 1;
@@ -1822,6 +1810,21 @@ fn pkcs11_tool_lists_and_tests_the_mechanisms() {
         std::fs::read(node.tmp.path().join("abc.sha1")).unwrap(),
         h("a9993e364706816aba3e25717850c26c9cd0d89d")
     );
+}
+
+/// RSA-OAEP (SHA-256, MGF1-SHA-256) encryption by OpenSSL with the public
+/// key `spki` (SubjectPublicKeyInfo DER).
+fn openssl_oaep_sha256(spki: &[u8], msg: &[u8]) -> Vec<u8> {
+    let pk = openssl::pkey::PKey::public_key_from_der(spki).unwrap();
+    let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&pk).unwrap();
+    ctx.encrypt_init().unwrap();
+    ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
+        .unwrap();
+    ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
+    ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
+    let mut ct = Vec::new();
+    ctx.encrypt_to_vec(msg, &mut ct).unwrap();
+    ct
 }
 
 /// The mappings of this process holding `needle`: (VmFlags, start address).
