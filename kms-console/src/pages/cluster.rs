@@ -28,7 +28,7 @@ pub(super) async fn page(app: &App, s: &Sess) -> Resp {
         .unwrap_or_else(|| "https://LIVE-NODE:7373".into());
     let body = html! {
         @if !down.is_empty() {
-            div.banner role="alert" {
+            div.banner #down-banner role="alert" {
                 strong { "A member of the cluster is down. " }
                 "Writes are refused until it is back or removed from the cluster. "
                 "If it will not come back, remove it on every live node, for example:"
@@ -44,14 +44,14 @@ pub(super) async fn page(app: &App, s: &Sess) -> Resp {
                          th scope="col" { "Up for" } } }
             tbody {
                 @for (id, n) in &up {
-                    tr {
-                        td { (id) } td { (n.host) } td.up { "up" } td { (n.role) }
+                    tr data-node=(id) {
+                        td { (id) } td { (n.host) } td.state.up { "up" } td { (n.role) }
                         td { (n.commit) } td { (n.version) }
                         td { (n.up_time.as_ref().map(|d| format!("{} s", d.seconds)).unwrap_or_else(|| "-".into())) }
                     }
                 }
                 @for (id, addr) in &down {
-                    tr { td { (id) } td { (addr) } td.down { "down" } td { "-" } td { "-" } td { "-" } td { "-" } }
+                    tr data-node=(id) { td { (id) } td { (addr) } td.state.down { "down" } td { "-" } td { "-" } td { "-" } td { "-" } }
                 }
             }
         }

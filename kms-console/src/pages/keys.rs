@@ -239,8 +239,8 @@ async fn try_op(
             let r = c.generate(e, name, ad, 32).await.map_err(fail)?;
             html! { dl {
                 dt { "Version" } dd { (r.version) }
-                dt { "Plaintext data key (base64)" } dd.id { (B64.encode(&r.plaintext)) }
-                dt { "Ciphertext (base64)" } dd.id { (B64.encode(&r.ciphertext)) }
+                dt { "Plaintext data key (base64)" } dd.id #dk-plaintext { (B64.encode(&r.plaintext)) }
+                dt { "Ciphertext (base64)" } dd.id #dk-ciphertext { (B64.encode(&r.ciphertext)) }
             } }
         }
         "encrypt" => {
@@ -248,7 +248,7 @@ async fn try_op(
                 .encrypt(e, name, text.as_bytes(), ad)
                 .await
                 .map_err(fail)?;
-            html! { dl { dt { "Version" } dd { (r.version) } dt { "Ciphertext (base64)" } dd.id { (B64.encode(&r.ciphertext)) } } }
+            html! { dl { dt { "Version" } dd { (r.version) } dt { "Ciphertext (base64)" } dd.id #enc-ciphertext { (B64.encode(&r.ciphertext)) } } }
         }
         "decrypt" => {
             let ct = B64
@@ -256,13 +256,13 @@ async fn try_op(
                 .map_err(|err| ("try", format!("the text is not base64: {err}")))?;
             let r = c.decrypt(e, name, &ct, ad).await.map_err(fail)?;
             html! { dl {
-                dt { "Plaintext" } dd.id { (String::from_utf8_lossy(&r.plaintext)) }
-                dt { "Plaintext (base64)" } dd.id { (B64.encode(&r.plaintext)) }
+                dt { "Plaintext" } dd.id #dec-text { (String::from_utf8_lossy(&r.plaintext)) }
+                dt { "Plaintext (base64)" } dd.id #dec-plaintext { (B64.encode(&r.plaintext)) }
             } }
         }
         "mac" => {
             let r = c.mac(e, name, text.as_bytes()).await.map_err(fail)?;
-            html! { dl { dt { "Version" } dd { (r.version) } dt { "MAC (hex)" } dd.id { (hex::encode(&r.mac)) } } }
+            html! { dl { dt { "Version" } dd { (r.version) } dt { "MAC (hex)" } dd.id #mac-out { (hex::encode(&r.mac)) } } }
         }
         other => return Err(("try", format!("unknown operation '{other}'"))),
     })
