@@ -215,6 +215,22 @@ impl Client {
         }
     }
 
+    /// A client of the one server `idx` of this client's endpoints, sharing
+    /// its connections and TLS settings: for commands that act on the node
+    /// that receives them (`CLUSTER:ADDHSM`, `CLUSTER:REMOVEHSM`).
+    pub fn for_endpoint(&self, idx: usize) -> Option<Self> {
+        let e = self.inner.endpoints.get(idx)?;
+        Some(Self {
+            inner: Arc::new(Inner {
+                endpoints: vec![e.clone()],
+                suspect: Arc::new(Mutex::new(vec![None])),
+                http: self.inner.http.clone(),
+                tls: self.inner.tls.clone(),
+                timeout: self.inner.timeout,
+            }),
+        })
+    }
+
     /// The endpoints, normalized.
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints

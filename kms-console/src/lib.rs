@@ -9,19 +9,26 @@
 //!   identities and policies), server-rendered HTML with `maud`, no
 //!   JavaScript.
 //!
-//! Local mode (the default) binds loopback and signs in with a one-time URL.
-//! Shared mode (an address off loopback) requires TLS; its listener and the
-//! per-person sign-in are not implemented yet, so it refuses to start.
+//! - `charts`: the nodes' request metrics sampled into short histories,
+//!   drawn as inline SVG.
+//!
+//! Local mode (no TLS; loopback only) uses the CLI's API key and signs in
+//! with a one-time URL. Shared mode (`--tls-cert`/`--tls-key`, any address)
+//! serves HTTPS and signs each person in with their own API key, whose
+//! client lives in that person's session only.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use kms_client::Client;
+use kms_client::tls::Trust;
+use kms_client::{Client, ClientConfig};
 use tokio::net::TcpListener;
 
+mod charts;
 mod pages;
 pub mod session;
 mod web;
@@ -36,15 +43,18 @@ pub enum Error {
     /// An address off loopback without `--tls-cert` and `--tls-key`.
     #[error("{0} is not a loopback address: shared mode requires --tls-cert and --tls-key")]
     SharedWithoutTls(SocketAddr),
-    /// Shared mode is configured but not implemented yet.
-    #[error("shared mode ({0} with TLS and per-person sign-in) is not implemented yet; use a loopback address")]
-    SharedNotImplemented(SocketAddr),
     /// The listen address is invalid.
     #[error("invalid address '{0}'")]
     Addr(String),
     /// The listener could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Local mode needs an API key to act with.
+    #[error("local mode needs an API key (KMS_API_KEY or --api-key)")]
+    NoApiKey,
 }
 
 /// The console's settings, validated by [`Settings::validate`].
@@ -52,62 +62,127 @@ pub enum Error {
 pub struct Settings {
     /// Where to listen.
     pub addr: String,
-    /// TLS certificate and key (PEM), required off loopback.
+    /// TLS certificate and key (PEM): shared mode.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The mode the console runs in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Loopback, one operator, the CLI's API key, a one-time login URL.
+    /// Loopback, plain HTTP, one operator, the CLI's API key, a one-time
+    /// login URL.
     Local(SocketAddr),
+    /// HTTPS on any address; each person signs in with their own API key.
+    Shared {
+        addr: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 impl Settings {
-    /// Checks the settings: an address off loopback needs TLS (and, for
-    /// now, is refused as not implemented).
+    /// Checks the settings: TLS means shared mode; without it the address
+    /// must be loopback.
     pub fn validate(&self) -> Result<Mode, Error> {
         let addr: SocketAddr = self
             .addr
             .parse()
             .map_err(|_| Error::Addr(self.addr.clone()))?;
-        if addr.ip().is_loopback() {
-            return Ok(Mode::Local(addr));
-        }
-        match self.tls {
+        match &self.tls {
+            Some((cert, key)) => Ok(Mode::Shared {
+                addr,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            None if addr.ip().is_loopback() => Ok(Mode::Local(addr)),
             None => Err(Error::SharedWithoutTls(addr)),
-            Some(_) => Err(Error::SharedNotImplemented(addr)),
         }
+    }
+}
+
+/// How the console reaches the cluster: the servers and how their
+/// certificates are checked; in local mode also the API key it acts with.
+pub struct Cluster {
+    pub endpoints: Vec<String>,
+    pub trust: Trust,
+    pub timeout: Duration,
+    /// Local mode's client (the CLI's API key); shared mode has none.
+    pub client: Option<Client>,
+}
+
+impl Cluster {
+    /// A client of these servers acting with `key` (shared mode's sign-in).
+    pub(crate) fn client_for(&self, key: kms_client::ApiKey) -> Result<Client, kms_client::Error> {
+        Client::new(ClientConfig {
+            endpoints: self.endpoints.clone(),
+            api_key: key,
+            trust: self.trust.clone(),
+            timeout: self.timeout,
+        })
     }
 }
 
 /// A console bound to its listener, ready to serve.
 pub struct Console {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Arc<web::App>,
-    login_token: String,
+    login_token: Option<String>,
 }
 
 impl Console {
-    /// Binds the listener of `mode`; the client is the one every page uses.
-    pub async fn bind(mode: Mode, client: Client) -> Result<Self, Error> {
-        let Mode::Local(addr) = mode;
+    /// Binds the listener of `mode`.
+    pub async fn bind(mode: Mode, cluster: Cluster) -> Result<Self, Error> {
+        let addr = match &mode {
+            Mode::Local(a) => *a,
+            Mode::Shared { addr, .. } => *addr,
+        };
+        let tls = match &mode {
+            Mode::Local(_) => None,
+            Mode::Shared { cert, key, .. } => Some(web::tls_acceptor(cert, key)?),
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Bind(addr, e))?;
-        Self::with_listener(listener, client)
+        let c = Self::on(listener, tls, cluster)?;
+        if let Some(client) = &c.app.cluster.client {
+            // Who the console acts as, for its pages; it starts without
+            // knowing if the cluster does not answer now.
+            if let Ok(w) = web::whoami(client).await {
+                let _ = c.app.local_who.set(w);
+            }
+        }
+        Ok(c)
     }
 
-    /// A console on an already bound (loopback) listener.
+    /// A local-mode console on an already bound (loopback) listener.
     pub fn with_listener(listener: TcpListener, client: Client) -> Result<Self, Error> {
+        let cluster = Cluster {
+            endpoints: client.endpoints().to_vec(),
+            trust: Trust::Insecure,
+            timeout: Duration::from_secs(30),
+            client: Some(client),
+        };
+        Self::on(listener, None, cluster)
+    }
+
+    fn on(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        cluster: Cluster,
+    ) -> Result<Self, Error> {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Bind(SocketAddr::from(([127, 0, 0, 1], 0)), e))?;
+        if tls.is_none() && cluster.client.is_none() {
+            return Err(Error::NoApiKey);
+        }
         let sessions = session::Sessions::new(session::Limits::default());
-        let login_token = sessions.new_login_token();
+        let login_token = tls.is_none().then(|| sessions.new_login_token());
         Ok(Self {
             listener,
-            app: Arc::new(web::App::new(client, sessions, false, addr)),
+            app: Arc::new(web::App::new(cluster, sessions, tls.is_some(), addr)),
+            tls,
             login_token,
         })
     }
@@ -117,18 +192,24 @@ impl Console {
         self.listener.local_addr()
     }
 
-    /// The one-time login URL (valid for one sign-in).
+    /// Local mode: the one-time login URL (valid for one sign-in). Shared
+    /// mode: the sign-in page's URL.
     pub fn login_url(&self) -> std::io::Result<String> {
-        Ok(format!(
-            "http://{}/login?token={}",
-            self.local_addr()?,
-            self.login_token
-        ))
+        let addr = self.local_addr()?;
+        Ok(match &self.login_token {
+            Some(t) => format!("http://{addr}/login?token={t}"),
+            None => format!("https://{addr}/signin"),
+        })
+    }
+
+    /// Whether this console signs each person in with their own API key.
+    pub fn is_shared(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        web::serve(self.listener, self.app, shutdown).await
+        web::serve(self.listener, self.tls, self.app, shutdown).await
     }
 }
 
@@ -147,7 +228,7 @@ mod tests {
             addr: "0.0.0.0:7380".into(),
             tls: Some(("c".into(), "k".into())),
         };
-        assert!(matches!(s.validate(), Err(Error::SharedNotImplemented(_))));
+        assert!(matches!(s.validate(), Ok(Mode::Shared { .. })));
         let s = Settings {
             addr: "127.0.0.1:7380".into(),
             tls: None,

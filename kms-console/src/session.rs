@@ -7,10 +7,15 @@
 //! table gives the id away. Each session has its own CSRF token (256 random
 //! bits) that every POST must carry; comparisons are constant-time. A
 //! session ends after `idle` without a request or `absolute` after sign-in.
+//!
+//! Shared mode signs each person in with their own API key: the session then
+//! holds a [`Client`] made with that key (and who it is), in memory only;
+//! ending the session drops it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use kms_client::Client;
 use parking_lot::Mutex;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -40,18 +45,46 @@ impl Default for Limits {
     }
 }
 
+/// Who a session acts as, from `IDENTITY:SELF` at sign-in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Who {
+    /// The identity (the API key's public half), hex.
+    pub identity: String,
+    /// `SysAdmin`, `Admin` or `User`.
+    pub privilege: String,
+    /// The identity's enclave; empty for a SysAdmin.
+    pub enclave: String,
+    /// The policy of a User; may be empty.
+    pub policy: String,
+}
+
 struct Entry {
     csrf: [u8; 32],
     created: Instant,
     last_seen: Instant,
+    /// Shared mode: the client made with this person's API key.
+    client: Option<Client>,
+    who: Option<Who>,
 }
 
 /// A live session, as a request sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Session {
     /// The CSRF token forms carry, hex.
     pub csrf: String,
     csrf_raw: [u8; 32],
+    /// Shared mode: this person's own client; `None`: the console's.
+    pub client: Option<Client>,
+    /// Who the session acts as, when known.
+    pub who: Option<Who>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("who", &self.who)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -112,11 +145,17 @@ impl Sessions {
             }
             *login = None;
         }
-        Some(self.create())
+        Some(self.create(None, None))
+    }
+
+    /// Creates a session acting with `client` as `who` (shared mode's
+    /// sign-in with a person's own API key); its id, hex.
+    pub fn create_for(&self, client: Client, who: Who) -> String {
+        self.create(Some(client), Some(who))
     }
 
     /// Creates a session; its id, hex.
-    fn create(&self) -> String {
+    fn create(&self, client: Option<Client>, who: Option<Who>) -> String {
         let id = random();
         let now = Instant::now();
         let mut t = self.table.lock();
@@ -132,6 +171,8 @@ impl Sessions {
                 csrf: random(),
                 created: now,
                 last_seen: now,
+                client,
+                who,
             },
         );
         hex::encode(id)
@@ -156,7 +197,21 @@ impl Sessions {
         Some(Session {
             csrf: hex::encode(e.csrf),
             csrf_raw: e.csrf,
+            client: e.client.clone(),
+            who: e.who.clone(),
         })
+    }
+
+    /// The number of live sessions.
+    pub fn len(&self) -> usize {
+        let mut t = self.table.lock();
+        self.expire(&mut t, Instant::now());
+        t.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Ends the session `id`.

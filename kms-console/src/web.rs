@@ -1,10 +1,12 @@
 //! HTTP plumbing: the accept loop, routing, sign-in, CSRF checks, forms,
 //! and the security headers every response carries.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -12,30 +14,49 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use kms_client::Client;
+use kms_client::{ApiKey, Client};
+use parking_lot::Mutex;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::pages;
-use crate::session::{Session, Sessions, COOKIE};
+use crate::session::{Sessions, Who, COOKIE};
+use crate::Cluster;
 
 /// Largest request body read (forms, a policy's JSON).
 const MAX_BODY: usize = 64 * 1024;
 /// Connections served at once; past it new ones wait.
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sign-in attempts checked against the cluster at once (shared mode); each
+/// opens a TLS connection to a node.
+const MAX_SIGNINS: usize = 4;
+/// The cookie that carries shared mode's sign-in form token (a
+/// double-submit token: the form must carry the same value).
+const PRE_COOKIE: &str = "kms_console_signin";
 
-/// The stylesheet, embedded.
+/// The stylesheet and the script, embedded.
 const CSS: &str = include_str!("style.css");
+const JS: &str = include_str!("console.js");
 
 /// A response.
 pub(crate) type Resp = Response<Full<Bytes>>;
 
 /// What every request handler shares.
 pub(crate) struct App {
-    pub client: Client,
+    pub cluster: Cluster,
     pub sessions: Sessions,
-    /// Whether the console is served over TLS (the cookie gets `Secure`).
-    secure: bool,
+    /// Sampled request metrics of the nodes, for the charts.
+    pub charts: crate::charts::Charts,
+    /// When the console first saw each member down (cleared once up).
+    pub down_since: Mutex<HashMap<u32, SystemTime>>,
+    /// Shared mode (TLS, per-person sign-in; the cookie gets `Secure`).
+    pub shared: bool,
+    /// Local mode: who the console's API key is (asked at start).
+    pub local_who: std::sync::OnceLock<Who>,
+    signins: tokio::sync::Semaphore,
     /// The `Host` values accepted: the bound address and `localhost:PORT`.
     /// Anything else is refused, so a web page cannot reach the console
     /// through DNS rebinding (a name of the attacker's resolving to
@@ -45,9 +66,9 @@ pub(crate) struct App {
 
 impl App {
     pub fn new(
-        client: Client,
+        cluster: Cluster,
         sessions: Sessions,
-        secure: bool,
+        shared: bool,
         addr: std::net::SocketAddr,
     ) -> Self {
         let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
@@ -55,17 +76,57 @@ impl App {
             hosts.push(format!("127.0.0.1:{}", addr.port()));
         }
         Self {
-            client,
+            cluster,
             sessions,
-            secure,
+            charts: crate::charts::Charts::default(),
+            down_since: Mutex::new(HashMap::new()),
+            shared,
+            local_who: std::sync::OnceLock::new(),
+            signins: tokio::sync::Semaphore::new(MAX_SIGNINS),
             hosts,
         }
     }
 }
 
-/// Serves `listener` until `shutdown` completes.
+/// A signed-in request's session: its CSRF token, the client it acts
+/// with (the console's in local mode, the person's own in shared mode) and
+/// who that is, when known.
+pub(crate) struct Sess {
+    pub csrf: String,
+    pub client: Client,
+    pub who: Option<Who>,
+}
+
+/// Loads shared mode's certificate chain and key.
+pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, crate::Error> {
+    let read = |p: &Path| {
+        kms_client::read_small_file(p, 1 << 20)
+            .map_err(|e| crate::Error::Tls(format!("{}: {e}", p.display())))
+    };
+    let (cert_pem, key_pem) = (read(cert)?, zeroize::Zeroizing::new(read(key)?));
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crate::Error::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(crate::Error::Tls(format!("{}: no certificate", cert.display())));
+    }
+    let k = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| crate::Error::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| crate::Error::Tls(format!("{}: no private key", key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(kms_client::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, k)
+        .map_err(|e| crate::Error::Tls(format!("{} and {}: {e}", cert.display(), key.display())))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Serves `listener` (over TLS if `tls`) until `shutdown` completes.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -90,29 +151,57 @@ pub(crate) async fn serve(
             },
         };
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(&app, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                None => connection(stream, app).await,
+                Some(acceptor) => {
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        connection(s, app).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
 }
 
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, app: Arc<App>) {
+    let svc = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+}
+
 /// Handles one request and adds the security headers.
 pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
     let mut r = route(app, req).await;
     let h = r.headers_mut();
+    // The time the console took, for benchmarks and the browser's tools.
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "app;dur={:.2}",
+        started.elapsed().as_secs_f64() * 1e3
+    )) {
+        h.insert("server-timing", v);
+    }
+    if app.shared {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     for (k, v) in [
         (
             "content-security-policy",
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
@@ -130,8 +219,13 @@ async fn route(app: &App, req: Request<Incoming>) -> Resp {
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        .unwrap_or("")
+        .to_string();
+    // Local mode: only the bound address, so that a web page cannot reach
+    // the console through DNS rebinding. Shared mode is HTTPS: a rebound
+    // name fails the certificate check, and the console's public name is
+    // the operator's.
+    if !app.shared && !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
         return plain(
             StatusCode::MISDIRECTED_REQUEST,
             "unexpected Host header: open the console by the address it printed",
@@ -140,22 +234,55 @@ async fn route(app: &App, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = Form::parse(req.uri().query().unwrap_or("").as_bytes());
-    if method == Method::GET && path == "/style.css" {
-        return Response::builder()
-            .header(header::CONTENT_TYPE, "text/css; charset=utf-8")
-            .body(Full::new(Bytes::from_static(CSS.as_bytes())))
-            .unwrap_or_default();
+    if method == Method::GET || method == Method::HEAD {
+        match path.as_str() {
+            "/style.css" => return asset("text/css; charset=utf-8", CSS),
+            "/console.js" => return asset("text/javascript; charset=utf-8", JS),
+            "/login" if !app.shared => return login(app, query.get("token")),
+            "/signin" if app.shared => return signin_page(StatusCode::OK, None),
+            _ => {}
+        }
     }
-    if method == Method::GET && path == "/login" {
-        return login(app, query.get("token"));
+    if method == Method::POST {
+        // A cross-site form post is refused whatever its cookies (SameSite
+        // already keeps the session cookie off it).
+        let scheme = if app.shared { "https" } else { "http" };
+        if let Some(o) = req.headers().get(header::ORIGIN) {
+            if o.as_bytes() != format!("{scheme}://{host}").as_bytes() {
+                return plain(StatusCode::FORBIDDEN, "forbidden: cross-origin request");
+            }
+        }
     }
-    let cookie = session_cookie(req.headers());
-    let session = match cookie.as_deref().and_then(|c| app.sessions.get(c)) {
+    let sid = cookie(req.headers(), COOKIE);
+    if app.shared && method == Method::POST && path == "/signin" {
+        let pre = cookie(req.headers(), PRE_COOKIE);
+        let form = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => Form::parse(&b.to_bytes()),
+            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
+        };
+        return signin(app, pre.as_deref(), form).await;
+    }
+    let session = match sid.as_deref().and_then(|c| app.sessions.get(c)) {
         Some(s) => s,
-        None => return pages::signed_out(StatusCode::UNAUTHORIZED),
+        None if app.shared && method == Method::GET && !path.starts_with("/live") => {
+            return redirect("/signin")
+        }
+        None => return pages::signed_out(StatusCode::UNAUTHORIZED, app.shared),
+    };
+    let Some(client) = session
+        .client
+        .clone()
+        .or_else(|| app.cluster.client.clone())
+    else {
+        return pages::signed_out(StatusCode::UNAUTHORIZED, app.shared);
+    };
+    let s = Sess {
+        csrf: session.csrf.clone(),
+        client,
+        who: session.who.clone().or_else(|| app.local_who.get().cloned()),
     };
     match method {
-        Method::GET | Method::HEAD => pages::get(app, &session, &path, &query).await,
+        Method::GET | Method::HEAD => pages::get(app, &s, &path, &query).await,
         Method::POST => {
             let form = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => Form::parse(&b.to_bytes()),
@@ -168,15 +295,22 @@ async fn route(app: &App, req: Request<Incoming>) -> Resp {
                 );
             }
             if path == "/logout" {
-                if let Some(c) = cookie {
+                if let Some(c) = sid {
                     app.sessions.end(&c);
                 }
-                return pages::signed_out(StatusCode::OK);
+                return pages::signed_out(StatusCode::OK, app.shared);
             }
-            pages::post(app, &session, &path, &form).await
+            pages::post(app, &s, &path, &form).await
         }
         _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Resp {
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap_or_default()
 }
 
 /// `GET /login?token=...`: spends the one-time token for a session cookie
@@ -184,27 +318,104 @@ async fn route(app: &App, req: Request<Incoming>) -> Resp {
 /// address bar).
 fn login(app: &App, token: &str) -> Resp {
     let Some(id) = app.sessions.sign_in(token) else {
-        return pages::signed_out(StatusCode::FORBIDDEN);
+        return pages::signed_out(StatusCode::FORBIDDEN, false);
     };
-    let secure = if app.secure { "; Secure" } else { "" };
+    with_session_cookie(app, redirect("/"), &id)
+}
+
+fn with_session_cookie(app: &App, mut r: Resp, id: &str) -> Resp {
+    let secure = if app.shared { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
-    let mut r = redirect("/");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Shared mode's sign-in page, with a fresh form token in a cookie.
+fn signin_page(status: StatusCode, error: Option<&str>) -> Resp {
+    let mut t = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut t);
+    let token = hex::encode(t);
+    let mut r = pages::signin(status, &token, error);
+    let cookie =
+        format!("{PRE_COOKIE}={token}; Path=/signin; HttpOnly; SameSite=Strict; Secure");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
 }
 
-/// The session cookie's value, if any.
-fn session_cookie(h: &http::HeaderMap) -> Option<String> {
+/// `POST /signin` (shared mode): the form carries the person's API key. The
+/// console makes a client with it and asks the cluster who that is; a key
+/// the cluster does not know cannot sign in. The key then lives only in that
+/// session's client; it is never logged, written or sent back.
+async fn signin(app: &App, pre: Option<&str>, mut form: Form) -> Resp {
+    let key = form.take("api_key");
+    let pre_ok = match pre {
+        Some(p) => bool::from(p.as_bytes().ct_eq(form.get("pre").as_bytes())) && !p.is_empty(),
+        None => false,
+    };
+    if !pre_ok {
+        return signin_page(
+            StatusCode::FORBIDDEN,
+            Some("the sign-in form expired or came from elsewhere; try again"),
+        );
+    }
+    let key = match ApiKey::parse(key.trim()) {
+        Ok(k) => k,
+        Err(_) => {
+            return signin_page(
+                StatusCode::UNAUTHORIZED,
+                Some("sign-in failed: that is not an API key (it starts with k1:)"),
+            )
+        }
+    };
+    let Ok(_permit) = app.signins.acquire().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let client = match app.cluster.client_for(key) {
+        Ok(c) => c,
+        Err(e) => return signin_page(StatusCode::BAD_GATEWAY, Some(&format!("sign-in failed: {e}"))),
+    };
+    match whoami(&client).await {
+        Ok(who) => {
+            let id = app.sessions.create_for(client, who);
+            with_session_cookie(app, redirect("/"), &id)
+        }
+        Err(e) if e.status() == Some(403) || e.status() == Some(401) => signin_page(
+            StatusCode::UNAUTHORIZED,
+            Some("sign-in failed: the cluster does not know this API key"),
+        ),
+        Err(e) => signin_page(
+            StatusCode::BAD_GATEWAY,
+            Some(&format!("sign-in failed: the cluster did not answer: {e}")),
+        ),
+    }
+}
+
+/// Who `client`'s API key is, from `IDENTITY:SELF`.
+pub(crate) async fn whoami(client: &Client) -> Result<Who, kms_client::Error> {
+    let r = client.whoami().await?;
+    Ok(Who {
+        identity: r.identity,
+        privilege: r.privilege,
+        enclave: r.enclave,
+        policy: r.policy,
+    })
+}
+
+/// The value of the cookie `name`, if any.
+fn cookie(h: &http::HeaderMap, name: &str) -> Option<String> {
     h.get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
+
 
 /// An HTML response.
 pub(crate) fn html(status: StatusCode, m: maud::Markup) -> Resp {
@@ -251,6 +462,24 @@ impl Form {
                 })
                 .collect(),
         )
+    }
+
+    /// Removes the field and returns its value (all copies), to be wiped
+    /// when dropped: for secrets typed into a form.
+    pub fn take(&mut self, k: &str) -> zeroize::Zeroizing<String> {
+        let mut out = zeroize::Zeroizing::new(String::new());
+        self.0.retain_mut(|(n, v)| {
+            if n == k {
+                if out.is_empty() {
+                    out.push_str(v);
+                }
+                zeroize::Zeroize::zeroize(v);
+                false
+            } else {
+                true
+            }
+        });
+        out
     }
 
     /// The field's value; empty when absent.
@@ -300,9 +529,6 @@ pub(crate) fn enc(s: &str) -> String {
     }
     o
 }
-
-/// The session a page is rendered for.
-pub(crate) type Sess = Session;
 
 #[cfg(test)]
 mod tests {

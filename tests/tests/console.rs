@@ -506,3 +506,276 @@ fn console_marks_a_down_node_with_the_remedy() {
         b.contains("3 up, 0 down") && !b.contains("class=\"banner\"")
     });
 }
+
+/// `curl` (a real HTTPS client) against a shared-mode console: the
+/// response's status, head and body.
+fn curl(url: &str, args: &[&str]) -> Resp {
+    let out = Command::new("curl")
+        .args(["-sk", "-i", "--max-time", "30"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Resp {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+        raw: raw.clone(),
+    }
+}
+
+/// A cookie's `name=value` from a response's Set-Cookie headers.
+fn set_cookie(r: &Resp, name: &str) -> Option<(String, String)> {
+    r.head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if !k.eq_ignore_ascii_case("set-cookie") {
+            return None;
+        }
+        let v = v.trim();
+        v.starts_with(&format!("{name}="))
+            .then(|| (v.split(';').next().unwrap().to_string(), v.to_string()))
+    })
+}
+
+/// The value of a hidden field `name` in a page.
+fn hidden(body: &str, name: &str) -> String {
+    let pat = format!(r#"name="{name}" value=""#);
+    let at = body.find(&pat).unwrap_or_else(|| panic!("no {name} field"));
+    let rest = &body[at + pat.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[test]
+fn console_shared_mode_signs_each_person_in_with_their_own_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(&data_dir(&tmp, "kms0"), SEED_HSM_KEY);
+    // A User of enclave `app` whose policy allows only KEY:GENERATE on `k`.
+    let user = kms_client::ApiKey::generate();
+    let user_key = user.to_secret_string().to_string();
+    let root_key = srv.root_key.to_secret_string().to_string();
+    rt().block_on(async {
+        let root = srv.root();
+        root.create_enclave("app").await.unwrap();
+        root.create_key("app", "k", "aes256", false).await.unwrap();
+        let allow = std::collections::BTreeMap::from([(
+            "KEY:GENERATE".to_string(),
+            vec!["k".to_string()],
+        )]);
+        root.create_policy("app", "gen-only", &allow, &Default::default())
+            .await
+            .unwrap();
+        let id = user.identity().to_string();
+        root.create_identity(Some("app"), &id, kms_client::Privilege::User)
+            .await
+            .unwrap();
+        root.assign_policy("app", "gen-only", &id).await.unwrap();
+    });
+
+    // The console's own certificate.
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
+    let (cert_file, key_file) = (tmp.path().join("c.pem"), tmp.path().join("k.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, kp.serialize_pem()).unwrap();
+
+    // Shared mode needs no API key of its own.
+    let mut child = Command::new(kms_bin())
+        .args(["console", "--addr", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .env("KMS_SERVER", srv.url())
+        .env("KMS_INSECURE", "1")
+        .env_remove("KMS_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let signin = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no sign-in URL in {line:?}"))
+        .to_string();
+    assert!(signin.ends_with("/signin"), "{signin}");
+    let base = signin.trim_end_matches("/signin").to_string();
+    let mut seen = Vec::new();
+
+    // Plain HTTP is not served; without a session every page goes to /signin.
+    let r = curl(&format!("{base}/"), &[]);
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert_eq!(r.header("location").as_deref(), Some("/signin"));
+    assert_eq!(
+        r.header("strict-transport-security").as_deref(),
+        Some("max-age=31536000")
+    );
+    let r = curl(&format!("{base}/live/cluster"), &[]);
+    assert_eq!(r.status, 401);
+
+    // The sign-in form and its token cookie.
+    let page = curl(&signin, &[]);
+    assert_eq!(page.status, 200, "{}", page.raw);
+    let (pre_cookie, attrs) = set_cookie(&page, "kms_console_signin").expect("form cookie");
+    assert!(attrs.contains("Secure") && attrs.contains("HttpOnly"), "{attrs}");
+    let pre = hidden(&page.body, "pre");
+    seen.push(page);
+    let sign_in = |key: &str, cookie: &str, pre: &str| {
+        curl(
+            &signin,
+            &[
+                "-H",
+                &format!("Cookie: {cookie}"),
+                "--data-urlencode",
+                &format!("pre={pre}"),
+                "--data-urlencode",
+                &format!("api_key={key}"),
+            ],
+        )
+    };
+
+    // Refused: no form cookie, garbage, a key the cluster does not know.
+    let r = sign_in(&user_key, "x=1", &pre);
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert!(set_cookie(&r, "kms_console").is_none());
+    let r = sign_in("not a key", &pre_cookie, &pre);
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("that is not an API key"), "{}", r.body);
+    let stranger = kms_client::ApiKey::generate().to_secret_string().to_string();
+    let r = sign_in(&stranger, &pre_cookie, &pre);
+    assert_eq!(r.status, 401, "{}", r.raw);
+    assert!(
+        r.body.contains("the cluster does not know this API key"),
+        "{}",
+        r.body
+    );
+    assert!(set_cookie(&r, "kms_console").is_none());
+    assert!(!r.raw.contains(&stranger));
+    // A cross-origin post is refused before anything else.
+    let r = curl(
+        &signin,
+        &["-H", "Origin: https://evil.example", "-d", "pre=x"],
+    );
+    assert_eq!(r.status, 403);
+
+    // The User signs in: its own session, with what its policy allows.
+    let r = sign_in(&user_key, &pre_cookie, &pre);
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let (user_cookie, attrs) = set_cookie(&r, "kms_console").expect("session cookie");
+    assert!(
+        attrs.contains("Secure") && attrs.contains("HttpOnly") && attrs.contains("SameSite=Strict"),
+        "{attrs}"
+    );
+    seen.push(r);
+    let get = |path: &str, cookie: &str| {
+        curl(&format!("{base}{path}"), &["-H", &format!("Cookie: {cookie}")])
+    };
+    let keys = get("/keys?enclave=app", &user_cookie);
+    assert!(keys.body.contains("User of app"), "{}", keys.body);
+    // It may not list keys, nor create one: the server's refusal is shown.
+    assert!(keys.body.contains("listing keys failed"), "{}", keys.body);
+    let csrf = keys.csrf();
+    let r = curl(
+        &format!("{base}/keys/create"),
+        &[
+            "-H",
+            &format!("Cookie: {user_cookie}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "-d",
+            "enclave=app&name=mine&type=aes256",
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.body.contains("role=\"alert\""), "{}", r.body);
+    assert!(r.body.contains("value=\"mine\""), "typed name kept: {}", r.body);
+    seen.push(r);
+    // But it may generate a data key with `k`.
+    let r = curl(
+        &format!("{base}/key/try"),
+        &[
+            "-H",
+            &format!("Cookie: {user_cookie}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "-d",
+            "enclave=app&name=k&op=generate&text=&context=",
+        ],
+    );
+    assert!(r.body.contains("id=\"dk-plaintext\""), "{}", r.raw);
+    seen.push(r);
+    // The cluster page is a SysAdmin's: the server's refusal.
+    let r = get("/", &user_cookie);
+    assert_eq!(r.status, 502, "{}", r.raw);
+    assert!(r.body.contains("cluster status failed"), "{}", r.body);
+    seen.push(r);
+
+    // The root key signs in separately and sees the cluster and the audit
+    // trail, including the User's refusal.
+    let page = curl(&signin, &[]);
+    let (pre_cookie, _) = set_cookie(&page, "kms_console_signin").unwrap();
+    let r = sign_in(&root_key, &pre_cookie, &hidden(&page.body, "pre"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let (root_cookie, _) = set_cookie(&r, "kms_console").unwrap();
+    let r = get("/", &root_cookie);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(r.body.contains("SysAdmin"), "{}", r.body);
+    seen.push(r);
+    let r = get("/audit?command=KEY:CREATE", &root_cookie);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(r.body.contains("denied"), "{}", r.body);
+    assert!(r.body.contains(&user.identity().to_string()), "{}", r.body);
+    seen.push(r);
+    // The User's session cannot use the root's CSRF token, and vice versa.
+    let r = curl(
+        &format!("{base}/enclaves/create"),
+        &[
+            "-H",
+            &format!("Cookie: {root_cookie}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "-d",
+            "name=nope",
+        ],
+    );
+    assert_eq!(r.status, 403);
+
+    // Sign-out ends the session (its client and key are dropped).
+    let r = curl(
+        &format!("{base}/logout"),
+        &[
+            "-H",
+            &format!("Cookie: {user_cookie}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get("/keys?enclave=app", &user_cookie).status, 303);
+
+    // No API key in any page or header, nor in what the console printed.
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut printed = line;
+    let _ = out.read_to_string(&mut printed);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut printed);
+    for key in [&user_key, &root_key] {
+        let secret = key.trim_start_matches("k1:");
+        for r in &seen {
+            assert!(!r.raw.contains(secret), "an API key in a response");
+        }
+        assert!(!printed.contains(secret), "an API key in the console's output");
+    }
+}

@@ -7,10 +7,10 @@ use crate::web::{enc, html as respond, redirect, App, Form, Resp, Sess};
 
 const PAGE: u32 = 100;
 
-pub(super) async fn page(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
+pub(super) async fn page(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let prefix = q.get("prefix");
     let at = q.get("at");
-    let list = match app.client.list_enclaves_page(prefix, at, PAGE).await {
+    let list = match s.client.list_enclaves_page(prefix, at, PAGE).await {
         Ok(l) => l,
         Err(e) => return failed_page_after(s, "Enclaves", "listing enclaves failed", e, f),
     };
@@ -64,14 +64,14 @@ pub(super) async fn page(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
 pub(super) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     let name = f.get("name").trim();
     let r = if path == "/enclaves/create" {
-        app.client
+        s.client
             .create_enclave(name)
             .await
             .map_err(|e| ("create", e.to_string()))
     } else if f.get("confirm") != name {
         Err(("delete", "the confirmation does not match the name".into()))
     } else {
-        app.client
+        s.client
             .delete_enclave(name)
             .await
             .map_err(|e| ("delete", e.to_string()))

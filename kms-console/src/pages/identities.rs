@@ -24,7 +24,7 @@ fn opt(e: &str) -> Option<&str> {
     (!e.is_empty()).then_some(e)
 }
 
-pub(super) async fn identities(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
+pub(super) async fn identities(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let e = q.get("enclave");
     let at = q.get("at");
     let title = if e.is_empty() {
@@ -32,7 +32,7 @@ pub(super) async fn identities(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp
     } else {
         format!("Identities of {e}")
     };
-    let list = match app
+    let list = match s
         .client
         .list_identities_page(opt(e), q.get("prefix"), at, PAGE)
         .await
@@ -40,6 +40,21 @@ pub(super) async fn identities(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp
         Ok(l) => l,
         Err(err) => return failed_page_after(s, &title, "listing identities failed", err, f),
     };
+    // What each identity may do: its policy in plain words (each distinct
+    // policy read once per page).
+    let mut may: BTreeMap<String, maud::Markup> = BTreeMap::new();
+    for i in &list.identities {
+        if i.privilege != kms_client::proto::privilege::USER || i.policy.is_empty() || e.is_empty() {
+            continue;
+        }
+        if !may.contains_key(&i.policy) {
+            let m = match s.client.policy(e, &i.policy).await {
+                Ok(p) => super::words::policy(&p.allow, &p.deny),
+                Err(err) => html! { span.error { "policy " code { (i.policy) } ": " (err) } },
+            };
+            may.insert(i.policy.clone(), m);
+        }
+    }
     let hidden = html! { (csrf(s)) input type="hidden" name="enclave" value=(e); };
     let body = html! {
         form method="get" action="/identities" class="search" {
@@ -48,10 +63,17 @@ pub(super) async fn identities(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp
         }
         table {
             thead { tr { th scope="col" { "Identity" } th scope="col" { "Privilege" } th scope="col" { "Policy" }
-                         th scope="col" { "Created" } th scope="col" { "Created by" } } }
+                         th scope="col" { "May do" } th scope="col" { "Created" } th scope="col" { "Created by" } } }
             tbody {
                 @for i in &list.identities {
                     tr { td.id { (i.identity) } td { (privilege_name(i.privilege)) } td { (i.policy) }
+                         td {
+                            @match (privilege_name(i.privilege), may.get(&i.policy)) {
+                                ("User", Some(m)) => { (m) }
+                                ("User", None) => { "Nothing: a User without a policy is refused everything." }
+                                (p, _) => { (super::words::privilege(p, e)) }
+                            }
+                         }
                          td { (ts(&i.created_at)) } td.id { (i.created_by) } }
                 }
             }
@@ -101,7 +123,7 @@ pub(super) async fn identities(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp
 
 pub(super) async fn post_identity(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     let e = f.get("enclave");
-    let c = &app.client;
+    let c = &s.client;
     let back = Form::parse(format!("enclave={}", enc(e)).as_bytes());
     let r = match path {
         "/identities/create" => {
@@ -222,10 +244,10 @@ fn rules_json(
     serde_json::Value::Object(o)
 }
 
-pub(super) async fn policies(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
+pub(super) async fn policies(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let e = q.get("enclave");
     let title = format!("Policies of {e}");
-    let list = match app
+    let list = match s
         .client
         .list_policies_page(e, "", q.get("at"), PAGE)
         .await
@@ -239,9 +261,11 @@ pub(super) async fn policies(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
         f.v("save", "json").to_string(),
     );
     let open = q.get("name");
+    let mut words = None;
     if name.is_empty() && !open.is_empty() {
-        match app.client.policy(e, open).await {
+        match s.client.policy(e, open).await {
             Ok(p) => {
+                words = Some(super::words::policy(&p.allow, &p.deny));
                 name = p.name.clone();
                 let v =
                     serde_json::json!({"allow": rules_json(&p.allow), "deny": rules_json(&p.deny)});
@@ -265,6 +289,12 @@ pub(super) async fn policies(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
         }
         @if !list.continue_at.is_empty() {
             p { a href={ "/policies?enclave=" (enc(e)) "&at=" (enc(&list.continue_at)) } { "Next page" } }
+        }
+        @if let Some(w) = &words {
+            section {
+                h2 { "What " code { (name) } " allows, in plain words" }
+                (w)
+            }
         }
         section {
             h2 { "Create or replace a policy" }
@@ -299,7 +329,7 @@ pub(super) async fn post_policy(app: &App, s: &Sess, path: &str, f: &Form) -> Re
     let r = if path == "/policies/save" {
         match parse_policy(f.get("json")) {
             Err(err) => Err(("save", err)),
-            Ok((allow, deny)) => app
+            Ok((allow, deny)) => s
                 .client
                 .create_policy(e, name, &allow, &deny)
                 .await
@@ -308,7 +338,7 @@ pub(super) async fn post_policy(app: &App, s: &Sess, path: &str, f: &Form) -> Re
     } else if f.get("confirm").trim() != name {
         Err(("delete", "the confirmation does not match the name".into()))
     } else {
-        app.client
+        s.client
             .delete_policy(e, name)
             .await
             .map_err(|err| ("delete", err.to_string()))

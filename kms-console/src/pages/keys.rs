@@ -1,6 +1,7 @@
 //! Keys of an enclave: a prefix search paged on the server's listing
 //! (`continue_at`; never the whole enclave), a key's versions, create,
-//! rotate, delete, and a try-it panel (data key, encrypt, decrypt, MAC).
+//! import, rotate, delete, and a try-it panel (data key, encrypt, decrypt,
+//! MAC).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -32,13 +33,13 @@ fn key_url(enclave: &str, name: &str) -> String {
     format!("/key?enclave={}&name={}", enc(enclave), enc(name))
 }
 
-pub(super) async fn list(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
+pub(super) async fn list(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let e = q.get("enclave");
     let prefix = q.get("prefix");
     let at = q.get("at");
     let title = format!("Keys of {e}");
     // A refused listing still shows the forms (and a failed form's message).
-    let (page, list_err) = match app.client.list_all_keys_page(e, prefix, at, PAGE).await {
+    let (page, list_err) = match s.client.list_all_keys_page(e, prefix, at, PAGE).await {
         Ok(p) => (p, None),
         Err(err) => (Default::default(), Some(err.to_string())),
     };
@@ -87,27 +88,78 @@ pub(super) async fn list(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
                 (f.note("create"))
             }
         }
+        section {
+            h2 { "Import a key" }
+            p.hint { "A secret key as base64 (32 bytes for AES-256 and ChaCha20), or a private key as PEM "
+                     "(PKCS#8, SEC1 or PKCS#1; its type is detected). The key material is sent to the cluster "
+                     "and not kept or shown again, not even when the import fails." }
+            form method="post" action="/keys/import" {
+                (csrf(s))
+                input type="hidden" name="enclave" value=(e);
+                (field("imp-name", "name", "Name", f.v("import", "name"), true))
+                label for="imp-type" { "Type" }
+                select id="imp-type" name="type" {
+                    option value="" selected[f.v("import", "type").is_empty()] { "Detect from a PEM private key" }
+                    @for (t, label) in TYPES {
+                        option value=(t) selected[f.v("import", "type") == *t] { (label) }
+                    }
+                }
+                label for="imp-key" { "Key material (base64 or PEM)" }
+                textarea id="imp-key" name="key" rows="4" spellcheck="false" autocomplete="off" required {}
+                button type="submit" { "Import" }
+                (f.note("import"))
+            }
+        }
     };
     respond(status, layout(s, &title, body))
 }
 
-pub(super) async fn create(app: &App, s: &Sess, f: &Form) -> Resp {
+/// `POST /keys/create` and `/keys/import`.
+pub(super) async fn create(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     let e = f.get("enclave");
     let name = f.get("name").trim();
-    match app.client.create_key(e, name, f.get("type"), false).await {
+    let r = if path == "/keys/import" {
+        let mut f = f.clone();
+        let key = f.take("key");
+        let text = key.trim();
+        let bytes = if text.starts_with("-----BEGIN") {
+            Ok(zeroize::Zeroizing::new(text.as_bytes().to_vec()))
+        } else {
+            let clean = zeroize::Zeroizing::new(text.split_whitespace().collect::<String>());
+            B64.decode(clean.as_bytes())
+                .map(zeroize::Zeroizing::new)
+                .map_err(|err| format!("the key material is neither PEM nor base64: {err}"))
+        };
+        match bytes {
+            Ok(b) => s
+                .client
+                .import_key(e, name, f.get("type"), &b)
+                .await
+                .map_err(|err| ("import", err.to_string())),
+            Err(err) => Err(("import", err)),
+        }
+    } else {
+        s.client
+            .create_key(e, name, f.get("type"), false)
+            .await
+            .map_err(|err| ("create", err.to_string()))
+    };
+    match r {
         Ok(()) => redirect(&key_url(e, name)),
-        Err(err) => {
+        Err((form, err)) => {
+            let mut kept = f.clone();
+            drop(kept.take("key"));
             let q = Form::parse(format!("enclave={}", enc(e)).as_bytes());
-            list(app, s, &q, &Flash::failed("create", err, f)).await
+            list(app, s, &q, &Flash::failed(form, err, &kept)).await
         }
     }
 }
 
-pub(super) async fn detail(app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
+pub(super) async fn detail(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let e = q.get("enclave");
     let name = q.get("name");
     let title = format!("Key {name}");
-    let k = match app.client.describe_key(e, name).await {
+    let k = match s.client.describe_key(e, name).await {
         Ok(k) => k,
         Err(err) => return failed_page(s, &title, "describing the key failed", err),
     };
@@ -183,7 +235,7 @@ fn try_it(hidden: &Markup, f: &Flash) -> Markup {
 pub(super) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     let e = f.get("enclave");
     let name = f.get("name");
-    let c = &app.client;
+    let c = &s.client;
     let r: Result<Option<Markup>, (&'static str, String)> = match path {
         "/key/rotate" => c
             .create_key(e, name, "", true)
@@ -214,7 +266,7 @@ pub(super) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
                 },
             }
         }
-        _ => try_op(app, e, name, f).await.map(Some),
+        _ => try_op(s, e, name, f).await.map(Some),
     };
     let q = Form::parse(format!("enclave={}&name={}", enc(e), enc(name)).as_bytes());
     match r {
@@ -225,12 +277,12 @@ pub(super) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
 }
 
 async fn try_op(
-    app: &App,
+    s: &Sess,
     e: &str,
     name: &str,
     f: &Form,
 ) -> Result<Markup, (&'static str, String)> {
-    let c = &app.client;
+    let c = &s.client;
     let text = f.get("text");
     let ad = f.get("context").as_bytes();
     let fail = |err: kms_client::Error| ("try", err.to_string());

@@ -1,5 +1,6 @@
 //! The pages, one file per family; the layout and the form helpers they
-//! share. Every page is plain HTML with forms: no JavaScript.
+//! share. Every page is plain HTML with forms and works without JavaScript;
+//! the cluster page's live refresh is the only script (`console.js`).
 //!
 //! A successful POST answers 303 to the page it came from; a failed one
 //! renders that page again with the server's message next to the form and
@@ -12,16 +13,22 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::web::{html as respond, plain, App, Form, Resp, Sess};
 
+mod audit;
 mod cluster;
 mod enclaves;
+mod hsms;
 mod identities;
 mod keys;
+mod words;
 
 /// Routes a GET of a signed-in session.
 pub(crate) async fn get(app: &App, s: &Sess, path: &str, q: &Form) -> Resp {
     let f = Flash::default();
     match path {
         "/" => cluster::page(app, s).await,
+        "/live/cluster" => cluster::live(app, s).await,
+        "/hsms" => hsms::page(app, s, &f).await,
+        "/audit" => audit::page(app, s, q).await,
         "/enclaves" => enclaves::page(app, s, q, &f).await,
         "/keys" => keys::list(app, s, q, &f).await,
         "/key" => keys::detail(app, s, q, &f).await,
@@ -35,7 +42,8 @@ pub(crate) async fn get(app: &App, s: &Sess, path: &str, q: &Form) -> Resp {
 pub(crate) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     match path {
         "/enclaves/create" | "/enclaves/delete" => enclaves::post(app, s, path, f).await,
-        "/keys/create" => keys::create(app, s, f).await,
+        "/keys/create" | "/keys/import" => keys::create(app, s, path, f).await,
+        "/hsms/add" | "/hsms/remove" => hsms::post(app, s, path, f).await,
         "/key/rotate" | "/key/delete" | "/key/try" => keys::post(app, s, path, f).await,
         "/identities/create" | "/identities/delete" | "/identities/assign" => {
             identities::post_identity(app, s, path, f).await
@@ -45,22 +53,55 @@ pub(crate) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     }
 }
 
+fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; meta name="viewport" content="width=device-width, initial-scale=1";
+                   title { (title) " · KMS console" } link rel="stylesheet" href="/style.css"; }
+            body { main { (body) } }
+        }
+    }
+}
+
 /// The page shown without a session.
-pub(crate) fn signed_out(status: StatusCode) -> Resp {
+pub(crate) fn signed_out(status: StatusCode, shared: bool) -> Resp {
     respond(
         status,
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head { meta charset="utf-8"; meta name="viewport" content="width=device-width, initial-scale=1";
-                       title { "KMS console: sign in" } link rel="stylesheet" href="/style.css"; }
-                body { main {
-                    h1 { "Not signed in" }
+        bare(
+            "Not signed in",
+            html! {
+                h1 { "Not signed in" }
+                @if shared {
+                    p { a href="/signin" { "Sign in" } " with your API key." }
+                } @else {
                     p { "Open the one-time login URL that " code { "kms console" } " printed. "
                         "It works once; restart the console for a new one." }
-                } }
-            }
-        },
+                }
+            },
+        ),
+    )
+}
+
+/// Shared mode's sign-in form: the person's own API key.
+pub(crate) fn signin(status: StatusCode, token: &str, error: Option<&str>) -> Resp {
+    respond(
+        status,
+        bare(
+            "Sign in",
+            html! {
+                h1 { "Sign in to the KMS console" }
+                p { "Sign in with your own API key (" code { "k1:..." } "). It is kept in this console's memory "
+                    "for this session only, and what you see and may do is what your identity may do in the cluster." }
+                form #signin method="post" action="/signin" {
+                    input type="hidden" name="pre" value=(token);
+                    label for="api-key" { "API key" }
+                    input type="password" id="api-key" name="api_key" required autocomplete="off" autofocus;
+                    button type="submit" { "Sign in" }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                }
+            },
+        ),
     )
 }
 
@@ -136,21 +177,37 @@ fn layout(s: &Sess, title: &str, body: Markup) -> Markup {
                 link rel="stylesheet" href="/style.css";
             }
             body {
+                a.skip href="#main" { "Skip to content" }
                 header {
                     nav aria-label="Main" {
                         a href="/" { "Cluster" }
-                        a href="/enclaves" { "Enclaves" }
-                        a href="/identities" { "Identities" }
+                        a href={ "/enclaves" } { "Enclaves" }
+                        @if let Some(e) = s.who.as_ref().map(|w| &w.enclave).filter(|e| !e.is_empty()) {
+                            a href={ "/keys?enclave=" (crate::web::enc(e)) } { "Keys" }
+                            a href={ "/identities?enclave=" (crate::web::enc(e)) } { "Identities" }
+                        } @else {
+                            a href="/identities" { "Identities" }
+                        }
+                        a href="/hsms" { "HSMs" }
+                        a href="/audit" { "Audit" }
+                    }
+                    @if let Some(w) = &s.who {
+                        span.who title=(w.identity) { (w.privilege) @if !w.enclave.is_empty() { " of " (w.enclave) } " " code { (short(&w.identity)) } }
                     }
                     form method="post" action="/logout" class="inline" {
                         (csrf(s))
                         button type="submit" { "Sign out" }
                     }
                 }
-                main { h1 { (title) } (body) }
+                main #main { h1 { (title) } (body) }
             }
         }
     }
+}
+
+/// The first characters of an identity, for display.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// The hidden CSRF field every POST form carries.
@@ -191,13 +248,18 @@ fn failed_page_after(s: &Sess, title: &str, what: &str, e: impl Display, f: &Fla
 
 /// A protobuf timestamp as `YYYY-MM-DD HH:MM:SS UTC`.
 fn ts(t: &Option<kms_client::proto::Timestamp>) -> String {
-    let fmt =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     match t {
-        Some(t) if t.seconds > 0 => time::OffsetDateTime::from_unix_timestamp(t.seconds)
-            .ok()
-            .and_then(|d| d.format(fmt).ok())
-            .unwrap_or_else(|| t.seconds.to_string()),
+        Some(t) if t.seconds > 0 => ts_secs(t.seconds),
         _ => "-".into(),
     }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+fn ts_secs(secs: i64) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| d.format(fmt).ok())
+        .unwrap_or_else(|| secs.to_string())
 }

@@ -1,9 +1,12 @@
 //! `kms console`: runs the web console (the `kms-console` crate) with the
-//! CLI's server and API-key settings, and prints its one-time login URL.
+//! CLI's server settings. Local mode acts with the CLI's API key and prints
+//! a one-time login URL; shared mode (`--tls-cert`/`--tls-key`) prints its
+//! sign-in URL and needs no API key of its own.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::{client, Global};
+use super::{client, servers, Global};
 
 /// `kms console [--addr A] [--tls-cert F --tls-key F]`.
 pub async fn run(
@@ -17,13 +20,24 @@ pub async fn run(
         tls: tls_cert.zip(tls_key),
     };
     let mode = settings.validate().map_err(|e| format!("console: {e}"))?;
-    let c = client(g)?;
-    let console = kms_console::Console::bind(mode, c)
+    let (endpoints, trust) = servers(g)?;
+    let shared = matches!(mode, kms_console::Mode::Shared { .. });
+    let cluster = kms_console::Cluster {
+        endpoints,
+        trust,
+        timeout: Duration::from_secs(30),
+        client: if shared { None } else { Some(client(g)?) },
+    };
+    let console = kms_console::Console::bind(mode, cluster)
         .await
         .map_err(|e| format!("console: {e}"))?;
     let url = console.login_url().map_err(|e| format!("console: {e}"))?;
     println!("kms console: open {url}");
-    println!("(the link signs in once; stop the console with Ctrl-C)");
+    if shared {
+        println!("(each person signs in with their own API key; stop the console with Ctrl-C)");
+    } else {
+        println!("(the link signs in once; stop the console with Ctrl-C)");
+    }
     console.serve(shutdown()).await;
     Ok(())
 }

@@ -313,26 +313,13 @@ pub fn client(g: &Global) -> Result<Client, String> {
 
 /// Builds a client whose requests time out after `timeout`.
 pub fn client_with(g: &Global, timeout: Duration) -> Result<Client, String> {
-    let servers = g
-        .server
-        .clone()
-        .or_else(|| env("SERVER"))
-        .unwrap_or_else(|| "https://127.0.0.1:7373".into());
-    let endpoints =
-        ClientConfig::parse_endpoints(&servers).map_err(|e| format!("KMS_SERVER: {e}"))?;
+    let (endpoints, trust) = servers(g)?;
     let key = g
         .api_key
         .clone()
         .or_else(|| env("API_KEY"))
         .ok_or("no API key: set KMS_API_KEY or pass --api-key")?;
     let api_key = ApiKey::parse(&key).map_err(|e| format!("KMS_API_KEY: {e}"))?;
-    let trust = if g.insecure || env("INSECURE").is_some_and(|v| v == "1" || v == "true") {
-        Trust::Insecure
-    } else if let Some(ca) = env("CA") {
-        Trust::from_ca_file(std::path::Path::new(&ca)).map_err(|e| format!("KMS_CA: {e}"))?
-    } else {
-        Trust::System
-    };
     Client::new(ClientConfig {
         endpoints,
         api_key,
@@ -340,6 +327,26 @@ pub fn client_with(g: &Global, timeout: Duration) -> Result<Client, String> {
         timeout,
     })
     .map_err(|e| e.to_string())
+}
+
+/// The servers (`--server`/`KMS_SERVER`) and how their certificates are
+/// checked (`--insecure`/`KMS_INSECURE`, `KMS_CA`, else the system's).
+pub fn servers(g: &Global) -> Result<(Vec<String>, Trust), String> {
+    let servers = g
+        .server
+        .clone()
+        .or_else(|| env("SERVER"))
+        .unwrap_or_else(|| "https://127.0.0.1:7373".into());
+    let endpoints =
+        ClientConfig::parse_endpoints(&servers).map_err(|e| format!("KMS_SERVER: {e}"))?;
+    let trust = if g.insecure || env("INSECURE").is_some_and(|v| v == "1" || v == "true") {
+        Trust::Insecure
+    } else if let Some(ca) = env("CA") {
+        Trust::from_ca_file(std::path::Path::new(&ca)).map_err(|e| format!("KMS_CA: {e}"))?
+    } else {
+        Trust::System
+    };
+    Ok((endpoints, trust))
 }
 
 /// The enclave of `--enclave` or `KMS_ENCLAVE`, if any.
