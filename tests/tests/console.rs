@@ -235,7 +235,7 @@ fn console_signs_in_once_renders_and_guards_every_post() {
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(
         r.header("content-security-policy").as_deref(),
-        Some("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
+        Some("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
     );
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
     assert_eq!(
@@ -777,5 +777,90 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
             assert!(!r.raw.contains(secret), "an API key in a response");
         }
         assert!(!printed.contains(secret), "an API key in the console's output");
+    }
+}
+
+/// The console's own time (its `Server-Timing` header, in ms) to render
+/// pages: the key list of an enclave of 100,000 keys (first page, a page
+/// in the middle, a prefix search), a key, and the cluster page of 3 nodes
+/// (with its charts). A benchmark, not a test: `scripts/console-bench.sh`
+/// runs it and BENCHMARKS.md records the figures.
+#[test]
+#[ignore = "a benchmark: scripts/console-bench.sh"]
+fn console_render_times() {
+    use kms_client::{proto, Command as Cmd};
+    let keys: usize = std::env::var("KMS_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = cluster(&tmp, 3, SEED_HSM_KEY);
+    let c = nodes[0].root();
+    rt().block_on(async {
+        c.create_enclave("big").await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for chunk in (w * keys / 4..(w + 1) * keys / 4)
+                    .collect::<Vec<_>>()
+                    .chunks(500)
+                {
+                    let reqs: Vec<_> = chunk
+                        .iter()
+                        .map(|i| proto::CreateKeyRequest {
+                            name: format!("key-{i:07}"),
+                            ..Default::default()
+                        })
+                        .collect();
+                    let _: Vec<proto::Empty> =
+                        c.batch(Some("big"), Cmd::KeyCreate, &reqs).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let urls: Vec<String> = nodes.iter().map(Server::url).collect();
+    let con = Console::start_at(&urls.join(","), &nodes[0].root_key.to_secret_string());
+    let cookie = con.sign_in();
+    let mid = format!("key-{:07}", keys / 2);
+    let pages = [
+        ("key list, first page".to_string(), "/keys?enclave=big".to_string()),
+        ("key list, middle page".into(), format!("/keys?enclave=big&at={mid}")),
+        ("key list, prefix search".into(), format!("/keys?enclave=big&prefix=key-{:05}", keys / 200)),
+        ("one key".into(), format!("/key?enclave=big&name={mid}")),
+        ("cluster page, 3 nodes".into(), "/".into()),
+        ("cluster live part, 3 nodes".into(), "/live/cluster".into()),
+    ];
+    println!("console render times, {keys} keys, 3 nodes (ms, 60 requests each after 5 warm-up)");
+    println!("| page | median | p90 | max | bytes |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (what, path) in &pages {
+        let mut t = Vec::new();
+        let mut bytes = 0;
+        for i in 0..65 {
+            let r = con.get(path, Some(&cookie));
+            assert_eq!(r.status, 200, "{path}: {}", r.raw);
+            if i >= 5 {
+                let st = r.header("server-timing").expect("Server-Timing");
+                let ms: f64 = st.trim_start_matches("app;dur=").parse().unwrap();
+                t.push(ms);
+                bytes = r.body.len();
+            }
+            // The cluster page samples metrics at most every 2 s: spread
+            // its requests so that some of them scrape.
+            if path.contains("cluster") || path == "/" {
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+        t.sort_by(f64::total_cmp);
+        println!(
+            "| {what} | {:.2} | {:.2} | {:.2} | {bytes} |",
+            t[t.len() / 2],
+            t[t.len() * 9 / 10],
+            t[t.len() - 1]
+        );
     }
 }
