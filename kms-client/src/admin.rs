@@ -138,7 +138,11 @@ impl Client {
     }
 
     /// CLUSTER:AUDIT on the server `endpoints()[idx]`, without failover.
-    pub async fn audit_at(&self, idx: usize, q: &AuditQuery) -> Result<proto::AuditResponse, Error> {
+    pub async fn audit_at(
+        &self,
+        idx: usize,
+        q: &AuditQuery,
+    ) -> Result<proto::AuditResponse, Error> {
         self.call_at(idx, None, Command::ClusterAudit, q).await
     }
 

@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(Command::IdentityGet.name(), "IDENTITY:STATUS");
         assert_eq!(Command::ClusterAudit as u16, AUDIT_RANGE_START);
         assert_eq!(Command::ObjectCreate as u16, OBJECT_RANGE_START);
-        assert_eq!(Command::from_name("cluster:audit"), Some(Command::ClusterAudit));
+        assert_eq!(
+            Command::from_name("cluster:audit"),
+            Some(Command::ClusterAudit)
+        );
         assert!(Command::ClusterAudit.is_cluster() && !Command::ClusterAudit.is_write());
         assert_eq!(Command::from_id(0x8401), Some(Command::IdentitySelf));
         assert!(!Command::IdentitySelf.is_cluster() && !Command::IdentitySelf.is_write());

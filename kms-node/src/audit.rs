@@ -292,10 +292,7 @@ mod tests {
             pages.push(seqs(&page));
             assert!(pages.len() <= 3, "{pages:?}");
         }
-        assert_eq!(
-            pages,
-            [vec![10, 9, 8, 7], vec![6, 5, 4, 3], vec![2, 1]]
-        );
+        assert_eq!(pages, [vec![10, 9, 8, 7], vec![6, 5, 4, 3], vec![2, 1]]);
         f.before_seq = 1;
         assert!(a.query(&f).0.is_empty());
         // A bound past the newest event is no bound.
@@ -308,7 +305,13 @@ mod tests {
         let a = Audit::with_capacity(100);
         let (x, y) = (ApiKey::generate().identity(), ApiKey::generate().identity());
         a.change(&x, Command::KeyCreate, Some("A"), "k1", Ok(()));
-        a.change(&y, Command::KeyCreate, Some("B"), "k1", Err("key already exists".into()));
+        a.change(
+            &y,
+            Command::KeyCreate,
+            Some("B"),
+            "k1",
+            Err("key already exists".into()),
+        );
         a.denied(&y, Command::KeyGenerate, Some("A"), "k1");
         a.denied_op(&y, "BACKUP");
         a.op(&x, "BACKUP", true);
@@ -336,7 +339,11 @@ mod tests {
         let (events, _) = a.query(&all(100));
         let failed = &events[4];
         assert_eq!(
-            (failed.outcome, failed.error.as_str(), failed.enclave.as_str()),
+            (
+                failed.outcome,
+                failed.error.as_str(),
+                failed.enclave.as_str()
+            ),
             (Outcome::Failed, "key already exists", "B")
         );
         assert_eq!(events[3].outcome, Outcome::Denied);

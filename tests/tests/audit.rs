@@ -154,7 +154,7 @@ fn audit_ring_and_whoami_on_a_cluster() {
             [
                 s("KEY:CREATE", "failed", "A", "k1"),
                 s("IDENTITY:CREATE", "ok", "A", &admin_id),
-                s("POLICY:ASSIGN", "ok", "A", "p-gen"),
+                s("POLICY:ASSIGN", "ok", "A", &user_id),
                 s("IDENTITY:CREATE", "ok", "A", &user_id),
                 s("POLICY:CREATE", "ok", "A", "p-gen"),
                 s("KEY:CREATE", "ok", "A", "k1"),
@@ -365,25 +365,54 @@ fn audit_ring_and_whoami_on_a_cluster() {
         (10, 1, 6),
         "{all}"
     );
-    let t: Vec<f64> = events.iter().map(|e| e["unix_time"].as_f64().unwrap()).collect();
-    assert!(t.windows(2).all(|w| w[0] >= w[1]), "not newest first: {t:?}");
+    let t: Vec<f64> = events
+        .iter()
+        .map(|e| e["unix_time"].as_f64().unwrap())
+        .collect();
+    assert!(
+        t.windows(2).all(|w| w[0] >= w[1]),
+        "not newest first: {t:?}"
+    );
     let newest = &events[0];
     assert_eq!(
         (&newest["identity"], &newest["command"], &newest["outcome"]),
-        (&Value::from(user_id.clone()), &Value::from("IDENTITY:SELF"), &Value::from("denied")),
+        (
+            &Value::from(user_id.clone()),
+            &Value::from("IDENTITY:SELF"),
+            &Value::from("denied")
+        ),
         "{all}"
     );
     let mine = json(&run(&["audit", "--json", "--identity", &user_id]));
     let mine = mine["events"].as_array().unwrap();
-    let cmds: Vec<&str> = mine.iter().map(|e| e["command"].as_str().unwrap()).collect();
+    let cmds: Vec<&str> = mine
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
     assert_eq!(
         cmds,
-        ["IDENTITY:SELF", "IDENTITY:SELF", "IDENTITY:SELF", "CLUSTER:AUDIT", "KEY:STATUS"]
+        [
+            "IDENTITY:SELF",
+            "IDENTITY:SELF",
+            "IDENTITY:SELF",
+            "CLUSTER:AUDIT",
+            "KEY:STATUS"
+        ]
     );
-    let enclaves: Vec<&str> = mine.iter().map(|e| e["enclave"].as_str().unwrap()).collect();
+    let enclaves: Vec<&str> = mine
+        .iter()
+        .map(|e| e["enclave"].as_str().unwrap())
+        .collect();
     assert_eq!(enclaves, ["", "nonexistent", "B", "", "A"]);
     let one = json(&run(&[
-        "audit", "--json", "--node", &urls[1], "--command", "key:status", "-e", "A",
+        "audit",
+        "--json",
+        "--node",
+        &urls[1],
+        "--command",
+        "key:status",
+        "-e",
+        "A",
     ]));
     assert_eq!(one["events"].as_array().unwrap().len(), 1, "{one}");
     assert_eq!(one["events"][0]["name"], "k1");
@@ -394,11 +423,21 @@ fn audit_ring_and_whoami_on_a_cluster() {
     let table = run(&["audit", "--command", "KEY:CREATE"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[0].starts_with("TIME") && lines[0].ends_with("OUTCOME"), "{table}");
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].ends_with("OUTCOME"),
+        "{table}"
+    );
     assert!(lines[1].ends_with("failed: key already exists"), "{table}");
-    assert!(lines[2].ends_with("  ok") && lines[2].contains(&root_id), "{table}");
+    assert!(
+        lines[2].ends_with("  ok") && lines[2].contains(&root_id),
+        "{table}"
+    );
     shown += &table;
-    let e = fails(&cli_all(&urls, &root_key, &["audit", "--command", "KEY:NOPE"]));
+    let e = fails(&cli_all(
+        &urls,
+        &root_key,
+        &["audit", "--command", "KEY:NOPE"],
+    ));
     assert!(e.contains("unknown command 'KEY:NOPE'"), "{e}");
     let e = fails(&cli_all(&urls, &root_key, &["audit", "--limit", "5000"]));
     assert!(e.contains("5000"), "{e}");
@@ -434,5 +473,8 @@ fn audit_ring_and_whoami_on_a_cluster() {
         assert!(!shown.contains(&*secret));
         assert!(!shown.contains(secret.trim_start_matches("k1:")));
     }
-    assert!(!shown.contains("k1:"), "an API key prefix in the audit output");
+    assert!(
+        !shown.contains("k1:"),
+        "an API key prefix in the audit output"
+    );
 }

@@ -118,7 +118,9 @@ pub fn audit_answer(
             ));
         }
         kms_client::Identity::parse(&req.identity).map_err(|_| {
-            ApiError::bad("invalid identity filter: an identity is 'h1:' and 43 base64url characters")
+            ApiError::bad(
+                "invalid identity filter: an identity is 'h1:' and 43 base64url characters",
+            )
         })?;
     }
     if !req.enclave.is_empty() {

@@ -187,7 +187,9 @@ impl Ctx<'_> {
     }
 
     fn deny(&self, cmd: Command, name: &str) -> ApiError {
-        self.node.audit.denied(&self.caller.identity, cmd, self.enclave, name);
+        self.node
+            .audit
+            .denied(&self.caller.identity, cmd, self.enclave, name);
         ApiError::denied()
     }
 
@@ -794,7 +796,10 @@ mod tests {
             proto::EnclaveRequest { name: "B".into() }.encode_to_vec(),
         ] {
             let body = identity::identity_self(&ua, &st, &other).unwrap();
-            assert_eq!(proto::IdentitySelfResponse::decode(body.as_slice()).unwrap(), want);
+            assert_eq!(
+                proto::IdentitySelfResponse::decode(body.as_slice()).unwrap(),
+                want
+            );
             let text = String::from_utf8_lossy(&body);
             assert!(!text.contains(&admin_b.to_string()) && !text.contains("creator-of-B"));
         }
@@ -805,7 +810,12 @@ mod tests {
         let ab = Caller::resolve(&root, &st, &admin_b).unwrap();
         let got = answer(&ab, &st, &[]);
         assert_eq!(
-            (got.identity, got.privilege.as_str(), got.enclave.as_str(), got.policy.as_str()),
+            (
+                got.identity,
+                got.privilege.as_str(),
+                got.enclave.as_str(),
+                got.policy.as_str()
+            ),
             (admin_b.to_string(), "Admin", "B", "")
         );
 
@@ -829,7 +839,11 @@ mod tests {
         assert!(isolation_allows(&ua, Some("A"), &me));
         assert!(!isolation_allows(&ua, Some("B"), &me));
         assert!(!isolation_allows(&ua, Some("nonexistent"), &me));
-        assert!(!isolation_allows(&ua, None, &[Command::IdentitySelf, Command::KeyList]));
+        assert!(!isolation_allows(
+            &ua,
+            None,
+            &[Command::IdentitySelf, Command::KeyList]
+        ));
         assert!(!isolation_allows(&ua, None, &[Command::IdentityGet]));
         assert!(!isolation_allows(&ua, None, &[Command::ClusterAudit]));
         assert!(!isolation_allows(&ua, None, &[]));
@@ -844,7 +858,13 @@ mod tests {
         let a = crate::audit::Audit::default();
         let id = ApiKey::generate();
         for i in 0..1500 {
-            a.change(&id.identity(), Command::KeyCreate, Some("e"), &format!("k{i}"), Ok(()));
+            a.change(
+                &id.identity(),
+                Command::KeyCreate,
+                Some("e"),
+                &format!("k{i}"),
+                Ok(()),
+            );
         }
         let ask = |req: proto::AuditRequest| cluster::audit_answer(&a, 7, &req);
         let r = ask(proto::AuditRequest::default()).unwrap();
@@ -864,7 +884,11 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(e.status, 400);
-        assert!(e.message.starts_with("unknown command 'KEY:FROB'"), "{}", e.message);
+        assert!(
+            e.message.starts_with("unknown command 'KEY:FROB'"),
+            "{}",
+            e.message
+        );
         // An API key given as the identity filter is refused, not echoed.
         let secret = id.to_secret_string();
         let e = bad(proto::AuditRequest {

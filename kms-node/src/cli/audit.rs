@@ -77,7 +77,13 @@ pub async fn audit(
     ]
     .map(String::from)
     .to_vec()];
-    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     rows.extend(events.iter().map(|e| {
         vec![
             ts(&e.time),
@@ -109,7 +115,13 @@ pub async fn whoami(cx: &Ctx<'_>) -> Result<(), String> {
         "policy": r.policy, "root": r.is_root, "created_at": ts(&r.created_at),
         "created_by": r.created_by,
     });
-    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let rows = vec![
         ("identity", r.identity.clone()),
         ("privilege", r.privilege.clone()),
