@@ -105,7 +105,73 @@ fn rule_sets(m: &BTreeMap<String, Vec<String>>) -> HashMap<String, proto::RuleSe
         .collect()
 }
 
+/// A CLUSTER:AUDIT query: empty filters match anything, `limit` 0 means
+/// 100 (at most 1,000), `before_seq` 0 means from the newest event.
+pub type AuditQuery = proto::AuditRequest;
+
+/// Merges the answers of several nodes to CLUSTER:AUDIT into one list,
+/// newest first (by time, then node id, then sequence number), at most
+/// `limit` events. Each node numbers its own events: sequence numbers of
+/// different nodes are not comparable, times are.
+pub fn merge_audit(
+    answers: impl IntoIterator<Item = proto::AuditResponse>,
+    limit: usize,
+) -> Vec<proto::AuditEvent> {
+    let mut all: Vec<proto::AuditEvent> = answers.into_iter().flat_map(|a| a.events).collect();
+    let key = |e: &proto::AuditEvent| {
+        let t = e.time.unwrap_or_default();
+        (t.seconds, t.nanos, e.node_id, e.seq)
+    };
+    all.sort_by_key(|e| std::cmp::Reverse(key(e)));
+    all.truncate(limit);
+    all
+}
+
 impl Client {
+    // ---- audit and self-description ----
+
+    /// CLUSTER:AUDIT on whichever server answers. Each node keeps the events
+    /// it recorded itself: see [`Client::audit_at`] and [`Client::audit_all`]
+    /// for a view of the whole cluster.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<proto::AuditResponse, Error> {
+        self.call(None, Command::ClusterAudit, q).await
+    }
+
+    /// CLUSTER:AUDIT on the server `endpoints()[idx]`, without failover.
+    pub async fn audit_at(
+        &self,
+        idx: usize,
+        q: &AuditQuery,
+    ) -> Result<proto::AuditResponse, Error> {
+        self.call_at(idx, None, Command::ClusterAudit, q).await
+    }
+
+    /// CLUSTER:AUDIT on every server at once: one result per endpoint, in
+    /// the order of [`Client::endpoints`] (merge them with [`merge_audit`]).
+    pub async fn audit_all(&self, q: &AuditQuery) -> Vec<Result<proto::AuditResponse, Error>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for idx in 0..self.endpoints().len() {
+            let (c, q) = (self.clone(), q.clone());
+            tasks.spawn(async move { (idx, c.audit_at(idx, &q).await) });
+        }
+        let mut out: Vec<Result<proto::AuditResponse, Error>> = (0..self.endpoints().len())
+            .map(|_| Err(Error::Protocol("no answer".into())))
+            .collect();
+        while let Some(r) = tasks.join_next().await {
+            if let Ok((idx, r)) = r {
+                out[idx] = r;
+            }
+        }
+        out
+    }
+
+    /// IDENTITY:SELF: the caller's own identity record (any identity the
+    /// cluster knows may ask).
+    pub async fn whoami(&self) -> Result<proto::IdentitySelfResponse, Error> {
+        self.call(None, Command::IdentitySelf, &proto::IdentitySelfRequest {})
+            .await
+    }
+
     // ---- cluster ----
 
     /// CLUSTER:STATUS: the status of every member that answers, and the
@@ -447,6 +513,39 @@ mod tests {
         let mut pats: Vec<_> = r["KEY:GENERATE"].rules.keys().cloned().collect();
         pats.sort();
         assert_eq!(pats, ["a*", "b"]);
+    }
+
+    fn event(secs: i64, node_id: u32, seq: u64) -> proto::AuditEvent {
+        proto::AuditEvent {
+            seq,
+            node_id,
+            time: Some(proto::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn audit_answers_merge_newest_first() {
+        let a = proto::AuditResponse {
+            events: vec![event(30, 1, 3), event(10, 1, 2), event(5, 1, 1)],
+            node_id: 1,
+            oldest_seq: 1,
+        };
+        let b = proto::AuditResponse {
+            events: vec![event(20, 2, 9), event(10, 2, 8)],
+            node_id: 2,
+            oldest_seq: 8,
+        };
+        let got: Vec<(u32, u64)> = merge_audit([a.clone(), b.clone()], 4)
+            .iter()
+            .map(|e| (e.node_id, e.seq))
+            .collect();
+        assert_eq!(got, [(1, 3), (2, 9), (2, 8), (1, 2)]);
+        assert_eq!(merge_audit([a, b], 100).len(), 5);
+        assert!(merge_audit([], 10).is_empty());
     }
 
     #[tokio::test]

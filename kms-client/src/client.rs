@@ -408,6 +408,39 @@ impl Client {
         Ok(out.pop().expect("one element"))
     }
 
+    /// Sends one command to one server (by index into [`Client::endpoints`]),
+    /// without failover, and decodes its single response. For what each
+    /// node answers for itself, such as CLUSTER:AUDIT.
+    pub async fn call_at<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        idx: usize,
+        enclave: Option<&str>,
+        cmd: Command,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        if idx >= self.inner.endpoints.len() {
+            return Err(Error::Config(format!(
+                "no server {idx}: the client has {} servers",
+                self.inner.endpoints.len()
+            )));
+        }
+        let path = kms_path(enclave)?;
+        let mut buf = BytesMut::new();
+        frame::encode(&mut buf, cmd as u16, req);
+        let r = self
+            .request_at(idx, http::Method::POST, &path, Some(buf.freeze()))
+            .await?;
+        let body = check(r)?;
+        let mut out = decode_frames::<Resp>(cmd, &body)?;
+        match (out.pop(), out.is_empty()) {
+            (Some(m), true) => Ok(m),
+            _ => Err(Error::Protocol(format!(
+                "expected 1 response frame, got {}",
+                out.len() + 1
+            ))),
+        }
+    }
+
     /// Sends one command whose response carries nothing (the state changes).
     pub async fn exec<Req: prost::Message>(
         &self,

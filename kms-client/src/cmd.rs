@@ -100,12 +100,22 @@ commands! {
     ObjectSet = 0x8301, "OBJECT:SET", write: true, cluster: false;
     ObjectDelete = 0x8302, "OBJECT:DELETE", write: true, cluster: false;
     ObjectList = 0x8303, "OBJECT:LIST", write: false, cluster: false;
+    // Audit and self-description (docs/api.md, "Audit and identity"): 0x8400..=0x84FF.
+    ClusterAudit = 0x8400, "CLUSTER:AUDIT", write: false, cluster: true;
+    // Any identity the cluster knows may ask who it is (not a cluster
+    // command: Admins and Users may send it; the server answers with the
+    // caller's own record only).
+    IdentitySelf = 0x8401, "IDENTITY:SELF", write: false, cluster: false;
 }
 
 /// First id of the PKCS#11 extension commands.
 pub const PKCS11_RANGE_START: u16 = 0x8100;
 /// First id of the asymmetric-key commands.
 pub const ASYM_RANGE_START: u16 = 0x8200;
+/// First id of the token-object commands.
+pub const OBJECT_RANGE_START: u16 = 0x8300;
+/// First id of the audit and self-description commands.
+pub const AUDIT_RANGE_START: u16 = 0x8400;
 
 impl Command {
     /// Whether the command is one of this project's extensions.
@@ -137,7 +147,7 @@ mod tests {
             assert_eq!(Command::from_name(&c.name().to_lowercase()), Some(c));
             assert_eq!((c as u16) < EXTENSION_RANGE_START, !c.is_extension(), "{c}");
             if c.is_extension() {
-                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8400);
+                assert!((c as u16) >= PKCS11_RANGE_START && (c as u16) < 0x8500);
             } else {
                 assert!((c as u16) < 500);
             }
@@ -146,5 +156,14 @@ mod tests {
         assert_eq!(Command::from_id(999), None);
         assert_eq!(Command::KeyGenerate as u16, 207);
         assert_eq!(Command::IdentityGet.name(), "IDENTITY:STATUS");
+        assert_eq!(Command::ClusterAudit as u16, AUDIT_RANGE_START);
+        assert_eq!(Command::ObjectCreate as u16, OBJECT_RANGE_START);
+        assert_eq!(
+            Command::from_name("cluster:audit"),
+            Some(Command::ClusterAudit)
+        );
+        assert!(Command::ClusterAudit.is_cluster() && !Command::ClusterAudit.is_write());
+        assert_eq!(Command::from_id(0x8401), Some(Command::IdentitySelf));
+        assert!(!Command::IdentitySelf.is_cluster() && !Command::IdentitySelf.is_write());
     }
 }

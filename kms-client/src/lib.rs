@@ -25,7 +25,7 @@ pub mod proto;
 pub mod raw;
 pub mod tls;
 
-pub use admin::{KeyVersions, Privilege};
+pub use admin::{merge_audit, AuditQuery, KeyVersions, Privilege};
 pub use apikey::{ApiKey, Identity};
 pub use client::{Client, ClientConfig, CONNECT_TIMEOUT};
 pub use cmd::Command;

@@ -711,3 +711,97 @@ pub struct ListObjectsResponse {
     #[prost(string, tag = "2")]
     pub continue_at: String,
 }
+
+// ---- Audit and self-description (extensions 0x8400..=0x84FF; docs/api.md) ----
+
+/// CLUSTER:AUDIT: the latest audit events the answering node recorded
+/// (each node keeps its own, in memory). Empty filters match anything.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuditRequest {
+    /// Only events of this identity (`h1:...`, exact).
+    #[prost(string, tag = "1")]
+    pub identity: String,
+    /// Only events of this command (`KEY:CREATE`, `BACKUP`...; case-insensitive).
+    #[prost(string, tag = "2")]
+    pub command: String,
+    /// Only events in this enclave (exact).
+    #[prost(string, tag = "3")]
+    pub enclave: String,
+    /// At most this many events; 0: 100; more than 1,000: 1,000.
+    #[prost(uint32, tag = "4")]
+    pub limit: u32,
+    /// Only events older than this sequence number (paging backwards); 0: from the newest.
+    #[prost(uint64, tag = "5")]
+    pub before_seq: u64,
+}
+
+/// One audit event: who did what, where, and how it ended. Never key material.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuditEvent {
+    /// Per node, from 1, increasing by one per event.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "2")]
+    pub time: Option<Timestamp>,
+    /// The node that recorded it.
+    #[prost(uint32, tag = "3")]
+    pub node_id: u32,
+    #[prost(string, tag = "4")]
+    pub identity: String,
+    /// A command name (`KEY:CREATE`), or `BACKUP` / `RESTORE`.
+    #[prost(string, tag = "5")]
+    pub command: String,
+    /// Empty outside any enclave.
+    #[prost(string, tag = "6")]
+    pub enclave: String,
+    /// What the command named: a key, policy, identity, node, HSM...
+    #[prost(string, tag = "7")]
+    pub name: String,
+    /// `ok`, `failed` or `denied`.
+    #[prost(string, tag = "8")]
+    pub outcome: String,
+    /// Why it failed (outcome `failed`), else empty.
+    #[prost(string, tag = "9")]
+    pub error: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuditResponse {
+    /// Newest first.
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<AuditEvent>,
+    /// The node that answered.
+    #[prost(uint32, tag = "2")]
+    pub node_id: u32,
+    /// The oldest sequence number the node still holds (0: none yet):
+    /// older events are only in its `audit` log.
+    #[prost(uint64, tag = "3")]
+    pub oldest_seq: u64,
+}
+
+/// IDENTITY:SELF carries nothing: it is always about the caller.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdentitySelfRequest {}
+
+/// The caller's own identity record.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdentitySelfResponse {
+    #[prost(string, tag = "1")]
+    pub identity: String,
+    /// `SysAdmin`, `Admin` or `User`.
+    #[prost(string, tag = "2")]
+    pub privilege: String,
+    /// Empty for SysAdmins.
+    #[prost(string, tag = "3")]
+    pub enclave: String,
+    /// The policy of a User identity, if one is assigned.
+    #[prost(string, tag = "4")]
+    pub policy: String,
+    /// The root identity, derived from the HSM (it has no record).
+    #[prost(bool, tag = "5")]
+    pub is_root: bool,
+    #[prost(message, optional, tag = "6")]
+    pub created_at: Option<Timestamp>,
+    #[prost(string, tag = "7")]
+    pub created_by: String,
+}

@@ -12,6 +12,8 @@ fn payload(cmd: Command, n: usize, fresh_identity: &str) -> Vec<u8> {
     let name = format!("k-new-{n}");
     match cmd {
         Command::ClusterStatus => proto::ClusterStatusRequest {}.encode_to_vec(),
+        Command::ClusterAudit => proto::AuditRequest::default().encode_to_vec(),
+        Command::IdentitySelf => proto::IdentitySelfRequest {}.encode_to_vec(),
         Command::ClusterAddNode => proto::AddClusterNodeRequest {
             host: "127.0.0.1:1".into(),
         }
@@ -364,6 +366,8 @@ fn authorization_matrix_and_isolation() {
                 let got = status(c, enclave, cmd, payload(cmd, n, &fresh)).await;
                 let allowed = match w {
                     Who::Root | Who::Sys2 => true,
+                    // Any identity may ask who it is, in its own enclave.
+                    _ if cmd == Command::IdentitySelf => *w != Who::AdminB,
                     _ if cmd.is_cluster() => false,
                     Who::AdminA => true,
                     Who::AdminB => false,

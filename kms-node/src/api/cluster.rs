@@ -100,9 +100,70 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
     }
 }
 
+/// CLUSTER:AUDIT: the events of this node's ring that match the request.
+/// Bad filters are a 400; a limit above [`crate::audit::LIMIT_MAX`] is clamped.
+pub fn audit_answer(
+    audit: &crate::audit::Audit,
+    node_id: u32,
+    req: &proto::AuditRequest,
+) -> Result<proto::AuditResponse, ApiError> {
+    use crate::audit::{parse_command, Filter, LIMIT_DEFAULT, LIMIT_MAX};
+    let command = parse_command(&req.command).map_err(ApiError::bad)?;
+    if !req.identity.is_empty() {
+        // The filter is not echoed: a pasted API key must not land in an
+        // error message or a log.
+        if req.identity.trim_start().starts_with("k1:") {
+            return Err(ApiError::bad(
+                "the identity filter is an API key, not an identity: `kms identity KEY` prints its identity",
+            ));
+        }
+        kms_client::Identity::parse(&req.identity).map_err(|_| {
+            ApiError::bad(
+                "invalid identity filter: an identity is 'h1:' and 43 base64url characters",
+            )
+        })?;
+    }
+    if !req.enclave.is_empty() {
+        super::validate_name("enclave", &req.enclave)?;
+    }
+    let limit = match req.limit {
+        0 => LIMIT_DEFAULT,
+        n => (n as usize).min(LIMIT_MAX),
+    };
+    let (events, oldest_seq) = audit.query(&Filter {
+        identity: req.identity.clone(),
+        command,
+        enclave: req.enclave.clone(),
+        limit,
+        before_seq: req.before_seq,
+    });
+    Ok(proto::AuditResponse {
+        events: events
+            .into_iter()
+            .map(|e| proto::AuditEvent {
+                seq: e.seq,
+                time: Some(e.time),
+                node_id,
+                identity: e.identity,
+                command: e.command.to_string(),
+                enclave: e.enclave,
+                name: e.name,
+                outcome: e.outcome.as_str().to_string(),
+                error: e.error,
+            })
+            .collect(),
+        node_id,
+        oldest_seq,
+    })
+}
+
 pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
     ctx.authorize(cmd, "")?;
     match cmd {
+        Command::ClusterAudit => {
+            let req: proto::AuditRequest = decode(cmd, payload)?;
+            Ok(audit_answer(&ctx.node.audit, ctx.node.id(), &req)?.encode_to_vec())
+        }
         Command::ClusterStatus => {
             let _: proto::ClusterStatusRequest = decode(cmd, payload)?;
             Ok(cluster_status(ctx.node).await.encode_to_vec())
@@ -158,7 +219,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 .store
                 .add_hsm(hsm.as_ref(), req.overwrite)
                 .map_err(store_error);
-            crate::audit::change(
+            ctx.node.audit.change(
                 &ctx.caller.identity,
                 cmd,
                 None,
@@ -179,7 +240,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
                 .store
                 .remove_hsm(&name, &ctx.node.configured_names())
                 .map_err(store_error);
-            crate::audit::change(
+            ctx.node.audit.change(
                 &ctx.caller.identity,
                 cmd,
                 None,
@@ -196,7 +257,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<V
 }
 
 fn audit(ctx: &Ctx<'_>, cmd: Command, subject: &str, r: &Result<(), ApiError>) {
-    crate::audit::change(
+    ctx.node.audit.change(
         &ctx.caller.identity,
         cmd,
         None,

@@ -22,12 +22,47 @@ fn response(id: &Identity, r: &IdentityRecord) -> proto::IdentityResponse {
     }
 }
 
+/// IDENTITY:SELF: the caller's own record, `rec` (none for the root
+/// identity, which is derived from the HSM). Built from the authenticated
+/// caller only: nothing in the request can name anyone else.
+pub fn self_record(
+    caller: &super::Caller,
+    rec: Option<&IdentityRecord>,
+) -> proto::IdentitySelfResponse {
+    let rec = rec.filter(|_| !caller.is_root);
+    proto::IdentitySelfResponse {
+        identity: caller.identity.to_string(),
+        privilege: caller.privilege.name().into(),
+        enclave: caller.enclave.clone().unwrap_or_default(),
+        policy: caller.policy.clone().unwrap_or_default(),
+        is_root: caller.is_root,
+        created_at: rec
+            .filter(|r| r.created_at.secs > 0)
+            .map(|r| r.created_at.to_proto()),
+        created_by: rec.map(|r| r.created_by.clone()).unwrap_or_default(),
+    }
+}
+
+/// IDENTITY:SELF for any identity the cluster knows (authenticated
+/// already): no policy is consulted, and the answer is about the caller
+/// alone, whatever the request holds.
+pub fn identity_self(
+    caller: &super::Caller,
+    st: &crate::model::State,
+    payload: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let _: proto::IdentitySelfRequest = decode(Command::IdentitySelf, payload)?;
+    let rec = st.identities.get(&caller.identity);
+    Ok(self_record(caller, rec.map(|r| r.as_ref())).encode_to_vec())
+}
+
 fn parse(s: &str) -> Result<Identity, ApiError> {
     Identity::parse(s).map_err(|e| ApiError::bad(e.to_string()))
 }
 
 pub async fn handle(ctx: &mut Ctx<'_>, cmd: Command, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
     match cmd {
+        Command::IdentitySelf => identity_self(ctx.caller, &ctx.st, payload),
         Command::IdentityCreate => {
             let req: proto::CreateIdentityRequest = decode(cmd, payload)?;
             let identity = parse(&req.identity)?;

@@ -96,7 +96,12 @@ pub struct Caller {
 
 impl Caller {
     fn from_state(node: &Node, st: &State, identity: &Identity) -> Option<Self> {
-        if *identity == node.root_identity {
+        Self::resolve(&node.root_identity, st, identity)
+    }
+
+    /// The caller `identity`: the root identity `root`, or one of the state's.
+    fn resolve(root: &Identity, st: &State, identity: &Identity) -> Option<Self> {
+        if identity == root {
             return Some(Caller {
                 identity: identity.clone(),
                 privilege: Privilege::SysAdmin,
@@ -182,7 +187,9 @@ impl Ctx<'_> {
     }
 
     fn deny(&self, cmd: Command, name: &str) -> ApiError {
-        crate::audit::denied(&self.caller.identity, cmd, self.enclave, name);
+        self.node
+            .audit
+            .denied(&self.caller.identity, cmd, self.enclave, name);
         ApiError::denied()
     }
 
@@ -201,7 +208,7 @@ impl Ctx<'_> {
         let (enclave, name) = change.subject();
         let (enclave, name) = (enclave.map(str::to_string), name);
         let r = self.node.propose(change).await;
-        crate::audit::change(
+        self.node.audit.change(
             &self.caller.identity,
             cmd,
             enclave.as_deref(),
@@ -217,6 +224,18 @@ impl Ctx<'_> {
         self.st = self.node.state();
         Ok(r?)
     }
+}
+
+/// Enclave isolation: a SysAdmin may address any enclave (or none); an
+/// Admin or User only its own. The one exception is a request of nothing
+/// but IDENTITY:SELF sent to `/v1/kms` (no enclave): its answer is about the
+/// caller alone, so every identity may ask it there.
+fn isolation_allows(caller: &Caller, enclave: Option<&str>, cmds: &[Command]) -> bool {
+    caller.privilege == Privilege::SysAdmin
+        || caller.enclave.as_deref() == enclave
+        || (enclave.is_none()
+            && !cmds.is_empty()
+            && cmds.iter().all(|c| *c == Command::IdentitySelf))
 }
 
 /// Most items in one page of a listing.
@@ -516,12 +535,12 @@ fn metrics(node: &Node) -> Response<Body> {
     response(200, "text/plain; version=0.0.4", Bytes::from(body))
 }
 
-fn require_sysadmin(node: &Node, identity: &Identity, what: &str) -> Result<(), ApiError> {
+fn require_sysadmin(node: &Node, identity: &Identity, what: &'static str) -> Result<(), ApiError> {
     let st = node.state();
     match Caller::from_state(node, &st, identity) {
         Some(c) if c.privilege == Privilege::SysAdmin => Ok(()),
         _ => {
-            crate::audit::denied_op(identity, what);
+            node.audit.denied_op(identity, what);
             Err(ApiError::denied())
         }
     }
@@ -530,10 +549,10 @@ fn require_sysadmin(node: &Node, identity: &Identity, what: &str) -> Result<(), 
 fn backup(node: &Node, identity: &Identity) -> Result<Response<Body>, ApiError> {
     require_sysadmin(node, identity, "BACKUP")?;
     let blob = crate::backup::create(node.hsm.as_ref(), &node.state()).map_err(|e| {
-        crate::audit::op(identity, "BACKUP", "failed");
+        node.audit.op(identity, "BACKUP", false);
         ApiError::new(500, e)
     })?;
-    crate::audit::op(identity, "BACKUP", "ok");
+    node.audit.op(identity, "BACKUP", true);
     Ok(response(200, "application/octet-stream", Bytes::from(blob)))
 }
 
@@ -546,11 +565,11 @@ async fn restore(
     require_sysadmin(node, identity, "RESTORE")?;
     let body = read_body(parts, body, 1 << 30).await?;
     let (st, n) = crate::backup::open(&node.configured, &body).map_err(|e| {
-        crate::audit::op(identity, "RESTORE", "failed");
+        node.audit.op(identity, "RESTORE", false);
         ApiError::bad(e)
     })?;
     let r = node.replace_state(st, n).await;
-    crate::audit::op(identity, "RESTORE", if r.is_ok() { "ok" } else { "failed" });
+    node.audit.op(identity, "RESTORE", r.is_ok());
     r?;
     Ok(response(200, "application/octet-stream", Bytes::new()))
 }
@@ -652,7 +671,7 @@ async fn kms(
     }
     let st = node.state();
     let Some(caller) = Caller::from_state(node, &st, identity) else {
-        crate::audit::denied(
+        node.audit.denied(
             identity,
             first,
             (!enclave.is_empty()).then_some(enclave),
@@ -670,7 +689,7 @@ async fn kms(
     };
     // Isolation: an identity of one enclave learns nothing about another,
     // not even whether it exists.
-    if caller.privilege != Privilege::SysAdmin && caller.enclave.as_deref() != ctx.enclave {
+    if !isolation_allows(&caller, ctx.enclave, &cmds) {
         let e = ctx.deny(first, "");
         node.metrics
             .record(first, frames.len(), 0, 403, started.elapsed());
@@ -710,4 +729,183 @@ async fn kms(
     node.metrics
         .record(first, frames.len(), processed, status, started.elapsed());
     Ok(result.map(|()| response(200, "application/octet-stream", out.freeze())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IdentityRecord, Time};
+    use kms_client::ApiKey;
+
+    fn record(privilege: Privilege, enclave: &str, policy: Option<&str>) -> Arc<IdentityRecord> {
+        Arc::new(IdentityRecord {
+            privilege,
+            enclave: Some(enclave.to_string()),
+            policy: policy.map(str::to_string),
+            created_at: Time {
+                secs: 1_700_000_000,
+                nanos: 5,
+            },
+            created_by: format!("creator-of-{enclave}"),
+        })
+    }
+
+    fn answer(caller: &Caller, st: &State, payload: &[u8]) -> proto::IdentitySelfResponse {
+        let body = identity::identity_self(caller, st, payload).unwrap();
+        proto::IdentitySelfResponse::decode(body.as_slice()).unwrap()
+    }
+
+    /// IDENTITY:SELF answers with the caller's own record, whatever the
+    /// request names, and only it may cross the isolation check (and only
+    /// to `/v1/kms`, not into another enclave).
+    #[test]
+    fn identity_self_reveals_only_the_caller() {
+        let (root, user_a, admin_b, stranger) = (
+            ApiKey::generate().identity(),
+            ApiKey::generate().identity(),
+            ApiKey::generate().identity(),
+            ApiKey::generate().identity(),
+        );
+        let mut st = State::default();
+        st.identities
+            .insert(user_a.clone(), record(Privilege::User, "A", Some("p-a")));
+        st.identities
+            .insert(admin_b.clone(), record(Privilege::Admin, "B", None));
+
+        let ua = Caller::resolve(&root, &st, &user_a).unwrap();
+        let want = proto::IdentitySelfResponse {
+            identity: user_a.to_string(),
+            privilege: "User".into(),
+            enclave: "A".into(),
+            policy: "p-a".into(),
+            is_root: false,
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+            created_by: "creator-of-A".into(),
+        };
+        assert_eq!(answer(&ua, &st, &[]), want);
+        // A request naming another identity (as IDENTITY:STATUS would) or
+        // an enclave gets the same answer: the fields are ignored.
+        for other in [
+            proto::IdentityRequest {
+                identity: admin_b.to_string(),
+            }
+            .encode_to_vec(),
+            proto::EnclaveRequest { name: "B".into() }.encode_to_vec(),
+        ] {
+            let body = identity::identity_self(&ua, &st, &other).unwrap();
+            assert_eq!(
+                proto::IdentitySelfResponse::decode(body.as_slice()).unwrap(),
+                want
+            );
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains(&admin_b.to_string()) && !text.contains("creator-of-B"));
+        }
+        // Garbage is a 400, not a panic.
+        let e = identity::identity_self(&ua, &st, &[0xff, 0xff]).unwrap_err();
+        assert_eq!(e.status, 400);
+
+        let ab = Caller::resolve(&root, &st, &admin_b).unwrap();
+        let got = answer(&ab, &st, &[]);
+        assert_eq!(
+            (
+                got.identity,
+                got.privilege.as_str(),
+                got.enclave.as_str(),
+                got.policy.as_str()
+            ),
+            (admin_b.to_string(), "Admin", "B", "")
+        );
+
+        let r = Caller::resolve(&root, &st, &root).unwrap();
+        assert_eq!(
+            answer(&r, &st, &[]),
+            proto::IdentitySelfResponse {
+                identity: root.to_string(),
+                privilege: "SysAdmin".into(),
+                is_root: true,
+                ..Default::default()
+            }
+        );
+        // An unknown identity is no caller: the request gets the usual 403.
+        assert!(Caller::resolve(&root, &st, &stranger).is_none());
+
+        // Isolation: IDENTITY:SELF alone, to /v1/kms or the caller's own
+        // enclave; never into another enclave, never with other commands.
+        let me = [Command::IdentitySelf];
+        assert!(isolation_allows(&ua, None, &me));
+        assert!(isolation_allows(&ua, Some("A"), &me));
+        assert!(!isolation_allows(&ua, Some("B"), &me));
+        assert!(!isolation_allows(&ua, Some("nonexistent"), &me));
+        assert!(!isolation_allows(
+            &ua,
+            None,
+            &[Command::IdentitySelf, Command::KeyList]
+        ));
+        assert!(!isolation_allows(&ua, None, &[Command::IdentityGet]));
+        assert!(!isolation_allows(&ua, None, &[Command::ClusterAudit]));
+        assert!(!isolation_allows(&ua, None, &[]));
+        assert!(isolation_allows(&ua, Some("A"), &[Command::KeyList]));
+        assert!(!isolation_allows(&ab, Some("A"), &me));
+        assert!(isolation_allows(&r, Some("B"), &[Command::KeyList]));
+        assert!(isolation_allows(&r, None, &[Command::ClusterAudit]));
+    }
+
+    #[test]
+    fn audit_requests_are_checked() {
+        let a = crate::audit::Audit::default();
+        let id = ApiKey::generate();
+        for i in 0..1500 {
+            a.change(
+                &id.identity(),
+                Command::KeyCreate,
+                Some("e"),
+                &format!("k{i}"),
+                Ok(()),
+            );
+        }
+        let ask = |req: proto::AuditRequest| cluster::audit_answer(&a, 7, &req);
+        let r = ask(proto::AuditRequest::default()).unwrap();
+        assert_eq!((r.events.len(), r.node_id, r.oldest_seq), (100, 7, 1));
+        assert_eq!(r.events[0].seq, 1500);
+        assert_eq!(r.events[0].node_id, 7);
+        assert_eq!(r.events[0].outcome, "ok");
+        let r = ask(proto::AuditRequest {
+            limit: u32::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(r.events.len(), 1000);
+        let bad = |req: proto::AuditRequest| ask(req).unwrap_err();
+        let e = bad(proto::AuditRequest {
+            command: "KEY:FROB".into(),
+            ..Default::default()
+        });
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.starts_with("unknown command 'KEY:FROB'"),
+            "{}",
+            e.message
+        );
+        // An API key given as the identity filter is refused, not echoed.
+        let secret = id.to_secret_string();
+        let e = bad(proto::AuditRequest {
+            identity: secret.to_string(),
+            ..Default::default()
+        });
+        assert_eq!(e.status, 400);
+        assert!(!e.message.contains(&secret[3..]), "{}", e.message);
+        let e = bad(proto::AuditRequest {
+            identity: "h1:nope".into(),
+            ..Default::default()
+        });
+        assert_eq!(e.status, 400);
+        let e = bad(proto::AuditRequest {
+            enclave: "a/b".into(),
+            ..Default::default()
+        });
+        assert_eq!(e.status, 400);
+    }
 }

@@ -9,6 +9,7 @@
 //! - `key.rs`: `add-key`, `rm-key`, `ls-key`, `stat-key`, `keygen`, `encrypt`,
 //!   `decrypt`, `mac`
 //! - `identity.rs`: `add-identity`, `rm-identity`, `ls-identity`
+//! - `audit.rs`: `audit`, `whoami`
 //! - `console.rs`: `console` (the web console of the `kms-console` crate)
 //! - `policy.rs`: `add-policy`, `set-policy`, `rm-policy`, `ls-policy`, `stat-policy`
 //! - `local.rs`: the commands that need no server: `server`, `new-hsm-key`,
@@ -26,6 +27,7 @@ use kms_client::{ApiKey, Client, ClientConfig};
 use crate::config::env;
 
 mod asym;
+mod audit;
 mod cluster;
 mod console;
 mod docs;
@@ -60,7 +62,8 @@ pub struct Global {
     /// API key (KMS_API_KEY)
     #[arg(short = 'a', long = "api-key", global = true)]
     api_key: Option<String>,
-    /// Enclave for key, policy and identity commands (KMS_ENCLAVE)
+    /// Enclave for key, policy and identity commands (KMS_ENCLAVE); with `audit`,
+    /// only events in this enclave (the flag only, not KMS_ENCLAVE)
     #[arg(short = 'e', long = "enclave", global = true)]
     enclave: Option<String>,
     /// Skip server certificate checks (KMS_INSECURE=1)
@@ -115,6 +118,24 @@ enum Cmd {
     Backup { file: PathBuf },
     /// Restore the state from a backup FILE
     Restore { file: PathBuf },
+    /// Show the latest audit events of every node (kept in memory, per node), newest first;
+    /// filter by enclave with --enclave
+    Audit {
+        /// Only events of this identity (h1:...)
+        #[arg(long)]
+        identity: Option<String>,
+        /// Only events of this command (KEY:CREATE, IDENTITY:DELETE, BACKUP, ...)
+        #[arg(long)]
+        command: Option<String>,
+        /// At most N events (1 to 1000)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Ask only the node at URL (default: every server of KMS_SERVER, merged by time)
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Show the identity of the API key in use: privilege, enclave, policy
+    Whoami,
     /// Create an enclave
     AddEnclave { name: String },
     /// Delete an enclave and everything in it
@@ -471,6 +492,13 @@ async fn admin(g: &Global, out: Out, cmd: Cmd) -> Result<(), String> {
         Cmd::Edit { node, rm } => cluster::edit(&cx, &node, &rm).await,
         Cmd::Backup { file } => cluster::backup(&cx, &file).await,
         Cmd::Restore { file } => cluster::restore(&cx, &file).await,
+        Cmd::Audit {
+            identity,
+            command,
+            limit,
+            node,
+        } => audit::audit(&cx, identity, command, limit, node).await,
+        Cmd::Whoami => audit::whoami(&cx).await,
         Cmd::LsHsm => hsm::ls(&cx).await,
         Cmd::AddHsm { name, overwrite } => hsm::add(&cx, &name, overwrite).await,
         Cmd::RmHsm { name } => hsm::rm(&cx, &name).await,

@@ -160,6 +160,8 @@ pub struct Node {
     /// Signalled after every round whose view differs from the one before
     /// (`View::same_for_waiters`): what `wait_view` waits on.
     changed: Arc<watch::Sender<()>>,
+    /// The audit log and this node's ring of its latest events (CLUSTER:AUDIT).
+    pub audit: crate::audit::Audit,
 }
 
 impl Node {
@@ -234,6 +236,7 @@ impl Node {
             fence_expired: Default::default(),
             work: crate::work::Work::for_this_machine(),
             changed,
+            audit: Default::default(),
         }))
     }
 
