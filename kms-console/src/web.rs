@@ -98,7 +98,10 @@ pub(crate) struct Sess {
 }
 
 /// Loads shared mode's certificate chain and key.
-pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, crate::Error> {
+pub(crate) fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+) -> Result<tokio_rustls::TlsAcceptor, crate::Error> {
     let read = |p: &Path| {
         kms_client::read_small_file(p, 1 << 20)
             .map_err(|e| crate::Error::Tls(format!("{}: {e}", p.display())))
@@ -108,7 +111,10 @@ pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsA
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| crate::Error::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(crate::Error::Tls(format!("{}: no certificate", cert.display())));
+        return Err(crate::Error::Tls(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
     }
     let k = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| crate::Error::Tls(format!("{}: {e}", key.display())))?
@@ -338,8 +344,7 @@ fn signin_page(status: StatusCode, error: Option<&str>) -> Resp {
     rand::rngs::OsRng.fill_bytes(&mut t);
     let token = hex::encode(t);
     let mut r = pages::signin(status, &token, error);
-    let cookie =
-        format!("{PRE_COOKIE}={token}; Path=/signin; HttpOnly; SameSite=Strict; Secure");
+    let cookie = format!("{PRE_COOKIE}={token}; Path=/signin; HttpOnly; SameSite=Strict; Secure");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -376,7 +381,12 @@ async fn signin(app: &App, pre: Option<&str>, mut form: Form) -> Resp {
     };
     let client = match app.cluster.client_for(key) {
         Ok(c) => c,
-        Err(e) => return signin_page(StatusCode::BAD_GATEWAY, Some(&format!("sign-in failed: {e}"))),
+        Err(e) => {
+            return signin_page(
+                StatusCode::BAD_GATEWAY,
+                Some(&format!("sign-in failed: {e}")),
+            )
+        }
     };
     match whoami(&client).await {
         Ok(who) => {
@@ -415,7 +425,6 @@ fn cookie(h: &http::HeaderMap, name: &str) -> Option<String> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
-
 
 /// An HTML response.
 pub(crate) fn html(status: StatusCode, m: maud::Markup) -> Resp {

@@ -337,9 +337,9 @@ fn console_signs_in_once_renders_and_guards_every_post() {
     assert_eq!(r.status, 200, "{}", r.raw);
     let at = r
         .body
-        .find("Ciphertext (base64)</dt><dd class=\"id\">")
+        .find("<dd class=\"id\" id=\"enc-ciphertext\">")
         .expect("ciphertext");
-    let rest = &r.body[at + "Ciphertext (base64)</dt><dd class=\"id\">".len()..];
+    let rest = &r.body[at + "<dd class=\"id\" id=\"enc-ciphertext\">".len()..];
     let ct = rest[..rest.find('<').unwrap()].to_string();
     let r = con.post(
         "/key/try",
@@ -565,10 +565,8 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
         let root = srv.root();
         root.create_enclave("app").await.unwrap();
         root.create_key("app", "k", "aes256", false).await.unwrap();
-        let allow = std::collections::BTreeMap::from([(
-            "KEY:GENERATE".to_string(),
-            vec!["k".to_string()],
-        )]);
+        let allow =
+            std::collections::BTreeMap::from([("KEY:GENERATE".to_string(), vec!["k".to_string()])]);
         root.create_policy("app", "gen-only", &allow, &Default::default())
             .await
             .unwrap();
@@ -590,19 +588,28 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
     std::fs::write(&key_file, kp.serialize_pem()).unwrap();
 
     // Shared mode needs no API key of its own.
-    let mut child = Command::new(kms_bin())
-        .args(["console", "--addr", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert_file)
-        .arg("--tls-key")
-        .arg(&key_file)
-        .env("KMS_SERVER", srv.url())
-        .env("KMS_INSECURE", "1")
-        .env_remove("KMS_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(
+        Command::new(kms_bin())
+            .args(["console", "--addr", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert_file)
+            .arg("--tls-key")
+            .arg(&key_file)
+            .env("KMS_SERVER", srv.url())
+            .env("KMS_INSECURE", "1")
+            .env_remove("KMS_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let signin = line
@@ -629,7 +636,10 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
     let page = curl(&signin, &[]);
     assert_eq!(page.status, 200, "{}", page.raw);
     let (pre_cookie, attrs) = set_cookie(&page, "kms_console_signin").expect("form cookie");
-    assert!(attrs.contains("Secure") && attrs.contains("HttpOnly"), "{attrs}");
+    assert!(
+        attrs.contains("Secure") && attrs.contains("HttpOnly"),
+        "{attrs}"
+    );
     let pre = hidden(&page.body, "pre");
     seen.push(page);
     let sign_in = |key: &str, cookie: &str, pre: &str| {
@@ -653,7 +663,9 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
     let r = sign_in("not a key", &pre_cookie, &pre);
     assert_eq!(r.status, 401);
     assert!(r.body.contains("that is not an API key"), "{}", r.body);
-    let stranger = kms_client::ApiKey::generate().to_secret_string().to_string();
+    let stranger = kms_client::ApiKey::generate()
+        .to_secret_string()
+        .to_string();
     let r = sign_in(&stranger, &pre_cookie, &pre);
     assert_eq!(r.status, 401, "{}", r.raw);
     assert!(
@@ -680,7 +692,10 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
     );
     seen.push(r);
     let get = |path: &str, cookie: &str| {
-        curl(&format!("{base}{path}"), &["-H", &format!("Cookie: {cookie}")])
+        curl(
+            &format!("{base}{path}"),
+            &["-H", &format!("Cookie: {cookie}")],
+        )
     };
     let keys = get("/keys?enclave=app", &user_cookie);
     assert!(keys.body.contains("User of app"), "{}", keys.body);
@@ -700,7 +715,11 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
     );
     assert_eq!(r.status, 422, "{}", r.raw);
     assert!(r.body.contains("role=\"alert\""), "{}", r.body);
-    assert!(r.body.contains("value=\"mine\""), "typed name kept: {}", r.body);
+    assert!(
+        r.body.contains("value=\"mine\""),
+        "typed name kept: {}",
+        r.body
+    );
     seen.push(r);
     // But it may generate a data key with `k`.
     let r = curl(
@@ -766,17 +785,20 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
     assert_eq!(get("/keys?enclave=app", &user_cookie).status, 303);
 
     // No API key in any page or header, nor in what the console printed.
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let mut printed = line;
     let _ = out.read_to_string(&mut printed);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut printed);
+    let _ = child.0.stderr.take().unwrap().read_to_string(&mut printed);
     for key in [&user_key, &root_key] {
         let secret = key.trim_start_matches("k1:");
         for r in &seen {
             assert!(!r.raw.contains(secret), "an API key in a response");
         }
-        assert!(!printed.contains(secret), "an API key in the console's output");
+        assert!(
+            !printed.contains(secret),
+            "an API key in the console's output"
+        );
     }
 }
 
@@ -827,9 +849,18 @@ fn console_render_times() {
     let cookie = con.sign_in();
     let mid = format!("key-{:07}", keys / 2);
     let pages = [
-        ("key list, first page".to_string(), "/keys?enclave=big".to_string()),
-        ("key list, middle page".into(), format!("/keys?enclave=big&at={mid}")),
-        ("key list, prefix search".into(), format!("/keys?enclave=big&prefix=key-{:05}", keys / 200)),
+        (
+            "key list, first page".to_string(),
+            "/keys?enclave=big".to_string(),
+        ),
+        (
+            "key list, middle page".into(),
+            format!("/keys?enclave=big&at={mid}"),
+        ),
+        (
+            "key list, prefix search".into(),
+            format!("/keys?enclave=big&prefix=key-{:05}", keys / 200),
+        ),
         ("one key".into(), format!("/key?enclave=big&name={mid}")),
         ("cluster page, 3 nodes".into(), "/".into()),
         ("cluster live part, 3 nodes".into(), "/live/cluster".into()),

@@ -72,7 +72,10 @@ async fn fragment(app: &App, s: &Sess) -> (StatusCode, Markup) {
     let names: Vec<(String, String)> = up
         .iter()
         .map(|n| (n.host.clone(), format!("node {}", n.id)))
-        .chain(down.iter().map(|(id, a)| ((*a).clone(), format!("node {id}"))))
+        .chain(
+            down.iter()
+                .map(|(id, a)| ((*a).clone(), format!("node {id}"))),
+        )
         .collect();
     let m = html! {
         @if !down.is_empty() {

@@ -44,7 +44,8 @@ pub(super) async fn identities(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Res
     // policy read once per page).
     let mut may: BTreeMap<String, maud::Markup> = BTreeMap::new();
     for i in &list.identities {
-        if i.privilege != kms_client::proto::privilege::USER || i.policy.is_empty() || e.is_empty() {
+        if i.privilege != kms_client::proto::privilege::USER || i.policy.is_empty() || e.is_empty()
+        {
             continue;
         }
         if !may.contains_key(&i.policy) {
@@ -247,11 +248,7 @@ fn rules_json(
 pub(super) async fn policies(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let e = q.get("enclave");
     let title = format!("Policies of {e}");
-    let list = match s
-        .client
-        .list_policies_page(e, "", q.get("at"), PAGE)
-        .await
-    {
+    let list = match s.client.list_policies_page(e, "", q.get("at"), PAGE).await {
         Ok(l) => l,
         Err(err) => return failed_page_after(s, &title, "listing policies failed", err, f),
     };

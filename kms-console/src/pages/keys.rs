@@ -8,7 +8,7 @@ use base64::Engine;
 use kms_client::KeyVersions;
 use maud::{html, Markup};
 
-use super::{csrf, failed_page, field, layout, ts, Flash};
+use super::{csrf, field, layout, ts, Flash};
 use crate::web::{enc, html as respond, redirect, App, Form, Resp, Sess};
 
 /// Keys per page.
@@ -159,9 +159,11 @@ pub(super) async fn detail(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     let e = q.get("enclave");
     let name = q.get("name");
     let title = format!("Key {name}");
-    let k = match s.client.describe_key(e, name).await {
-        Ok(k) => k,
-        Err(err) => return failed_page(s, &title, "describing the key failed", err),
+    // A User may be allowed to use a key but not to describe it: the page
+    // then says so and keeps its forms.
+    let (k, desc_err) = match s.client.describe_key(e, name).await {
+        Ok(k) => (Some(k), None),
+        Err(err) => (None, Some(err.to_string())),
     };
     let hidden = html! {
         (csrf(s))
@@ -170,16 +172,19 @@ pub(super) async fn detail(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
     };
     let body = html! {
         p { a href={ "/keys?enclave=" (enc(e)) } { "All keys of " (e) } }
-        dl { dt { "Type" } dd { (k.r#type) } dt { "Kind" } dd { @if k.asymmetric { "asymmetric (a key pair per version)" } @else { "secret" } } }
-        table {
-            caption { "Versions" }
-            thead { tr { th scope="col" { "Version" } th scope="col" { "Created" } th scope="col" { "Created by" }
-                         th scope="col" { "Imported" } @if k.asymmetric { th scope="col" { "Public key fingerprint" } } } }
-            tbody {
-                @for v in &k.versions {
-                    tr { td { (v.version) } td { (ts(&v.created_at)) } td.id { (v.created_by) }
-                         td { @if v.imported { "yes" } @else { "no" } }
-                         @if k.asymmetric { td.id { (v.fingerprint) } } }
+        @if let Some(err) = &desc_err { p.error role="alert" { "describing the key failed: " (err) } }
+        @if let Some(k) = &k {
+            dl { dt { "Type" } dd { (k.r#type) } dt { "Kind" } dd { @if k.asymmetric { "asymmetric (a key pair per version)" } @else { "secret" } } }
+            table {
+                caption { "Versions" }
+                thead { tr { th scope="col" { "Version" } th scope="col" { "Created" } th scope="col" { "Created by" }
+                             th scope="col" { "Imported" } @if k.asymmetric { th scope="col" { "Public key fingerprint" } } } }
+                tbody {
+                    @for v in &k.versions {
+                        tr { td { (v.version) } td { (ts(&v.created_at)) } td.id { (v.created_by) }
+                             td { @if v.imported { "yes" } @else { "no" } }
+                             @if k.asymmetric { td.id { (v.fingerprint) } } }
+                    }
                 }
             }
         }
@@ -203,9 +208,13 @@ pub(super) async fn detail(_app: &App, s: &Sess, q: &Form, f: &Flash) -> Resp {
                 (f.note("delete"))
             }
         }
-        @if !k.asymmetric { (try_it(&hidden, f)) }
+        @if !k.as_ref().is_some_and(|k| k.asymmetric) { (try_it(&hidden, f)) }
     };
-    respond(f.status(), layout(s, &title, body))
+    let status = match (&desc_err, f.status()) {
+        (Some(_), http::StatusCode::OK) if f.result.is_none() => http::StatusCode::BAD_GATEWAY,
+        (_, st) => st,
+    };
+    respond(status, layout(s, &title, body))
 }
 
 /// The try-it panel of a secret key.
@@ -276,12 +285,7 @@ pub(super) async fn post(app: &App, s: &Sess, path: &str, f: &Form) -> Resp {
     }
 }
 
-async fn try_op(
-    s: &Sess,
-    e: &str,
-    name: &str,
-    f: &Form,
-) -> Result<Markup, (&'static str, String)> {
+async fn try_op(s: &Sess, e: &str, name: &str, f: &Form) -> Result<Markup, (&'static str, String)> {
     let c = &s.client;
     let text = f.get("text");
     let ad = f.get("context").as_bytes();

@@ -157,12 +157,18 @@ mod tests {
         ]);
         let deny = HashMap::from([("KEY:DELETE".to_string(), set(&["a?c"]))]);
         let m = policy(&allow, &deny).into_string();
-        assert!(m.contains("May run every <code>KEY</code> command on any key."), "{m}");
+        assert!(
+            m.contains("May run every <code>KEY</code> command on any key."),
+            "{m}"
+        );
         assert!(
             m.contains("May generate data keys with keys whose name starts with <code>app-</code> or the key <code>k1</code>."),
             "{m}"
         );
-        assert!(m.contains("May never delete keys matching <code>a?c</code>."), "{m}");
+        assert!(
+            m.contains("May never delete keys matching <code>a?c</code>."),
+            "{m}"
+        );
         assert!(m.contains("wins"), "{m}");
         let none = policy(&HashMap::new(), &HashMap::new()).into_string();
         assert!(none.contains("May do nothing"), "{none}");
