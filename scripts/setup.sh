@@ -9,7 +9,8 @@
 #                             OpenSSH client and server, the libp11 OpenSSL engine,
 #                             Prometheus's promtool, systemd-analyze and p11-kit for
 #                             scripts/check-ops.sh, adduser, man-db and curl for the
-#                             package test; cargo-nextest, cargo-fuzz and cargo-deb)
+#                             package test; Chromium and chromedriver for the console's
+#                             browser test; cargo-nextest, cargo-fuzz and cargo-deb)
 set -euo pipefail
 
 need=()
@@ -53,6 +54,9 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/sbin/adduser ] || need+=(adduser)
   have_cmd man || need+=(man-db)
   have_cmd curl || need+=(curl)
+  # tests/tests/console_browser.rs: headless Chromium driven through chromedriver (WebDriver).
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
