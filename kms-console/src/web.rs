@@ -211,7 +211,7 @@ pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
         ("cross-origin-opener-policy", "same-origin"),
     ] {
@@ -245,13 +245,19 @@ async fn route(app: &App, req: Request<Incoming>) -> Resp {
             "/style.css" => return asset("text/css; charset=utf-8", CSS),
             "/console.js" => return asset("text/javascript; charset=utf-8", JS),
             "/login" if !app.shared => return login(app, query.get("token")),
-            "/signin" if app.shared => return signin_page(StatusCode::OK, None),
+            "/signin" if app.shared => {
+                let pre = cookie(req.headers(), PRE_COOKIE);
+                return signin_page(StatusCode::OK, pre.as_deref(), None);
+            }
+            "/favicon.ico" => return plain(StatusCode::NOT_FOUND, "not found"),
             _ => {}
         }
     }
     if method == Method::POST {
         // A cross-site form post is refused whatever its cookies (SameSite
-        // already keeps the session cookie off it).
+        // already keeps the session cookie off it). Browsers send the real
+        // Origin on our own posts because the Referrer-Policy is
+        // same-origin (with no-referrer they would send "null").
         let scheme = if app.shared { "https" } else { "http" };
         if let Some(o) = req.headers().get(header::ORIGIN) {
             if o.as_bytes() != format!("{scheme}://{host}").as_bytes() {
@@ -338,11 +344,18 @@ fn with_session_cookie(app: &App, mut r: Resp, id: &str) -> Resp {
     r
 }
 
-/// Shared mode's sign-in page, with a fresh form token in a cookie.
-fn signin_page(status: StatusCode, error: Option<&str>) -> Resp {
-    let mut t = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut t);
-    let token = hex::encode(t);
+/// Shared mode's sign-in page, its form token also in a cookie. A browser
+/// that already holds a token keeps it: a second load of the page (another
+/// tab, a reload) must not void the form shown first.
+fn signin_page(status: StatusCode, held: Option<&str>, error: Option<&str>) -> Resp {
+    let token = match held {
+        Some(t) if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) => t.to_string(),
+        _ => {
+            let mut t = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut t);
+            hex::encode(t)
+        }
+    };
     let mut r = pages::signin(status, &token, error);
     let cookie = format!("{PRE_COOKIE}={token}; Path=/signin; HttpOnly; SameSite=Strict; Secure");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -364,6 +377,7 @@ async fn signin(app: &App, pre: Option<&str>, mut form: Form) -> Resp {
     if !pre_ok {
         return signin_page(
             StatusCode::FORBIDDEN,
+            None,
             Some("the sign-in form expired or came from elsewhere; try again"),
         );
     }
@@ -372,6 +386,7 @@ async fn signin(app: &App, pre: Option<&str>, mut form: Form) -> Resp {
         Err(_) => {
             return signin_page(
                 StatusCode::UNAUTHORIZED,
+                pre,
                 Some("sign-in failed: that is not an API key (it starts with k1:)"),
             )
         }
@@ -384,6 +399,7 @@ async fn signin(app: &App, pre: Option<&str>, mut form: Form) -> Resp {
         Err(e) => {
             return signin_page(
                 StatusCode::BAD_GATEWAY,
+                pre,
                 Some(&format!("sign-in failed: {e}")),
             )
         }
@@ -395,10 +411,12 @@ async fn signin(app: &App, pre: Option<&str>, mut form: Form) -> Resp {
         }
         Err(e) if e.status() == Some(403) || e.status() == Some(401) => signin_page(
             StatusCode::UNAUTHORIZED,
+            pre,
             Some("sign-in failed: the cluster does not know this API key"),
         ),
         Err(e) => signin_page(
             StatusCode::BAD_GATEWAY,
+            pre,
             Some(&format!("sign-in failed: the cluster did not answer: {e}")),
         ),
     }

@@ -242,7 +242,7 @@ fn console_signs_in_once_renders_and_guards_every_post() {
         r.header("x-content-type-options").as_deref(),
         Some("nosniff")
     );
-    assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("same-origin"));
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert!(r.body.contains("1 up, 0 down"), "{}", r.body);
     assert!(!r.body.contains("class=\"banner\""));

@@ -232,12 +232,13 @@ fn processes_of(pgid: u32, marker: &str) -> Vec<String> {
     left
 }
 
-/// A `kms console` in local mode; killed on drop.
+/// A `kms console`; killed on drop.
 struct Console {
     child: Child,
-    /// The one-time login URL it printed.
+    /// The one-time login URL (local mode) or the sign-in page (shared
+    /// mode) it printed.
     login: String,
-    /// `http://127.0.0.1:PORT`.
+    /// `http(s)://127.0.0.1:PORT`.
     origin: String,
 }
 
@@ -250,13 +251,22 @@ impl Drop for Console {
 
 impl Console {
     /// Starts `kms console --addr 127.0.0.1:0` for `servers` (comma
-    /// separated) with `api_key`; reads its login URL (at most 10 s).
-    fn start(servers: &str, api_key: &str) -> Console {
-        let mut child = Command::new(kms_bin())
-            .args(["console", "--addr", "127.0.0.1:0"])
+    /// separated): in local mode with `api_key`, or in shared mode (no key
+    /// of its own) with the TLS certificate and key files `tls`; reads the
+    /// URL it prints (at most 10 s).
+    fn start(servers: &str, api_key: Option<&str>, tls: Option<(&Path, &Path)>) -> Console {
+        let mut cmd = Command::new(kms_bin());
+        cmd.args(["console", "--addr", "127.0.0.1:0"])
             .env("KMS_SERVER", servers)
-            .env("KMS_API_KEY", api_key)
-            .env("KMS_INSECURE", "1")
+            .env_remove("KMS_API_KEY")
+            .env("KMS_INSECURE", "1");
+        if let Some(k) = api_key {
+            cmd.env("KMS_API_KEY", k);
+        }
+        if let Some((c, k)) = tls {
+            cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -267,7 +277,10 @@ impl Console {
         std::thread::spawn(move || {
             for line in out.lines() {
                 let Ok(line) = line else { return };
-                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                if let Some(url) = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                {
                     let _ = tx.send(url.to_string());
                 }
             }
@@ -275,12 +288,14 @@ impl Console {
         let login = rx
             .recv_timeout(WAIT)
             .expect("kms console prints its login URL");
-        let rest = login.trim_start_matches("http://");
-        let origin = format!("http://{}", rest.split('/').next().unwrap());
-        assert!(
-            login.starts_with(&format!("{origin}/login?token=")),
-            "{login}"
-        );
+        let (scheme, rest) = login.split_once("://").unwrap();
+        let origin = format!("{scheme}://{}", rest.split('/').next().unwrap());
+        let want = if tls.is_some() {
+            format!("{origin}/signin")
+        } else {
+            format!("{origin}/login?token=")
+        };
+        assert!(login.starts_with(&want), "{login}");
         Console {
             child,
             login,
@@ -293,14 +308,10 @@ impl Console {
     }
 }
 
-/// Signs browser `b` in to the console for `servers` with `api_key`.
-///
-/// Today (local mode) that is a console process per person, started with
-/// the key, and its one-time login URL. With the shared mode's sign-in
-/// (being written) this becomes: open the shared console's sign-in form
-/// and type the key; only this function changes.
+/// Signs browser `b` in to a local-mode console for `servers` acting with
+/// `api_key`, through its one-time login URL.
 async fn sign_in(b: &Client, servers: &str, api_key: &str) -> Console {
-    let con = Console::start(servers, api_key);
+    let con = Console::start(servers, Some(api_key), None);
     b.goto(&con.login).await.unwrap();
     // The token became a session cookie and left the address bar.
     wait_js(
@@ -310,6 +321,20 @@ async fn sign_in(b: &Client, servers: &str, api_key: &str) -> Console {
     )
     .await;
     con
+}
+
+/// Signs browser `b` in to the shared-mode console `con` by typing
+/// `api_key` into its sign-in form.
+async fn sign_in_shared(b: &Client, con: &Console, api_key: &str) {
+    b.goto(&con.login).await.unwrap();
+    fill(b, "#api-key", api_key).await;
+    click_and_load(b, "form#signin button[type=submit]").await;
+    wait_js(
+        b,
+        "a page after sign-in",
+        "return location.pathname === '/' && !!document.querySelector(\"nav a[href='/enclaves']\")",
+    )
+    .await;
 }
 
 /// Runs `script` (which returns a value) in the page.
@@ -522,10 +547,7 @@ async fn wait_cluster(
     assert!(limit <= WAIT);
     let start = Instant::now();
     loop {
-        // The cluster page does not refresh itself yet: reload it. When its
-        // live refresh (JavaScript polling, being added) lands, this reload
-        // goes away and the loop only reads the page.
-        b.refresh().await.unwrap();
+        // No reload: the page's own live refresh (console.js) must show it.
         let (rows, shown) = cluster_rows(b).await;
         let got: BTreeMap<String, &str> =
             rows.iter().map(|(i, s)| (i.clone(), s.as_str())).collect();
@@ -747,7 +769,30 @@ fn console_in_a_browser_on_a_live_cluster() {
         //    refused with the server's message next to the form, and what
         //    was typed is kept.
         let b = driver.session().await;
-        let con_b = sign_in(&b, &servers, &user_key).await;
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&kp)
+            .unwrap();
+        let (cert_file, key_file) = (
+            tmp.path().join("console.pem"),
+            tmp.path().join("console.key"),
+        );
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, kp.serialize_pem()).unwrap();
+        let con_b = Console::start(&servers, None, Some((&cert_file, &key_file)));
+        // A wrong key is refused on the form itself.
+        b.goto(&con_b.login).await.unwrap();
+        fill(&b, "#api-key", &ApiKey::generate().to_secret_string()).await;
+        click_and_load(&b, "form#signin button[type=submit]").await;
+        assert_eq!(
+            text(&b, "form#signin [role=alert]").await,
+            "sign-in failed: the cluster does not know this API key"
+        );
+        sign_in_shared(&b, &con_b, &user_key).await;
+        assert!(text(&b, "header .who")
+            .await
+            .starts_with(&format!("User of {enclave}")));
         open(&b, &con_b.url(&format!("/keys?enclave={enclave}"))).await;
         fill(&b, "#key-new", "typed-by-b").await;
         b.find(Locator::Css("#key-type"))
@@ -799,6 +844,25 @@ fn console_in_a_browser_on_a_live_cluster() {
         shots.take(&a, "08-recovered.png").await;
         step("6. node down and back");
 
+        // The HSM and audit pages: the audit shows b's refused KEY:CREATE.
+        open(&a, &con_a.url("/hsms")).await;
+        assert!(text(&a, "table").await.contains("seals"));
+        check_labels(&a, "hsms", &mut problems).await;
+        shots.take(&a, "10-hsms.png").await;
+        open(&a, &con_a.url("/audit?command=KEY:CREATE")).await;
+        let audit = text(&a, "table.audit").await;
+        assert!(audit.contains(&user.identity().to_string()), "{audit}");
+        assert!(audit.contains("denied"), "{audit}");
+        check_labels(&a, "audit", &mut problems).await;
+        shots.take(&a, "11-audit.png").await;
+        open(&a, &con_a.url(&format!("/identities?enclave={enclave}"))).await;
+        let words = text(&a, "table").await;
+        assert!(
+            words.contains(&format!("May generate data keys with the key {key}.")),
+            "{words}"
+        );
+        shots.take(&a, "12-identities.png").await;
+
         // 7. Phone width: no horizontal scrolling on any page.
         a.set_window_rect(0, 0, 390, 844).await.unwrap();
         for path in [
@@ -807,6 +871,8 @@ fn console_in_a_browser_on_a_live_cluster() {
             format!("/identities?enclave={enclave}"),
             format!("/policies?enclave={enclave}"),
             format!("/key?enclave={enclave}&name={key}"),
+            "/hsms".into(),
+            "/audit".into(),
             format!("/keys?enclave={enclave}"),
         ] {
             open(&a, &con_a.url(&path)).await;
