@@ -22,8 +22,7 @@ pub(super) async fn page(_app: &App, s: &Sess, f: &Flash) -> Resp {
             thead { tr { th scope="col" { "Node" } th scope="col" { "HSM" } th scope="col" { "State" } } }
             tbody {
                 @for n in &nodes {
-                    @let mut names: Vec<&String> = n.hsms.iter().chain(&n.configured_hsms).collect();
-                    @let _ = { names.sort(); names.dedup(); };
+                    @let names = hsm_names(n);
                     @for h in names {
                         @let seals = n.hsms.contains(h);
                         @let conf = n.configured_hsms.contains(h);
@@ -74,6 +73,14 @@ pub(super) async fn page(_app: &App, s: &Sess, f: &Flash) -> Resp {
         }
     };
     respond(f.status(), layout(s, "HSMs", body))
+}
+
+/// The HSMs a node seals with or is configured with, sorted, once each.
+fn hsm_names(n: &kms_client::proto::ServerStatusResponse) -> Vec<&String> {
+    let mut names: Vec<&String> = n.hsms.iter().chain(&n.configured_hsms).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The servers the console talks to, to pick the node a change acts on.
