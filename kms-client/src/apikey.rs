@@ -131,17 +131,24 @@ impl Identity {
         Ok(Self::from_spki(cert.tbs_certificate.subject_pki.raw))
     }
 
-    /// Parses `h1:...`.
+    /// Parses `h1:...`. An error never repeats an API key given by
+    /// mistake (`k1:...`), so that it cannot reach a response or a log.
     pub fn parse(s: &str) -> Result<Self, Error> {
+        if s.starts_with("k1:") {
+            return Err(Error::Config(
+                "that is an API key, not an identity: give its identity (kms identity KEY)".into(),
+            ));
+        }
+        let shown: String = s.chars().take(64).collect();
         let b64 = s
             .strip_prefix("h1:")
-            .ok_or_else(|| Error::Config(format!("identity '{s}' must start with 'h1:'")))?;
+            .ok_or_else(|| Error::Config(format!("identity '{shown}' must start with 'h1:'")))?;
         let raw = URL_SAFE_NO_PAD
             .decode(b64)
-            .map_err(|_| Error::Config(format!("identity '{s}' is not valid base64url")))?;
+            .map_err(|_| Error::Config(format!("identity '{shown}' is not valid base64url")))?;
         let b: [u8; 32] = raw
             .try_into()
-            .map_err(|_| Error::Config(format!("identity '{s}' must hold 32 bytes")))?;
+            .map_err(|_| Error::Config(format!("identity '{shown}' must hold 32 bytes")))?;
         Ok(Self(b))
     }
 
@@ -181,6 +188,14 @@ mod tests {
     use super::*;
 
     /// The test vector of PRODUCT.md section 3.
+    #[test]
+    fn identity_errors_never_repeat_an_api_key() {
+        let k = ApiKey::generate().to_secret_string();
+        let e = Identity::parse(&k).unwrap_err().to_string();
+        assert!(!e.contains(&k[3..]), "{e}");
+        assert!(e.contains("that is an API key"), "{e}");
+    }
+
     #[test]
     fn identity_vector() {
         let k = ApiKey::parse("k1:d7cY_5k8HbBGkZpoy2hGmvkxg83QDBXsA_nFXDfTk2E").unwrap();
