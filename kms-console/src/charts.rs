@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use kms_client::Client;
-use maud::{html, Markup, PreEscaped};
+use maud::{html, Markup};
 use parking_lot::Mutex;
 
 /// Samples closer together than this reuse the last one.
@@ -281,47 +281,26 @@ pub(crate) fn chart(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let mut svg = String::with_capacity(2048);
-    let _ = write!(
-        svg,
-        r#"<svg viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{t}: {s}" class="chart"><title>{t}</title>"#,
-        t = escape(title),
-        s = escape(&summary),
-    );
-    let _ = write!(
-        svg,
-        r##"<line x1="{PAD_L}" y1="{b}" x2="{W}" y2="{b}" stroke="#8a8f98" stroke-width="0.5"></line><text x="2" y="10" font-size="9" fill="#555">{m}</text><text x="2" y="{b}" font-size="9" fill="#555">0</text>"##,
-        b = H - PAD_B,
-        m = fmt(vmax),
-    );
-    if have {
-        let _ = write!(
-            svg,
-            r##"<text x="{PAD_L}" y="{H}" font-size="9" fill="#555">-{s:.0} s</text><text x="{r}" y="{H}" font-size="9" fill="#555" text-anchor="end">now</text>"##,
-            s = t1 - t0,
-            r = W - 2.0,
-        );
-    }
-    for (i, (_, pts)) in series.iter().enumerate() {
-        if pts.len() < 2 {
-            continue;
-        }
-        let mut p = String::with_capacity(pts.len() * 12);
-        for &(t, v) in pts {
-            let _ = write!(p, "{:.1},{:.1} ", x(t), y(v));
-        }
-        let _ = write!(
-            svg,
-            r#"<polyline points="{p}" fill="none" stroke="{c}" stroke-width="1.5" stroke-dasharray="{d}"></polyline>"#,
-            c = COLORS[i % COLORS.len()],
-            d = DASHES[i % DASHES.len()],
-        );
-    }
-    svg.push_str("</svg>");
+    let base = H - PAD_B;
     html! {
         figure.chart {
             figcaption { (title) " (" (unit) ")" }
-            (PreEscaped(svg))
+            svg.chart viewBox={ "0 0 " (W) " " (H) } width="100%" role="img" aria-label={ (title) ": " (summary) } {
+                title { (title) }
+                line x1=(PAD_L) y1=(base) x2=(W) y2=(base) stroke="#8a8f98" stroke-width="0.5" {}
+                text x="2" y="10" font-size="9" fill="#555" { (fmt(vmax)) }
+                text x="2" y=(base) font-size="9" fill="#555" { "0" }
+                @if have {
+                    text x=(PAD_L) y=(H) font-size="9" fill="#555" { "-" (format!("{:.0}", t1 - t0)) " s" }
+                    text x=(W - 2.0) y=(H) font-size="9" fill="#555" text-anchor="end" { "now" }
+                }
+                @for (i, (_, pts)) in series.iter().enumerate() {
+                    @if pts.len() >= 2 {
+                        polyline points=(points(pts, &x, &y)) fill="none" stroke=(COLORS[i % COLORS.len()])
+                            stroke-width="1.5" stroke-dasharray=(DASHES[i % DASHES.len()]) {}
+                    }
+                }
+            }
             ul.legend {
                 @for (i, (name, pts)) in series.iter().enumerate() {
                     li {
@@ -337,18 +316,13 @@ pub(crate) fn chart(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)
     }
 }
 
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            c => o.push(c),
-        }
+/// A polyline's points, `x,y x,y ...`.
+fn points(pts: &[(f64, f64)], x: &dyn Fn(f64) -> f64, y: &dyn Fn(f64) -> f64) -> String {
+    let mut p = String::with_capacity(pts.len() * 12);
+    for &(t, v) in pts {
+        let _ = write!(p, "{:.1},{:.1} ", x(t), y(v));
     }
-    o
+    p
 }
 
 /// A round upper bound for an axis.

@@ -202,11 +202,6 @@ impl Console {
         })
     }
 
-    /// Whether this console signs each person in with their own API key.
-    pub fn is_shared(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         web::serve(self.listener, self.tls, self.app, shutdown).await

@@ -202,18 +202,6 @@ impl Sessions {
         })
     }
 
-    /// The number of live sessions.
-    pub fn len(&self) -> usize {
-        let mut t = self.table.lock();
-        self.expire(&mut t, Instant::now());
-        t.len()
-    }
-
-    /// Whether no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Ends the session `id`.
     pub fn end(&self, id: &str) {
         let mut raw = [0u8; 32];

@@ -127,6 +127,23 @@ struct Resp {
 }
 
 impl Resp {
+    /// A whole HTTP/1.1 response as read off the wire (or printed by
+    /// `curl -i`).
+    fn parse(raw: String) -> Resp {
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Resp {
+            status,
+            head: head.to_string(),
+            body: body.to_string(),
+            raw: raw.clone(),
+        }
+    }
+
     fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -164,19 +181,7 @@ fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Resp {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-        raw: raw.clone(),
-    }
+    Resp::parse(String::from_utf8_lossy(&raw).into_owned())
 }
 
 /// HTML-escapes like maud does, to find a server message in a page.
@@ -517,19 +522,7 @@ fn curl(url: &str, args: &[&str]) -> Resp {
         .output()
         .expect("run curl");
     assert!(out.status.success(), "curl {url}: {out:?}");
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Resp {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-        raw: raw.clone(),
-    }
+    Resp::parse(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A cookie's `name=value` from a response's Set-Cookie headers.
@@ -810,44 +803,17 @@ fn console_shared_mode_signs_each_person_in_with_their_own_key() {
 #[test]
 #[ignore = "a benchmark: scripts/console-bench.sh"]
 fn console_render_times() {
-    use kms_client::{proto, Command as Cmd};
     let keys: usize = std::env::var("KMS_BENCH_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let tmp = tempfile::tempdir().unwrap();
     let nodes = cluster(&tmp, 3, SEED_HSM_KEY);
-    let c = nodes[0].root();
-    rt().block_on(async {
-        c.create_enclave("big").await.unwrap();
-        let mut tasks = Vec::new();
-        for w in 0..4 {
-            let c = c.clone();
-            tasks.push(tokio::spawn(async move {
-                for chunk in (w * keys / 4..(w + 1) * keys / 4)
-                    .collect::<Vec<_>>()
-                    .chunks(500)
-                {
-                    let reqs: Vec<_> = chunk
-                        .iter()
-                        .map(|i| proto::CreateKeyRequest {
-                            name: format!("key-{i:07}"),
-                            ..Default::default()
-                        })
-                        .collect();
-                    let _: Vec<proto::Empty> =
-                        c.batch(Some("big"), Cmd::KeyCreate, &reqs).await.unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
+    kms_tests::create_keys(&nodes[0].root(), "big", keys);
     let urls: Vec<String> = nodes.iter().map(Server::url).collect();
     let con = Console::start_at(&urls.join(","), &nodes[0].root_key.to_secret_string());
     let cookie = con.sign_in();
-    let mid = format!("key-{:07}", keys / 2);
+    let mid = kms_tests::key_name(keys / 2);
     let pages = [
         (
             "key list, first page".to_string(),

@@ -392,6 +392,21 @@ async fn fill(b: &Client, css: &str, text: &str) {
     e.send_keys(text).await.unwrap();
 }
 
+/// Runs the key page's try-it panel: operation `op` on `text` (kept as it
+/// is when `None`).
+async fn try_it(b: &Client, op: &str, text: Option<&str>) {
+    b.find(Locator::Css(&format!("input[name=op][value={op}]")))
+        .await
+        .unwrap_or_else(|e| panic!("try-it {op}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    if let Some(t) = text {
+        fill(b, "#try-text", t).await;
+    }
+    submit(b, "/key/try").await;
+}
+
 /// Clicks `css` and waits until the next page has replaced this one.
 async fn click_and_load(b: &Client, css: &str) {
     js(b, "window.__kmsOld = true; return null").await;
@@ -657,43 +672,16 @@ fn console_in_a_browser_on_a_live_cluster() {
         step("2. enclave, key, rotation");
 
         // 3. Try it: a data key, decrypted back; a text, encrypted and decrypted.
-        a.find(Locator::Css("input[name=op][value=generate]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        submit(&a, "/key/try").await;
+        try_it(&a, "generate", None).await;
         let dk_plain = text(&a, "#dk-plaintext").await;
         let dk_ct = text(&a, "#dk-ciphertext").await;
         assert_eq!(dk_plain.len(), 44, "32 bytes in base64: {dk_plain}");
-        a.find(Locator::Css("input[name=op][value=decrypt]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        fill(&a, "#try-text", &dk_ct).await;
-        submit(&a, "/key/try").await;
+        try_it(&a, "decrypt", Some(&dk_ct)).await;
         assert_eq!(text(&a, "#dec-plaintext").await, dk_plain);
-        a.find(Locator::Css("input[name=op][value=encrypt]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        fill(&a, "#try-text", text_in).await;
-        submit(&a, "/key/try").await;
+        try_it(&a, "encrypt", Some(text_in)).await;
         let ct = text(&a, "#enc-ciphertext").await;
         assert_ne!(ct, text_in);
-        a.find(Locator::Css("input[name=op][value=decrypt]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        fill(&a, "#try-text", &ct).await;
-        submit(&a, "/key/try").await;
+        try_it(&a, "decrypt", Some(&ct)).await;
         assert_eq!(text(&a, "#dec-text").await, text_in);
         check_labels(&a, "key with a result", &mut problems).await;
         shots.take_at(&a, "04-try-it.png", "#dec-text").await;

@@ -20,43 +20,11 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn name(i: usize) -> String {
-    format!("key-{i:07}")
-}
+use kms_tests::key_name as name;
 
 /// Creates `keys` keys in enclave `big` of `srv`, 4 clients in batches of 500.
 fn create(srv: &Server, keys: usize) -> Duration {
-    let c = srv.root();
-    let t = Instant::now();
-    rt().block_on(async {
-        c.create_enclave("big").await.unwrap();
-        let mut tasks = Vec::new();
-        for w in 0..4 {
-            let c = c.clone();
-            tasks.push(tokio::spawn(async move {
-                for chunk in (w * keys / 4..(w + 1) * keys / 4)
-                    .collect::<Vec<_>>()
-                    .chunks(500)
-                {
-                    let reqs: Vec<_> = chunk
-                        .iter()
-                        .map(|i| proto::CreateKeyRequest {
-                            name: name(*i),
-                            ..Default::default()
-                        })
-                        .collect();
-                    let _: Vec<proto::Empty> = c
-                        .batch(Some("big"), Command::KeyCreate, &reqs)
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    t.elapsed()
+    kms_tests::create_keys(&srv.root(), "big", keys)
 }
 
 /// Lists every key page by page and checks names and order; times one
