@@ -155,17 +155,6 @@ impl Console {
         Ok(c)
     }
 
-    /// A local-mode console on an already bound (loopback) listener.
-    pub fn with_listener(listener: TcpListener, client: Client) -> Result<Self, Error> {
-        let cluster = Cluster {
-            endpoints: client.endpoints().to_vec(),
-            trust: Trust::Insecure,
-            timeout: Duration::from_secs(30),
-            client: Some(client),
-        };
-        Self::on(listener, None, cluster)
-    }
-
     fn on(
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
